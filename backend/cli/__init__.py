@@ -1,0 +1,1 @@
+"""One module per ``python -m backend`` subcommand (NAME, HELP, add_arguments, run)."""

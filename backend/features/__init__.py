@@ -1,0 +1,1 @@
+"""Geometry and learning features shared by training and inference (numpy + scipy only)."""

@@ -1,0 +1,1 @@
+"""File formats: the project's .npz layout, RigNet text rigs, atomic writes."""

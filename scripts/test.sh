@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run the whole test suite in the project's environment (creates .venv/ on first use).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/env.sh"
+cd "$ROOT"
+export BLENDER_USER_RESOURCES="${BLENDER_USER_RESOURCES:-$(mktemp -d)}"
+exec python -m pytest -q tests "$@"
