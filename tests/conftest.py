@@ -1,0 +1,98 @@
+"""Shared pytest setup.
+
+* BLENDER_USER_RESOURCES points at a temporary folder before anything imports bpy, so tests
+  never read or write the user's Blender configuration.
+* ``small_rig`` is a fixture factory building a capsule chain :class:`backend.rig.Rig` in numpy
+  (``make_capsule_chain`` is importable as a plain function too).
+* ``DATA_DIR`` / ``needs_data``: the shared data folder and a skip marker for when it is absent.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if not os.environ.get("BLENDER_USER_RESOURCES"):
+    os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="autoskin_blender_user_")
+
+from backend.rig import Rig, make_rig  # noqa: E402
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA_DIR / "rigs").is_dir(), reason=f"{DATA_DIR} is absent")
+
+
+def make_capsule_chain(
+    n_bones: int = 3,
+    length: float = 3.0,
+    radius: float = 0.3,
+    segments: int = 16,
+    rings: int = 24,
+    cap_rings: int = 4,
+    with_weights: bool = True,
+    name: str = "capsule_chain",
+) -> Rig:
+    """A closed, manifold capsule along +Z from z=0 to z=``length`` with a straight chain of
+    ``n_bones`` equal bones on its axis (bone j from z=j*L/n to (j+1)*L/n, parent j-1).
+
+    Vertices: 2 poles + (2*cap_rings + rings + 1) rings of ``segments`` each.
+    Weights (optional): tent functions centred on each bone's middle, at most two influences
+    per vertex, rows summing to 1.
+    """
+    if n_bones < 1:
+        raise ValueError("n_bones must be >= 1")
+    # profile (z, r) from bottom pole to top pole, poles excluded
+    prof = []
+    for i in range(1, cap_rings + 1):  # bottom hemisphere
+        a = -np.pi / 2 + (np.pi / 2) * i / cap_rings
+        prof.append((radius * np.sin(a), radius * np.cos(a)))
+    for i in range(1, rings):  # cylinder body (excluding the two equator rings already added/added below)
+        prof.append((length * i / rings, radius))
+    for i in range(0, cap_rings):  # top hemisphere, starting at the equator
+        a = (np.pi / 2) * i / cap_rings
+        prof.append((length + radius * np.sin(a), radius * np.cos(a)))
+    prof = np.asarray(prof, dtype=np.float64)
+    R = len(prof)
+    ang = 2 * np.pi * np.arange(segments) / segments
+    ring_xyz = np.stack([
+        prof[:, 1:2] * np.cos(ang)[None, :],
+        prof[:, 1:2] * np.sin(ang)[None, :],
+        np.repeat(prof[:, 0:1], segments, axis=1),
+    ], axis=-1).reshape(-1, 3)
+    bottom = np.array([[0.0, 0.0, -radius]])
+    top = np.array([[0.0, 0.0, length + radius]])
+    verts = np.concatenate([bottom, ring_xyz, top])
+    top_i = len(verts) - 1
+
+    def ring(r: int, s: np.ndarray) -> np.ndarray:
+        return 1 + r * segments + (s % segments)
+
+    s = np.arange(segments)
+    faces = [np.stack([np.zeros(segments, int), ring(0, s + 1), ring(0, s)], 1)]
+    for r in range(R - 1):
+        a, b, c, d = ring(r, s), ring(r, s + 1), ring(r + 1, s + 1), ring(r + 1, s)
+        faces.append(np.stack([a, b, c], 1))
+        faces.append(np.stack([a, c, d], 1))
+    faces.append(np.stack([np.full(segments, top_i), ring(R - 1, s), ring(R - 1, s + 1)], 1))
+    faces = np.concatenate(faces)
+
+    seg = length / n_bones
+    heads = np.stack([np.zeros(n_bones), np.zeros(n_bones), seg * np.arange(n_bones)], 1)
+    tails = heads + np.array([0.0, 0.0, seg])
+    parents = np.arange(n_bones) - 1
+    weights = None
+    if with_weights:
+        centres = seg * (np.arange(n_bones) + 0.5)
+        z = np.clip(verts[:, 2], centres[0], centres[-1])
+        w = np.clip(1.0 - np.abs(z[:, None] - centres[None, :]) / seg, 0.0, None)
+        weights = w / w.sum(axis=1, keepdims=True)
+    return make_rig(verts, faces, heads, parents, tails=tails,
+                    joint_names=[f"bone_{j}" for j in range(n_bones)], weights=weights, name=name)
+
+
+@pytest.fixture
+def small_rig():
+    """Factory: ``small_rig(n_bones=3, **kw) -> Rig`` (see :func:`make_capsule_chain`)."""
+    return make_capsule_chain
