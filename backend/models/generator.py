@@ -1,0 +1,78 @@
+"""Generator G: mesh graph layers + per-(vertex, candidate bone) scoring -> (V, K) weights.
+
+Works for any number of bones: bones enter only through the per-pair gather ``bone_h[cand]``,
+so permuting the bones (and relabelling ``cand``) permutes nothing in the output's meaning.
+Only gathers, matmuls and reductions: exports to ONNX without any scatter op.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from backend.features.pipeline import FB, FP, FV
+
+
+class NeighborSAGE(nn.Module):
+    """GraphSAGE layer over a fixed-size neighbourhood table: h' = act(W_self h + W_nbr mean_n h[nbr])."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.lin_self = nn.Linear(c_in, c_out)
+        self.lin_nbr = nn.Linear(c_in, c_out, bias=False)
+        self.norm = nn.LayerNorm(c_out)
+
+    def forward(self, h: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+        """h (V, C_in), neighbors (V, N) int64 -> (V, C_out)."""
+        agg = h[neighbors].mean(dim=1)
+        return F.gelu(self.norm(self.lin_self(h) + self.lin_nbr(agg)))
+
+
+def mlp(sizes: list[int], last_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or last_act:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class Generator(nn.Module):
+    """G(vertex_feat, neighbors, bone_feat, cand, pair_feat, prior) -> (V, K) weights, >= 0, rows sum to 1.
+
+    vertex_feat (V, FV) -> MLP -> 2 GraphSAGE layers -> (V, hidden); bone_feat (Jd, FB) -> MLP -> (Jd, hidden);
+    fused per pair by 1x1 layers -> (V, K, fused) ; shared MLP fused -> 256 -> 128 -> 1 scores each pair;
+    Softplus of (score + prior_gain * log prior), then L1 normalisation over the K candidates.
+    """
+
+    def __init__(self, hidden: int = 256, fused: int = 512, fv: int = FV, fb: int = FB, fp: int = FP,
+                 use_prior: bool = True):
+        super().__init__()
+        self.config = dict(hidden=hidden, fused=fused, fv=fv, fb=fb, fp=fp, use_prior=use_prior)
+        self.vertex_in = mlp([fv, 128, 128], last_act=True)
+        self.sage1 = NeighborSAGE(128, hidden)
+        self.sage2 = NeighborSAGE(hidden, hidden)
+        self.bone_in = mlp([fb, 128, hidden], last_act=True)
+        self.fuse_v = nn.Linear(hidden, fused)
+        self.fuse_b = nn.Linear(hidden, fused, bias=False)
+        self.fuse_p = nn.Linear(fp, fused, bias=False)
+        self.scorer = mlp([fused, 256, 128, 1])
+        self.use_prior = use_prior
+        self.prior_gain = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, vertex_feat: torch.Tensor, neighbors: torch.Tensor, bone_feat: torch.Tensor,
+                cand: torch.Tensor, pair_feat: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        h = self.vertex_in(vertex_feat)
+        h = self.sage1(h, neighbors)
+        h = self.sage2(h, neighbors)  # (V, hidden)
+        b = self.bone_in(bone_feat)  # (Jd, hidden)
+        fused = self.fuse_v(h)[:, None, :] + self.fuse_b(b)[cand] + self.fuse_p(pair_feat)
+        score = self.scorer(F.gelu(fused)).squeeze(-1)  # (V, K)
+        if self.use_prior:
+            score = score + self.prior_gain * torch.log(prior.clamp_min(1e-6))
+        w = F.softplus(score)
+        return w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def generator_from_config(config: dict) -> Generator:
+    return Generator(**config)
