@@ -1,0 +1,142 @@
+"""Skinning methods to evaluate, in a registry: each maps a Rig (weights removed) to (V, J) weights.
+
+Spec strings name a method and an optional argument: ``nearest``, ``envelope``, ``envelope:0.03``,
+``geodesic``, ``boneheat``, ``model:PATH.onnx``. New methods plug in with :func:`register`.
+A method returns (V, J) float32 weights, or (weights, info dict) to report extra facts
+(bone heat reports its silent failures that way).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+
+from backend.features.geometry import point_segment_distance
+from backend.rig import Rig, RigError
+
+MethodResult = Union[np.ndarray, tuple[np.ndarray, dict]]
+MethodFn = Callable[[Rig], MethodResult]
+Factory = Callable[[Union[str, None]], MethodFn]
+
+#: default envelope temperature as a fraction of the mesh bounding-box diagonal
+ENVELOPE_TEMPERATURE = 0.01
+
+_REGISTRY: dict[str, Factory] = {}
+
+
+class MethodUnavailable(RigError):
+    """A method cannot run here (its module has not landed, its model file is missing...)."""
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    """Decorator: register ``factory(arg) -> method`` under ``name``."""
+    def deco(factory: Factory) -> Factory:
+        _REGISTRY[name] = factory
+        return factory
+    return deco
+
+
+def available_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_method(spec: str) -> tuple[str, MethodFn]:
+    """Parse ``name[:arg]`` and build the method; returns (label for tables, method).
+
+    Raises MethodUnavailable with the reason when it cannot run."""
+    spec = spec.strip()
+    name, _, arg = spec.partition(":")
+    if name not in _REGISTRY:
+        raise MethodUnavailable(f"unknown method {name!r}; known: {', '.join(available_methods())}")
+    fn = _REGISTRY[name](arg or None)
+    label = f"model:{Path(arg).stem}" if name == "model" and arg else spec
+    return label, fn
+
+
+def _deform_distances(rig: Rig) -> tuple[np.ndarray, np.ndarray]:
+    """((V, Jd) float32 vertex-to-deform-bone-segment distances, (Jd,) bone indices)."""
+    cols = rig.deform_indices
+    dist, _ = point_segment_distance(rig.vertices, rig.joints[cols], rig.tails[cols])
+    return dist, cols
+
+
+def nearest_bone_weights(rig: Rig) -> np.ndarray:
+    """(V, J) float32 hard weights: each vertex fully on its nearest deform bone segment."""
+    dist, cols = _deform_distances(rig)
+    w = np.zeros((rig.num_vertices, rig.num_bones), np.float32)
+    w[np.arange(rig.num_vertices), cols[np.argmin(dist, axis=1)]] = 1.0
+    return w
+
+
+def envelope_weights(rig: Rig, temperature: float = ENVELOPE_TEMPERATURE) -> np.ndarray:
+    """(V, J) float32 softmax over deform bones of -d_vj / (temperature * bbox diagonal)."""
+    from backend.evaluation.deformation import bbox_diagonal
+
+    if temperature <= 0:
+        raise ValueError(f"envelope temperature must be positive, got {temperature}")
+    dist, cols = _deform_distances(rig)
+    tau = temperature * bbox_diagonal(rig.vertices)
+    z = -(dist.astype(np.float64) - dist.min(axis=1, keepdims=True)) / tau
+    e = np.exp(z)
+    w = np.zeros((rig.num_vertices, rig.num_bones), np.float32)
+    w[:, cols] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return w
+
+
+@register("nearest")
+def _nearest_factory(arg: str | None) -> MethodFn:
+    if arg:
+        raise MethodUnavailable(f"nearest takes no argument (got {arg!r})")
+    return nearest_bone_weights
+
+
+@register("envelope")
+def _envelope_factory(arg: str | None) -> MethodFn:
+    try:
+        t = ENVELOPE_TEMPERATURE if arg is None else float(arg)
+    except ValueError:
+        raise MethodUnavailable(f"envelope:{arg}: the argument must be a temperature (fraction of the bbox diagonal)") from None
+    if t <= 0:
+        raise MethodUnavailable(f"envelope:{arg}: the temperature must be positive")
+    return lambda rig: envelope_weights(rig, t)
+
+
+@register("geodesic")
+def _geodesic_factory(arg: str | None) -> MethodFn:
+    try:
+        from backend.features.geodesic import geodesic_prior_weights
+    except ImportError as exc:
+        raise MethodUnavailable(f"geodesic: backend/features/geodesic.py is not available ({exc})") from None
+    return lambda rig: geodesic_prior_weights(rig)
+
+
+@register("boneheat")
+def _boneheat_factory(arg: str | None) -> MethodFn:
+    try:
+        from backend.blender.boneheat import bone_heat_weights
+    except ImportError as exc:
+        raise MethodUnavailable(f"boneheat: backend/blender/boneheat.py (Blender bone heat) is not available ({exc})") from None
+
+    def run(rig: Rig) -> MethodResult:
+        w, info = bone_heat_weights(rig)
+        return w, {"boneheat_unweighted": int(info.get("unweighted_vertices", 0)),
+                   "boneheat_failed": bool(info.get("failed", False))}
+    return run
+
+
+@register("model")
+def _model_factory(arg: str | None) -> MethodFn:
+    if not arg:
+        raise MethodUnavailable("model: give the model file, e.g. model:runs/best.onnx")
+    path = Path(arg)
+    if not path.is_file():
+        raise MethodUnavailable(f"model: {path}: no such file")
+    if path.suffix.lower() != ".onnx":
+        raise MethodUnavailable(f"model: {path}: only exported .onnx models are evaluated; export the checkpoint first")
+    try:
+        from backend.inference.predictor import Predictor
+    except ImportError as exc:
+        raise MethodUnavailable(f"model: backend/inference/predictor.py is not available ({exc})") from None
+    predictor = Predictor(path)
+    return lambda rig: np.asarray(predictor.predict(rig).weights, dtype=np.float32)
