@@ -30,6 +30,7 @@ class FeatureConfig:
     k_bones: int = 8
     n_neighbors: int = 12
     geodesic_resolution: int = 64
+    distance: str = "geodesic"  # or "euclidean": straight-line bone distance (ablation / fallback)
 
     def key(self) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
@@ -48,6 +49,7 @@ class RigFeatures:
     deform_index: np.ndarray  # (Jd,) int64 into rig bones
     num_bones: int  # J of the rig
     frame: CanonicalFrame
+    extra_mask: np.ndarray | None = None  # (V, K) bool, False for padded candidates (see features.batch)
 
     def model_inputs(self) -> dict[str, np.ndarray]:
         """The arrays fed to the generator (ONNX input names)."""
@@ -158,9 +160,23 @@ def deform_parents(parents: np.ndarray, deform_index: np.ndarray) -> np.ndarray:
     return out
 
 
+def candidate_distances(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails: np.ndarray,
+                        edist: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The K candidate bones of each vertex, nearest first: ((V, K) int64, (V, K) float32 distance)."""
+    if config.distance == "geodesic":
+        from backend.features.geodesic import geodesic_bone_distances
+
+        return geodesic_bone_distances(verts, faces, heads, tails, config.k_bones, config.geodesic_resolution)
+    if config.distance != "euclidean":
+        raise ValueError(f"unknown feature distance {config.distance!r} (geodesic or euclidean)")
+    K = min(config.k_bones, edist.shape[1])
+    cand = np.argsort(edist, axis=1, kind="stable")[:, :K]
+    return cand.astype(np.int64), np.take_along_axis(edist, cand, axis=1).astype(np.float32)
+
+
 def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFeatures:
     """All generator inputs for ``rig`` (weights ignored)."""
-    from backend.features.geodesic import geodesic_bone_distances, geodesic_weights
+    from backend.features.geodesic import geodesic_weights
 
     frame = canonical_frame(rig)
     verts = frame.to_canonical(rig.vertices)
@@ -175,7 +191,8 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
     spread = np.linalg.norm(offs, axis=2).mean(axis=1)  # (V,)
     mean_off = offs.mean(axis=1) / np.maximum(spread, EPS)[:, None]
 
-    cand, gdist = geodesic_bone_distances(verts, rig.faces, heads, tails, config.k_bones, config.geodesic_resolution)
+    all_edist, _ = point_segment_distance(verts, heads, tails)  # (V, Jd)
+    cand, gdist = candidate_distances(verts, rig.faces, heads, tails, all_edist, config)
     prior = geodesic_weights(gdist).astype(np.float32)
     K = cand.shape[1]
 
@@ -188,7 +205,6 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
     edist = np.linalg.norm(ap - tpos[..., None] * ab, axis=-1)
     rot, _ = bone_frames(heads, tails)
     local = np.einsum("vkji,vkj->vki", rot[cand], ap)  # (p - head) in the bone's frame
-    all_edist, _ = point_segment_distance(verts, heads, tails)
     min_e = all_edist.min(axis=1)
     min_g = gdist[:, :1]
     pair = np.concatenate([

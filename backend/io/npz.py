@@ -84,6 +84,7 @@ def save_npz(rig: Rig, path: str | Path, include_weights: bool = True, compress:
     path = Path(path)
     arrays = rig_arrays(rig, include_weights)
     arrays.update({k: np.asarray(v) for k, v in extra_arrays.items()})
+    _refuse_objects(path, arrays)
     with atomic_path(path, suffix=".npz") as tmp:
         (np.savez_compressed if compress else np.savez)(tmp, **arrays)
     return path
@@ -92,6 +93,14 @@ def save_npz(rig: Rig, path: str | Path, include_weights: bool = True, compress:
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
     """Write a plain dict of arrays atomically as .npz (used by ``predict``)."""
     path = Path(path)
+    _refuse_objects(path, arrays)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
     return path
+
+
+def _refuse_objects(path: Path, arrays: dict) -> None:
+    """Our files never hold pickles: refuse object arrays before anything is written."""
+    for k, v in arrays.items():
+        if np.asarray(v).dtype == object:
+            raise RigError(f"{path}: array {k!r} holds Python objects, which the .npz layout does not allow")
