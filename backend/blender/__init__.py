@@ -1,0 +1,1 @@
+"""Everything bpy in the backend: scene <-> Rig, file import/export, Blender bone heat."""
