@@ -11,4 +11,4 @@ def test_holdout_groups_leave_train_only():
         {"file": "e.npz", "split": "aux", "group": "x"},
     ]
     view = plan_view(rows, ["makehuman", "q_mech_pack"])
-    assert view == {"train": ["b.npz"], "val": ["c.npz"], "test": [], "out_of_style": ["a.npz"]}
+    assert view == {"train": ["b.npz"], "val": ["c.npz"], "test": ["d.npz"], "out_of_style": ["a.npz"]}

@@ -34,11 +34,8 @@ def plan_view(manifest_rows: list[dict], holdout: list[str]) -> dict[str, list[s
         split = row.get("split")
         if split not in ("train", "val", "test"):
             continue
-        held = any(str(row.get("group", "")).startswith(h) for h in holdout)
-        if held and split == "train":
-            view["out_of_style"].append(row["file"])
-        elif not held:
-            view[split].append(row["file"])
+        held = split == "train" and any(str(row.get("group", "")).startswith(h) for h in holdout)
+        view["out_of_style" if held else split].append(row["file"])
     return view
 
 
