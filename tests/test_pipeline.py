@@ -1,0 +1,81 @@
+"""Learning features: shapes, invariance to placement and scale, bone-order equivariance."""
+import numpy as np
+import pytest
+
+from backend.features.batch import collate
+from backend.features.frame import canonical_frame
+from backend.features.pipeline import FB, FP, FV, FeatureConfig, compute_features, neighbor_table
+from backend.rig import make_rig
+from tests.conftest import make_capsule_chain
+
+
+@pytest.fixture(scope="module")
+def chain():
+    rig = make_capsule_chain(n_bones=4, segments=12, rings=16)
+    # a little jitter so that no two neighbours are exactly equidistant (kNN ties)
+    rig.vertices = rig.vertices + np.random.default_rng(0).normal(0, 0.01, rig.vertices.shape).astype(np.float32)
+    return rig
+
+
+@pytest.fixture(scope="module")
+def feats(chain):
+    return compute_features(chain, FeatureConfig(k_bones=3))
+
+
+def test_shapes_and_ranges(chain, feats):
+    V, Jd = chain.num_vertices, int(chain.is_deform.sum())
+    assert feats.vertex_feat.shape == (V, FV)
+    assert feats.bone_feat.shape == (Jd, FB)
+    assert feats.cand.shape == (V, 3) and feats.pair_feat.shape == (V, 3, FP)
+    assert feats.cand.min() >= 0 and feats.cand.max() < Jd
+    np.testing.assert_allclose(feats.prior.sum(1), 1.0, atol=1e-5)
+    assert all(np.isfinite(a).all() for a in feats.model_inputs().values() if a.dtype.kind == "f")
+    # canonical frame: everything inside the unit sphere, root joint at the origin
+    assert np.linalg.norm(feats.vertex_feat[:, :3], axis=1).max() <= 1.0 + 1e-5
+    np.testing.assert_allclose(feats.bone_feat[0, :3], 0.0, atol=1e-6)
+
+
+def test_nearest_candidate_is_the_enclosing_bone(chain, feats):
+    # vertex at height z on the axis-aligned chain lies around bone floor(z / (L/n))
+    z = chain.vertices[:, 2]
+    inner = (z > 0.1) & (z < 2.9) & (np.abs((z / 0.75) % 1 - 0.5) < 0.35)  # away from joints
+    expected = np.floor(z / 0.75).astype(int)
+    assert (feats.cand[inner, 0] == expected[inner]).mean() > 0.95
+
+
+def test_features_do_not_depend_on_placement_or_units(chain, feats):
+    moved = make_rig(chain.vertices * 100.0 + np.array([5.0, -3.0, 2.0]), chain.faces,
+                     chain.joints * 100.0 + np.array([5.0, -3.0, 2.0]), chain.parents,
+                     tails=chain.tails * 100.0 + np.array([5.0, -3.0, 2.0]))
+    f2 = compute_features(moved, FeatureConfig(k_bones=3))
+    np.testing.assert_array_equal(f2.cand, feats.cand)
+    np.testing.assert_allclose(f2.pair_feat, feats.pair_feat, atol=1e-3)
+    np.testing.assert_allclose(f2.vertex_feat, feats.vertex_feat, atol=1e-4)
+    fr = canonical_frame(moved)
+    np.testing.assert_allclose(fr.from_canonical(fr.to_canonical(moved.vertices)), moved.vertices, rtol=1e-5, atol=1e-3)
+
+
+def test_dense_round_trip(feats, chain):
+    w = feats.to_dense(feats.prior)
+    assert w.shape == (chain.num_vertices, chain.num_bones)
+    np.testing.assert_allclose(feats.gather_dense(w), feats.prior, atol=1e-6)
+
+
+def test_neighbor_table_ring_first_then_nearest():
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5], [5, 6, 5], [6, 5, 5]], np.float32)
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    nb = neighbor_table(verts, faces, 3)
+    assert set(nb[0, :2]) == {1, 2}  # its two mesh neighbours first
+    assert nb[0, 2] in (1, 2, 3, 4, 5) and nb[0, 2] != 0
+    assert (nb != np.arange(6)[:, None]).all()
+
+
+def test_collate_offsets_and_pads(chain, feats):
+    small = compute_features(make_capsule_chain(n_bones=2, segments=8, rings=8), FeatureConfig(k_bones=3))
+    assert small.cand.shape[1] == 2
+    b = collate([feats, small])
+    V1, J1 = feats.vertex_feat.shape[0], feats.bone_feat.shape[0]
+    assert b["cand"].shape[1] == 3
+    assert b["cand"][V1:].min() >= J1 and b["neighbors"][V1:].min() >= V1
+    assert b["pair_mask"][:V1].all() and not b["pair_mask"][V1:, 2].any()
+    assert (b["prior"][V1:, 2] == 0).all()
