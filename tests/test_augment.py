@@ -1,0 +1,100 @@
+"""Training augmentation: identity at zero strength, exact LBS motion, consistency, seeding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.features.augment import AugmentConfig, augment_rig, axis_angle_matrix, pose_rig
+from backend.rig import RigError, validate_rig
+from conftest import make_capsule_chain
+
+ZERO = AugmentConfig(noise_sigma=0, axis_scale=0, thickness=0, rotation_deg=0, translation_sigma=0,
+                     label_smoothing=0)
+
+
+def rigid_chain():
+    """3-bone capsule chain whose vertices each belong to exactly one bone (nearest by height)."""
+    rig = make_capsule_chain(3, length=3.0, with_weights=False)
+    bone = np.clip(np.floor(rig.vertices[:, 2]), 0, 2).astype(int)
+    w = np.eye(3, dtype=np.float32)[bone]
+    return rig.with_weights(w)
+
+
+def test_zero_strength_is_the_identity():
+    rig = make_capsule_chain(3)
+    out = augment_rig(rig, np.random.default_rng(0), ZERO)
+    for name in ("vertices", "joints", "tails", "weights", "faces", "parents"):
+        assert np.array_equal(getattr(out, name), getattr(rig, name)), name
+    assert out is not rig
+
+
+def test_rotating_one_bone_moves_its_vertices_by_the_known_amount():
+    rig = rigid_chain()
+    angle = np.deg2rad(5.0)
+    rots = np.tile(np.eye(3), (3, 1, 1))
+    rots[1] = axis_angle_matrix([1.0, 0.0, 0.0], angle)  # bone 1 (head at z=1) turns about x
+    posed = pose_rig(rig, rots)
+    v0, v1 = rig.vertices.astype(float), posed.vertices.astype(float)
+    b1 = rig.weights[:, 1] == 1
+    # a rotation about an axis through the head (0, 0, 1) along x: the distance to that axis is kept
+    # and every point moves by the chord 2 r sin(angle / 2)
+    r = np.linalg.norm(v0[b1][:, 1:] - [0.0, 1.0], axis=1)
+    moved = np.linalg.norm(v1[b1] - v0[b1], axis=1)
+    np.testing.assert_allclose(moved, 2 * r * np.sin(angle / 2), atol=1e-5)
+    # bone 0 stays, bone 2 follows its parent rigidly: its head moves like a bone-1 point
+    assert np.allclose(v1[rig.weights[:, 0] == 1], v0[rig.weights[:, 0] == 1])
+    np.testing.assert_allclose(posed.joints[1], rig.joints[1], atol=1e-6)
+    expected_head2 = rots[1] @ (rig.joints[2] - rig.joints[1]) + rig.joints[1]
+    np.testing.assert_allclose(posed.joints[2], expected_head2, atol=1e-5)
+    b2 = rig.weights[:, 2] == 1
+    expected = (v0[b2] - rig.joints[1]) @ rots[1].T + rig.joints[1]
+    np.testing.assert_allclose(v1[b2], expected, atol=1e-5)
+
+
+def test_random_rotations_stay_within_five_degrees():
+    rig = rigid_chain()
+    cfg = AugmentConfig(noise_sigma=0, axis_scale=0, thickness=0, rotation_deg=5.0, translation_sigma=0,
+                        label_smoothing=0)
+    out = augment_rig(rig, np.random.default_rng(3), cfg)
+    # bone lengths are kept by rotations
+    np.testing.assert_allclose(np.linalg.norm(out.tails - out.joints, axis=1),
+                               np.linalg.norm(rig.tails - rig.joints, axis=1), atol=1e-5)
+    # the first bone turns at most 5 degrees: its tip moves by at most the chord of 5 degrees
+    b0 = rig.weights[:, 0] == 1
+    r = np.linalg.norm(rig.vertices[b0] - rig.joints[0], axis=1)
+    moved = np.linalg.norm(out.vertices[b0] - rig.vertices[b0], axis=1)
+    assert (moved <= 2 * r * np.sin(np.deg2rad(5.0) / 2) + 1e-5).all()
+    assert moved.max() > 0
+
+
+def test_full_augmentation_is_seeded_and_valid():
+    rig = make_capsule_chain(3)
+    a = augment_rig(rig, np.random.default_rng(7))
+    b = augment_rig(rig, np.random.default_rng(7))
+    c = augment_rig(rig, np.random.default_rng(8))
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.weights, b.weights)
+    assert not np.array_equal(a.vertices, c.vertices)
+    validate_rig(a, require_weights=True)
+    np.testing.assert_allclose(a.weights.sum(axis=1), 1.0, atol=1e-5)
+    # modest changes: the mesh moves by a few percent of its size, weights stay close
+    size = np.ptp(rig.vertices, axis=0).max()
+    assert np.abs(a.vertices - rig.vertices).max() < 0.2 * size
+    assert 0 < np.abs(a.weights - rig.weights).max() < 0.2
+
+
+def test_thickness_scales_distance_to_the_bone():
+    rig = rigid_chain()
+    cfg = AugmentConfig(noise_sigma=0, axis_scale=0, thickness=0.3, rotation_deg=0, translation_sigma=0,
+                        label_smoothing=0)
+    out = augment_rig(rig, np.random.default_rng(1), cfg)
+    mid = (rig.vertices[:, 2] > 1.2) & (rig.vertices[:, 2] < 1.8)  # bone 1's cylinder
+    radius = np.linalg.norm(out.vertices[mid, :2], axis=1)
+    assert np.ptp(radius) < 1e-5  # one factor for the whole bone
+    assert 0.3 * 0.7 - 1e-5 <= radius[0] <= 0.3 * 1.3 + 1e-5
+    np.testing.assert_allclose(out.vertices[mid, 2], rig.vertices[mid, 2], atol=1e-6)
+
+
+def test_needs_weights():
+    rig = make_capsule_chain(2, with_weights=False)
+    with pytest.raises(RigError, match="weights"):
+        augment_rig(rig, np.random.default_rng(0))
