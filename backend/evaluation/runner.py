@@ -140,7 +140,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 def run_evaluation(files: Iterable[str | Path], methods: list[tuple[str, MethodFn]], out_dir: str | Path,
                    kinds: Optional[dict[str, str]] = None, config: EvalConfig = EvalConfig(),
                    resume: bool = False, pictures: int = 0, progress: bool = True,
-                   data_label: str = "", on_pictures: Optional[Callable[[Rig, dict, Path], Path]] = None,
+                   data_label: str = "", on_pictures: Optional[Callable[[Rig, dict, Path], list]] = None,
                    ) -> EvalOutcome:
     """Evaluate every method on every rig file and write results.jsonl, results.csv, summary.md.
 
@@ -234,6 +234,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
             wr.writeheader()
             for r in rows:
                 wr.writerow({k: r.get(k, "") for k in cols})
+        tmp.chmod(0o644)
     return path
 
 
@@ -296,4 +297,5 @@ def write_summary(outcome: EvalOutcome, path: Path, config: EvalConfig, data_lab
         parts.append("")
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
+        tmp.chmod(0o644)
     return path
