@@ -1,0 +1,44 @@
+"""Predict skin weights for one rigged asset and write it back skinned.
+
+INPUT: .npz (the project's rig layout; any weights in it are ignored) or .glb / .gltf / .fbx /
+.blend (through Blender's Python module). OUTPUT: .npz, or .glb / .blend with vertex groups.
+The learned mode needs a model (models/autoskin.onnx, $AUTOSKIN_MODEL or --model); the
+geodesic mode needs none.
+"""
+from __future__ import annotations
+
+import argparse
+
+NAME = "skin"
+HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options shared with ``predict``."""
+    p.add_argument("--mode", choices=("learned", "geodesic"), default="learned",
+                   help="learned model (default) or the model-free volumetric geodesic prior")
+    p.add_argument("--model", default=None, help="ONNX model (default: $AUTOSKIN_MODEL or models/autoskin.onnx)")
+    p.add_argument("--max-influences", type=int, default=4, help="bones per vertex at most, 0 = no limit (4)")
+    p.add_argument("--prune", type=float, default=0.01, help="fade out weights below this (0.01)")
+    p.add_argument("--smooth", type=int, default=0, help="Laplacian smoothing iterations over the mesh (0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="rig file: .npz, .glb, .gltf, .fbx or .blend")
+    p.add_argument("output", help="output: .npz, .glb or .blend")
+    add_common(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.inference.predictor import Predictor
+    from backend.inference.rigfiles import read_rig_for_prediction, write_skinned_rig
+
+    predictor = Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads)
+    rig = read_rig_for_prediction(args.input)
+    pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth)
+    out = write_skinned_rig(rig.with_weights(pred.weights), args.output)
+    print(f"{args.input}: {rig.num_vertices} vertices, {rig.num_bones} bones -> {out} "
+          f"({pred.mode}, {pred.provider}, {pred.seconds:.2f} s)")
+    return 0

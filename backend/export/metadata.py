@@ -1,0 +1,66 @@
+"""Metadata written into an exported model (keys in ``backend.inference.model_meta``)."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from typing import Mapping
+
+import numpy as np
+
+from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
+from backend.inference import model_meta as mm
+
+
+def weights_hash(state_dict: Mapping[str, object]) -> str:
+    """sha256 over the parameter names, shapes, dtypes and bytes (sorted by name), hex."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        arr = np.ascontiguousarray(_to_numpy(state_dict[name]))
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(str(arr.dtype).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _to_numpy(t: object) -> np.ndarray:
+    if hasattr(t, "detach"):
+        return t.detach().cpu().numpy()  # type: ignore[attr-defined]
+    return np.asarray(t)
+
+
+def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict: Mapping[str, object],
+                   train_summary: dict | None = None, model_version: str | None = None,
+                   quantization: str = "none") -> dict[str, str]:
+    """All metadata_props of an exported model, as strings.
+
+    ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``.
+    """
+    whash = weights_hash(state_dict)
+    return {
+        mm.KEY_FORMAT: mm.MODEL_FORMAT,
+        mm.KEY_FEATURE_VERSION: FEATURE_VERSION,
+        mm.KEY_FEATURE_HASH: feature_code_hash(),
+        mm.KEY_FEATURE_CONFIG: json.dumps(mm.feature_config_to_dict(feature_config), sort_keys=True),
+        mm.KEY_MODEL_CONFIG: json.dumps(model_config, sort_keys=True, default=str),
+        mm.KEY_TRAIN_SUMMARY: json.dumps(train_summary or {}, sort_keys=True, default=str),
+        mm.KEY_DATE: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        mm.KEY_MODEL_VERSION: model_version or f"g-{whash[:12]}",
+        mm.KEY_WEIGHTS_HASH: whash,
+        mm.KEY_QUANTIZATION: quantization,
+    }
+
+
+def set_metadata(model: object, meta: Mapping[str, str]) -> None:
+    """Replace the ``metadata_props`` of an ``onnx.ModelProto`` with ``meta`` (keys not in ``meta`` are kept)."""
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in meta]  # type: ignore[attr-defined]
+    del model.metadata_props[:]  # type: ignore[attr-defined]
+    for k, v in keep + sorted(meta.items()):
+        p = model.metadata_props.add()  # type: ignore[attr-defined]
+        p.key, p.value = str(k), str(v)
+
+
+def get_metadata(model: object) -> dict[str, str]:
+    """``metadata_props`` of an ``onnx.ModelProto`` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}  # type: ignore[attr-defined]

@@ -1,0 +1,128 @@
+"""The metadata an Auto Skin ONNX model carries, and the run-time compatibility check.
+
+Torch-free: the exporter (``backend.export.metadata``) writes these keys into the model's
+``metadata_props``; the runtime reads them back through onnxruntime and refuses a model whose
+feature code differs from the installed one.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
+from backend.rig import RigError
+
+#: Format tag of the models this runtime reads.
+MODEL_FORMAT = "autoskin-onnx-1"
+INPUT_NAMES = ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior")
+OUTPUT_NAME = "weights"
+
+KEY_FORMAT = "autoskin_format"
+KEY_FEATURE_VERSION = "feature_version"
+KEY_FEATURE_HASH = "feature_hash"
+KEY_FEATURE_CONFIG = "feature_config"
+KEY_MODEL_CONFIG = "model_config"
+KEY_TRAIN_SUMMARY = "train_summary"
+KEY_DATE = "export_date"
+KEY_MODEL_VERSION = "model_version"
+KEY_WEIGHTS_HASH = "weights_sha256"
+KEY_QUANTIZATION = "quantization"
+REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
+
+
+class ModelError(RigError):
+    """A model file is missing, unreadable or does not match the installed feature code."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Parsed metadata of one model file."""
+
+    path: str
+    feature_config: FeatureConfig
+    feature_version: str
+    feature_hash: str
+    model_version: str
+    export_date: str
+    weights_hash: str
+    quantization: str
+    model_config: dict
+    train_summary: dict
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "model_version": self.model_version,
+            "export_date": self.export_date,
+            "weights_sha256": self.weights_hash,
+            "quantization": self.quantization,
+            "feature_version": self.feature_version,
+            "feature_config": feature_config_to_dict(self.feature_config),
+        }
+
+
+def feature_config_to_dict(config: FeatureConfig) -> dict:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def feature_config_from_json(text: str, source: str) -> FeatureConfig:
+    """Parse the stored feature config; unknown fields are refused (they mean newer feature code)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{source}: feature_config metadata is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{source}: feature_config metadata must be a JSON object")
+    known = {f.name for f in fields(FeatureConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ModelError(f"{source}: the model was made with feature options {unknown} that this "
+                         f"version of the feature code does not know; update Auto Skin or re-export the model")
+    try:
+        return FeatureConfig(**data)
+    except TypeError as exc:
+        raise ModelError(f"{source}: bad feature_config metadata ({exc})") from None
+
+
+def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
+    """Check ``meta`` (the model's metadata_props) against the installed feature code.
+
+    Raises ModelError naming ``source`` when a key is missing or the feature version / hash differ.
+    """
+    source = str(source)
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelError(f"{source}: not an Auto Skin model (metadata keys {missing} are missing); "
+                         f"export it with `python -m backend export`")
+    if meta[KEY_FORMAT] != MODEL_FORMAT:
+        raise ModelError(f"{source}: model format {meta[KEY_FORMAT]!r}, this runtime reads {MODEL_FORMAT!r}")
+    if meta[KEY_FEATURE_VERSION] != FEATURE_VERSION:
+        raise ModelError(f"{source}: the model was trained with features {meta[KEY_FEATURE_VERSION]!r} but the "
+                         f"installed feature code is {FEATURE_VERSION!r}; the model and the code do not match "
+                         f"(re-export a model trained with this code, or install the matching Auto Skin version)")
+    if meta[KEY_FEATURE_HASH] != feature_code_hash():
+        raise ModelError(f"{source}: feature code hash {meta[KEY_FEATURE_HASH]!r} differs from the installed "
+                         f"{feature_code_hash()!r}; the model and the feature code do not match")
+    cfg = feature_config_from_json(meta[KEY_FEATURE_CONFIG], source)
+
+    def _json(key: str) -> dict:
+        try:
+            val = json.loads(meta.get(key, "{}") or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return val if isinstance(val, dict) else {"value": val}
+
+    return ModelInfo(
+        path=source,
+        feature_config=cfg,
+        feature_version=meta[KEY_FEATURE_VERSION],
+        feature_hash=meta[KEY_FEATURE_HASH],
+        model_version=meta.get(KEY_MODEL_VERSION, "unknown"),
+        export_date=meta.get(KEY_DATE, "unknown"),
+        weights_hash=meta.get(KEY_WEIGHTS_HASH, ""),
+        quantization=meta.get(KEY_QUANTIZATION, "none"),
+        model_config=_json(KEY_MODEL_CONFIG),
+        train_summary=_json(KEY_TRAIN_SUMMARY),
+    )

@@ -1,0 +1,132 @@
+"""Post-processing of predicted skin weights (numpy + scipy): smoothing, a continuous influence
+limit, continuous pruning and renormalisation.
+
+Every step is a continuous function of the weights: a hard top-k cut jumps when the k-th and
+(k+1)-th weights of a vertex swap order, which shows as a crease on the deformed mesh. Here the
+(k+1)-th largest weight is subtracted from the row instead, so a bone fades out as it approaches
+the cut. No output row is ever empty.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from backend.features.geometry import mesh_edges
+
+#: Relative mass below which a limited row counts as degenerate (its top k+1 weights tie).
+_DEGENERATE = 1e-7
+
+
+def normalize_rows(w: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(V, J) -> (V, J) float64, non-negative rows summing to 1.
+
+    Empty rows become uniform over the ``allowed`` (J,) bool columns (all columns when None).
+    """
+    w = np.clip(np.asarray(w, np.float64), 0.0, None)
+    if allowed is not None:
+        w = w * np.asarray(allowed, bool)[None, :]
+    s = w.sum(axis=1, keepdims=True)
+    empty = s[:, 0] <= 0.0
+    out = w / np.where(s > 0.0, s, 1.0)
+    if empty.any():
+        cols = np.ones(w.shape[1], bool) if allowed is None else np.asarray(allowed, bool)
+        out[empty] = cols / max(int(cols.sum()), 1)
+    return out
+
+
+def kth_largest(w: np.ndarray, k: int) -> np.ndarray:
+    """(V,) the k-th largest value of each row (k >= 1; 0 when the row has fewer than k entries)."""
+    if k > w.shape[1]:
+        return np.zeros(w.shape[0], w.dtype)
+    return -np.partition(-w, k - 1, axis=1)[:, k - 1]
+
+
+def limit_influences(w: np.ndarray, k: int) -> np.ndarray:
+    """At most ``k`` non-zero weights per row without creases (k <= 0: unlimited).
+
+    w (V, J) non-negative, rows summing to 1 -> (V, J) float64 rows summing to 1: the (k+1)-th
+    largest weight of the row is subtracted from every weight and the result clipped at 0, so only
+    weights strictly above it survive. Rows whose top k+1 weights all tie (nothing survives) keep
+    their first k largest weights (the only place the map is not continuous: there is no
+    continuous choice there).
+    """
+    w = np.asarray(w, np.float64)
+    if k <= 0 or w.shape[1] <= k:
+        return normalize_rows(w)
+    t = kth_largest(w, k + 1)
+    out = np.clip(w - t[:, None], 0.0, None)
+    s = out.sum(axis=1)
+    bad = s <= _DEGENERATE * np.maximum(w.sum(axis=1), 1e-30)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        top = np.argsort(-w[rows], axis=1, kind="stable")[:, :k]
+        sub = np.zeros((len(rows), w.shape[1]))
+        np.put_along_axis(sub, top, np.take_along_axis(w[rows], top, axis=1), axis=1)
+        out[rows] = sub
+    return normalize_rows(out)
+
+
+def prune_weights(w: np.ndarray, threshold: float) -> np.ndarray:
+    """Remove weights below ``threshold`` continuously: subtract min(threshold, half the row's
+    largest weight) from the row, clip at 0, renormalise. (V, J) -> (V, J) float64; never empty."""
+    w = normalize_rows(w)
+    if threshold <= 0.0:
+        return w
+    t = np.minimum(threshold, 0.5 * w.max(axis=1))
+    return normalize_rows(np.clip(w - t[:, None], 0.0, None))
+
+
+def vertex_adjacency(faces: np.ndarray, num_vertices: int) -> sparse.csr_matrix:
+    """(V, V) row-normalised adjacency of the mesh edges (rows of isolated vertices are empty)."""
+    e = mesh_edges(faces)
+    if len(e) == 0:
+        return sparse.csr_matrix((num_vertices, num_vertices))
+    i = np.concatenate([e[:, 0], e[:, 1]])
+    j = np.concatenate([e[:, 1], e[:, 0]])
+    a = sparse.csr_matrix((np.ones(len(i)), (i, j)), shape=(num_vertices, num_vertices))
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    return sparse.diags(1.0 / np.maximum(deg, 1.0)) @ a
+
+
+def smooth_weights(w: np.ndarray, faces: np.ndarray, iterations: int, strength: float = 0.5) -> np.ndarray:
+    """Laplacian smoothing over the mesh edges: ``iterations`` times w <- (1-s) w + s mean_nbr(w).
+
+    w (V, J), faces (F, 3) -> (V, J) float64 rows summing to 1 (isolated vertices keep their row).
+    """
+    w = normalize_rows(w)
+    if iterations <= 0:
+        return w
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"smoothing strength must be in (0, 1], got {strength}")
+    adj = vertex_adjacency(faces, w.shape[0])
+    has_nbr = (np.asarray(adj.sum(axis=1)).ravel() > 0)[:, None]
+    for _ in range(int(iterations)):
+        w = np.where(has_nbr, (1.0 - strength) * w + strength * (adj @ w), w)
+    return normalize_rows(w)
+
+
+def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: int = 4, prune: float = 0.01,
+                smooth: int = 0, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The runtime's clean-up of (V, J) predicted weights -> (V, J) float32 rows summing to 1.
+
+    Order: zero the columns not ``allowed`` ((J,) bool, e.g. non-deform bones), renormalise,
+    ``smooth`` Laplacian iterations over ``faces`` (F, 3), limit to ``max_influences`` (0 = no
+    limit), prune below ``prune``, renormalise. Continuous in ``w`` (see :func:`limit_influences`).
+    """
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be (V, J), got shape {w.shape}")
+    if max_influences < 0:
+        raise ValueError(f"max_influences must be >= 0 (0 = unlimited), got {max_influences}")
+    if not 0.0 <= prune < 1.0:
+        raise ValueError(f"prune must be in [0, 1), got {prune}")
+    out = normalize_rows(np.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0), allowed)
+    if smooth > 0:
+        if faces is None:
+            raise ValueError("smoothing needs the mesh faces")
+        out = smooth_weights(out, faces, smooth)
+    out = limit_influences(out, max_influences)
+    out = prune_weights(out, prune)
+    out = normalize_rows(out, allowed).astype(np.float32)
+    # float32 rounding: renormalise once more in float32
+    return out / out.sum(axis=1, keepdims=True)

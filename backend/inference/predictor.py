@@ -1,0 +1,140 @@
+"""``Predictor``: rig -> (V, J) skin weights with the learned model (ONNX) or the geodesic prior.
+
+numpy + scipy + onnxruntime only (no torch). Pipeline: canonical frame + features with the
+model's stored feature config, the ONNX session, candidates -> all bones, post-processing.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.inference.model_meta import ModelError
+from backend.inference.postprocess import postprocess
+from backend.inference.session import LoadedModel, default_threads, get_session
+from backend.rig import Rig, validate_rig
+
+#: The shipped model, relative to the repository root.
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "autoskin.onnx"
+MODEL_ENV = "AUTOSKIN_MODEL"
+MODES = ("learned", "geodesic")
+DEFAULT_VERTEX_BUDGET = 10_000
+
+
+def default_model_path() -> Path:
+    """``$AUTOSKIN_MODEL`` when set, else ``models/autoskin.onnx`` at the repository root."""
+    env = os.environ.get(MODEL_ENV)
+    return Path(env).expanduser() if env else DEFAULT_MODEL
+
+
+@dataclass
+class Prediction:
+    """weights: (V, J) float32 over all rig bones (zero columns for non-deform bones), rows sum to 1;
+    provider: what computed them ("CPUExecutionProvider", "CUDAExecutionProvider" or "numpy" for
+    the geodesic mode); seconds: wall time of :meth:`Predictor.predict`."""
+
+    weights: np.ndarray
+    provider: str
+    seconds: float
+    mode: str
+    info: dict = field(default_factory=dict)
+
+
+def _simplifier():
+    """(simplify_rig, transfer_weights) from backend.features.simplify, or None when absent."""
+    try:
+        from backend.features.simplify import simplify_rig, transfer_weights
+    except ImportError:
+        return None
+    return simplify_rig, transfer_weights
+
+
+class Predictor:
+    """Skin weights for rigs; the ONNX session is created once (and cached per file across predictors).
+
+    model_path: .onnx file (default :func:`default_model_path`); mode: "learned" or "geodesic"
+    (model-free, needs no file); device: "auto" | "cpu" | "cuda"; threads: onnxruntime intra-op
+    threads (None: ``$AUTOSKIN_THREADS`` or onnxruntime's default); vertex_budget: meshes with more
+    vertices are predicted on a simplified copy and transferred back (when simplification exists).
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, mode: str = "learned", device: str = "auto",
+                 threads: int | None = None, vertex_budget: int = DEFAULT_VERTEX_BUDGET,
+                 geodesic_resolution: int = 64):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.device = device
+        self.threads = threads if threads is not None else default_threads()
+        self.vertex_budget = int(vertex_budget)
+        self.geodesic_resolution = int(geodesic_resolution)
+        self.model: LoadedModel | None = None
+        self.model_path: Path | None = None
+        if mode == "learned":
+            path = Path(model_path).expanduser() if model_path is not None else default_model_path()
+            if not path.is_file():
+                raise ModelError(f"{path}: model file not found; the learned mode needs an exported model "
+                                 f"(`python -m backend export CKPT {path}`, or set {MODEL_ENV}); "
+                                 f"mode='geodesic' works without one")
+            self.model_path = path
+            self.model = get_session(path, device, self.threads)
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider if self.model is not None else "numpy"
+
+    def raw_weights(self, rig: Rig) -> tuple[np.ndarray, dict]:
+        """(V, J) float32 weights before post-processing, and timing info."""
+        info: dict = {}
+        if self.model is None:
+            from backend.features.geodesic import geodesic_prior_weights
+
+            t0 = time.perf_counter()
+            w = geodesic_prior_weights(rig, resolution=self.geodesic_resolution)
+            info["prior_seconds"] = time.perf_counter() - t0
+            return np.asarray(w, np.float32), info
+        from backend.features.pipeline import compute_features
+
+        t0 = time.perf_counter()
+        feats = compute_features(rig, self.model.info.feature_config)
+        t1 = time.perf_counter()
+        w_vk = self.model.run(feats.model_inputs())
+        t2 = time.perf_counter()
+        if w_vk.shape != feats.cand.shape or not np.all(np.isfinite(w_vk)):
+            raise ModelError(f"{self.model_path}: the model returned {w_vk.shape} weights "
+                             f"(finite: {bool(np.all(np.isfinite(w_vk)))}) for {feats.cand.shape} candidates")
+        info.update(feature_seconds=t1 - t0, model_seconds=t2 - t1)
+        return feats.to_dense(w_vk), info
+
+    def predict(self, rig: Rig, max_influences: int = 4, prune: float = 0.01, smooth: int = 0) -> Prediction:
+        """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
+
+        max_influences: at most this many bones per vertex (0 = no limit), cut continuously;
+        prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges.
+        """
+        t0 = time.perf_counter()
+        rig = rig.without_weights()
+        validate_rig(rig)
+        info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
+                      "deform_bones": int(rig.is_deform.sum()), "simplified_to": None}
+        simp = _simplifier() if rig.num_vertices > self.vertex_budget > 0 else None
+        if simp is not None:
+            simplify_rig, transfer_weights = simp
+            small = simplify_rig(rig, self.vertex_budget)
+            w_small, more = self.raw_weights(small)
+            w = np.asarray(transfer_weights(small, w_small, rig), np.float32)
+            info["simplified_to"] = small.num_vertices
+        else:
+            w, more = self.raw_weights(rig)
+        info.update(more)
+        t1 = time.perf_counter()
+        w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
+                        allowed=rig.is_deform)
+        info["postprocess_seconds"] = time.perf_counter() - t1
+        if self.model is not None:
+            info.update(self.model.info.as_dict())
+        return Prediction(weights=w, provider=self.provider, seconds=time.perf_counter() - t0, mode=self.mode,
+                          info=info)

@@ -1,0 +1,50 @@
+"""Shared by the skin / predict commands: read a rig for prediction, write a skinned rig."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.rig import Rig, RigError, validate_rig
+
+NPZ = ".npz"
+BLENDER_INPUTS = (".glb", ".gltf", ".fbx", ".blend")
+BLENDER_OUTPUTS = (".glb", ".blend")
+
+
+def _blender_files(path: Path):
+    try:
+        from backend.blender import files
+    except ImportError as exc:
+        raise RigError(f"{path}: reading or writing '{path.suffix}' needs Blender's Python module "
+                       f"(bpy) and backend.blender.files ({exc}); use an .npz file instead") from None
+    return files
+
+
+def read_rig_for_prediction(path: str | Path) -> Rig:
+    """A rig without weights (any weights in the file are ignored) from .npz / .glb / .gltf / .fbx / .blend."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == NPZ:
+        from backend.io.npz import load_npz
+
+        rig = load_npz(path, validate=False).without_weights()
+    elif suffix in BLENDER_INPUTS:
+        if not path.is_file():
+            raise RigError(f"{path}: no such file")
+        rig = _blender_files(path).load_rig_file(path, require_weights=False).without_weights()
+    else:
+        raise RigError(f"{path}: unsupported input type '{suffix}' (expected .npz, {', '.join(BLENDER_INPUTS)})")
+    validate_rig(rig)
+    return rig
+
+
+def write_skinned_rig(rig: Rig, path: str | Path) -> Path:
+    """Write ``rig`` (with its weights) as .npz, or .glb / .blend with vertex groups; atomic."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == NPZ:
+        from backend.io.npz import save_npz
+
+        return save_npz(rig, path)
+    if suffix in BLENDER_OUTPUTS:
+        return _blender_files(path).export_rig(rig, path)
+    raise RigError(f"{path}: unsupported output type '{suffix}' (expected .npz, {', '.join(BLENDER_OUTPUTS)})")
