@@ -121,7 +121,8 @@ def _boneheat_factory(arg: str | None) -> MethodFn:
     def run(rig: Rig) -> MethodResult:
         w, info = bone_heat_weights(rig)
         return w, {"boneheat_unweighted": int(info.get("unweighted_vertices", 0)),
-                   "boneheat_failed": bool(info.get("failed", False))}
+                   "boneheat_failed": bool(info.get("failed", False)),
+                "boneheat_message": str(info.get("message", ""))}
     return run
 
 
