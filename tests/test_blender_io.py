@@ -64,6 +64,27 @@ def test_build_and_read_back_is_exact(small_rig):
     np.testing.assert_allclose(back.weights, expected, atol=1e-6)
 
 
+def permute_bones(rig, perm):
+    """The same rig with its bones listed in order ``perm`` (new j = old perm[j])."""
+    inv = np.argsort(perm)
+    parents = np.where(rig.parents[perm] >= 0, inv[rig.parents[perm]], -1)
+    return make_rig(rig.vertices, rig.faces, rig.joints[perm], parents, tails=rig.tails[perm],
+                    joint_names=[rig.joint_names[p] for p in perm], is_deform=rig.is_deform[perm],
+                    weights=None if rig.weights is None else rig.weights[:, perm])
+
+
+def test_bones_listed_children_first_keep_their_weights(small_rig):
+    rig = small_rig(n_bones=4)
+    rig = permute_bones(rig.with_weights(random_weights(rig, seed=4)), [2, 0, 3, 1])
+    mesh_obj, arm_obj = scene.build_objects(rig)
+    assert list(arm_obj["autoskin_bone_names"]) == rig.joint_names
+    back = scene.read_rig(mesh_obj, arm_obj)
+    bi = np.array([back.joint_names.index(n) for n in rig.joint_names])
+    np.testing.assert_allclose(back.weights[:, bi], rig.weights, atol=1e-6)
+    np.testing.assert_allclose(back.joints[bi], rig.joints, atol=1e-6)
+    np.testing.assert_array_equal(back.parents[bi], np.where(rig.parents >= 0, bi[rig.parents], -1))
+
+
 def test_read_rig_gives_rest_pose_of_a_posed_armature(small_rig):
     rig = small_rig(n_bones=3)
     mesh_obj, arm_obj = scene.build_objects(rig)
@@ -213,3 +234,14 @@ def test_convert_skips_broken_file_and_converts_the_rest(small_rig, tmp_path, ca
     # second run: existing outputs are skipped, not overwritten
     main(["convert", str(src), str(dst)])
     assert "exists" in capsys.readouterr().out
+
+
+def test_fbx_import(small_rig, tmp_path):
+    rig = small_rig(n_bones=4)
+    rig = rig.with_weights(random_weights(rig, max_influences=4, seed=3))
+    scene.build_objects(rig)
+    bpy.ops.export_scene.fbx(filepath=str(tmp_path / "chain.fbx"), add_leaf_bones=False, bake_anim=False)
+    back = files.load_rig_file(tmp_path / "chain.fbx")
+    vi, bi = matched(rig, back)
+    np.testing.assert_allclose(back.weights[vi][:, bi], rig.weights, atol=1e-4)
+    np.testing.assert_allclose(back.joints[bi], rig.joints, atol=1e-5)

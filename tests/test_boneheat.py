@@ -42,3 +42,15 @@ def test_bone_heat_skips_control_bones_and_repeats(small_rig):
     assert not info1["failed"] and not info2["failed"]
     assert (w1[:, 2] == 0).all() and (w1[:, :2].max(0) > 0.5).all()
     np.testing.assert_allclose(w1, w2, atol=1e-6)  # deterministic, independent of earlier calls
+
+
+def test_bone_heat_columns_follow_rig_order(small_rig):
+    rig = small_rig(n_bones=4).without_weights()
+    perm = [3, 1, 0, 2]  # children listed before parents
+    inv = np.argsort(perm)
+    shuffled = make_rig(rig.vertices, rig.faces, rig.joints[perm],
+                        np.where(rig.parents[perm] >= 0, inv[rig.parents[perm]], -1), tails=rig.tails[perm],
+                        joint_names=[rig.joint_names[p] for p in perm])
+    w, _ = bone_heat_weights(rig)
+    ws, _ = bone_heat_weights(shuffled)
+    np.testing.assert_allclose(ws, w[:, perm], atol=1e-5)

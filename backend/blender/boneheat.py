@@ -11,7 +11,7 @@ import time
 import bpy
 import numpy as np
 
-from backend.blender.scene import build_objects, read_vertex_group_weights, remove_objects
+from backend.blender.scene import build_armature, build_mesh_data, read_vertex_group_weights, remove_objects
 from backend.rig import Rig, RigError, sanitize_weights
 
 
@@ -37,12 +37,9 @@ def bone_heat_weights(rig: Rig) -> tuple[np.ndarray, dict]:
         if bpy.context.window:
             bpy.context.window.scene = scene
         with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
-            mesh_obj, arm_obj = build_objects(rig.without_weights(), name="autoskin_heat", with_weights=False,
-                                              collection=scene.collection)
-            # parent_set creates its own groups and modifier: start from a bare parented-free mesh
-            mesh_obj.parent = None
-            mesh_obj.modifiers.clear()
-            mesh_obj.vertex_groups.clear()
+            arm_obj, bone_names = build_armature(rig, "autoskin_heat_armature", scene.collection)
+            mesh_obj = bpy.data.objects.new("autoskin_heat", build_mesh_data("autoskin_heat", rig.vertices, rig.faces))
+            scene.collection.objects.link(mesh_obj)
             view_layer = scene.view_layers[0]
             for o in view_layer.objects:
                 o.select_set(False)
@@ -56,7 +53,6 @@ def bone_heat_weights(rig: Rig) -> tuple[np.ndarray, dict]:
                 result = {"CANCELLED"}
             if "FINISHED" not in result and not message:
                 failed, message = True, f"parent_set returned {sorted(result)}"
-            bone_names = [b.name for b in arm_obj.data.bones]
             index = {n: j for j, n in enumerate(bone_names)}
             g2b = np.array([index.get(g.name, -1) for g in mesh_obj.vertex_groups], dtype=np.int64)
             raw = read_vertex_group_weights(mesh_obj.data, g2b, rig.num_bones)

@@ -52,10 +52,12 @@ def _object_mode_active(obj: bpy.types.Object, mode: str) -> Iterator[None]:
         view_layer.objects.active = prev
 
 
-def build_armature(rig: Rig, name: str, collection: Optional[bpy.types.Collection] = None) -> bpy.types.Object:
+def build_armature(rig: Rig, name: str,
+                   collection: Optional[bpy.types.Collection] = None) -> tuple[bpy.types.Object, list[str]]:
     """An armature object (at the world origin) with one bone per rig joint: head, tail, parent,
-    use_deform and name. Blender may shorten (63 bytes) or de-duplicate names: read them back
-    from ``arm_obj.data.bones``. Bones are created in rig order, so ``bones[j]`` is joint j."""
+    use_deform and name. Returns (arm_obj, J bone names as Blender made them: names may be
+    shortened to 63 bytes or de-duplicated). Note ``arm.bones`` iterates in hierarchy order,
+    not rig order: always match bones by these names."""
     collection = collection or bpy.context.scene.collection
     arm = bpy.data.armatures.new(name)
     arm_obj = bpy.data.objects.new(name, arm)
@@ -76,12 +78,13 @@ def build_armature(rig: Rig, name: str, collection: Optional[bpy.types.Collectio
             eb.tail = tails[j]
             eb.use_deform = bool(rig.is_deform[j])
             created.append(eb)
+        names = [eb.name for eb in created]
         for j in range(rig.num_bones):
             p = int(rig.parents[j])
             if p >= 0:
                 created[j].parent = created[p]
                 created[j].use_connect = False
-    return arm_obj
+    return arm_obj, names
 
 
 def build_objects(rig: Rig, name: Optional[str] = None, with_weights: bool = True,
@@ -90,14 +93,15 @@ def build_objects(rig: Rig, name: Optional[str] = None, with_weights: bool = Tru
 
     The mesh gets a vertex group per deform bone (plus any other bone with weight) filled from
     ``rig.weights`` when ``with_weights``, an Armature modifier on ``arm_obj`` and ``arm_obj`` as parent.
+    ``arm_obj["autoskin_bone_names"]`` lists the Blender bone name of each rig joint, in rig order.
     """
     name = name or _rig_stem(rig.name)
     collection = collection or bpy.context.scene.collection
-    arm_obj = build_armature(rig, name + "_armature", collection)
+    arm_obj, bone_names = build_armature(rig, name + "_armature", collection)
+    arm_obj["autoskin_bone_names"] = bone_names  # rig column j -> Blender bone name
     me = build_mesh_data(name, rig.vertices, rig.faces)
     mesh_obj = bpy.data.objects.new(name, me)
     collection.objects.link(mesh_obj)
-    bone_names = [b.name for b in arm_obj.data.bones]
     w = rig.weights if (with_weights and rig.weights is not None) else None
     for j in range(rig.num_bones):
         if rig.is_deform[j] or (w is not None and w[:, j].any()):
@@ -135,8 +139,10 @@ def write_weights(mesh_obj: bpy.types.Object, bone_names: Sequence[str], weights
         raise RigError(f"{mesh_obj.name}: weights contain NaN or inf")
     all_idx = list(range(V))
     for j, bname in enumerate(bone_names):
-        vg = mesh_obj.vertex_groups.get(bname) or mesh_obj.vertex_groups.new(name=bname)
-        if replace and V:
+        vg = mesh_obj.vertex_groups.get(bname)
+        if vg is None:
+            vg = mesh_obj.vertex_groups.new(name=bname)
+        elif replace and V:
             vg.remove(all_idx)
         col = w[:, j]
         nz = np.flatnonzero(col > 0.0)
