@@ -154,3 +154,32 @@ def test_pictures_for_first_rig(data_dir: Path, tmp_path: Path):
     img = mpimg.imread(out / "figures" / "a_chain2_weights.png")
     # 3 columns (truth, nearest, envelope) wider than tall-ish panels; not a blank canvas
     assert img.shape[1] > 600 and img[..., :3].std() > 0.05
+
+
+def test_model_method_runs_through_the_predictor(data_dir: Path, tmp_path: Path, monkeypatch):
+    import sys
+    import types
+
+    seen = []
+
+    class FakePredictor:  # stands in for backend.inference.predictor.Predictor
+        def __init__(self, path):
+            seen.append(Path(path).name)
+
+        def predict(self, rig):
+            assert rig.weights is None  # methods never see the ground truth
+            return types.SimpleNamespace(weights=baselines.nearest_bone_weights(rig))
+
+    fake = types.ModuleType("backend.inference.predictor")
+    fake.Predictor = FakePredictor
+    monkeypatch.setitem(sys.modules, "backend.inference.predictor", fake)
+    model = tmp_path / "gen_v1.onnx"
+    model.write_bytes(b"onnx")
+    out = tmp_path / "o"
+    assert main(["evaluate", str(data_dir / "a_chain2.npz"), "--methods", f"model:{model},nearest",
+                 "--out", str(out), "--poses", "1", "--no-progress"]) == 0
+    rows = {r["method"]: r for r in _rows(out)}
+    assert seen == ["gen_v1.onnx"] and set(rows) == {"model:gen_v1", "nearest"}
+    assert rows["model:gen_v1"]["l1"] == pytest.approx(rows["nearest"]["l1"])
+    with pytest.raises(baselines.MethodUnavailable, match="export"):
+        baselines.make_method(f"model:{data_dir / 'a_chain2.npz'}")

@@ -139,5 +139,10 @@ def _model_factory(arg: str | None) -> MethodFn:
         from backend.inference.predictor import Predictor
     except ImportError as exc:
         raise MethodUnavailable(f"model: backend/inference/predictor.py is not available ({exc})") from None
-    predictor = Predictor(path)
+    try:
+        predictor = Predictor(path)
+    except RigError:
+        raise
+    except Exception as exc:  # a corrupt or incompatible model file
+        raise MethodUnavailable(f"model: {path}: cannot load the model ({type(exc).__name__}: {exc})") from None
     return lambda rig: np.asarray(predictor.predict(rig).weights, dtype=np.float32)
