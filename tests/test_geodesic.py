@@ -59,14 +59,14 @@ def test_two_legs_do_not_leak_across_the_gap():
     heads = np.array([[-0.2, 0, 1.0], [0.2, 0, 1.0]])
     tails = np.array([[-0.2, 0, 0.05], [0.2, 0, 0.05]])
     rig = make_rig(v, f, heads, [-1, -1], tails=tails)
-    w = geodesic_prior_weights(rig, k=2)
+    w = geodesic_prior_weights(rig, k=2, falloff=4.0)  # a soft falloff, where leaks would show
     lower_right = (part == 1) & (v[:, 2] < 0.5)
     lower_left = (part == 0) & (v[:, 2] < 0.5)
     assert w[lower_right, 0].max() < 0.01
     assert w[lower_left, 1].max() < 0.01
     # straight-line distance would leak: the same falloff on Euclidean distances gives more
     eu, _ = point_segment_distance(v, heads, tails)
-    assert geodesic_weights(eu)[lower_right, 0].max() > 0.02
+    assert geodesic_weights(eu, falloff=4.0)[lower_right, 0].max() > 0.02
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
 
 
