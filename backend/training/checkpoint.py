@@ -1,0 +1,99 @@
+"""Checkpoints of a training run, and the generator file the export step loads.
+
+For the export engineer: ``best_generator.pt`` (in the run folder) is a ``torch.save`` dict
+``{"state_dict", "config", "feature_config", "feature_version", "train_summary"}``:
+
+    from backend.training.checkpoint import load_generator_checkpoint
+    model, meta = load_generator_checkpoint("runs/NAME/best_generator.pt")
+    # model: backend.models.generator.Generator(**meta["config"]) in eval mode, on CPU
+    # meta["feature_config"]: FeatureConfig fields (FeatureConfig(**meta["feature_config"]))
+    # meta["feature_version"]: backend.features.pipeline.FEATURE_VERSION at training time
+
+``state.pt`` is the full resumable state (models, optimisers, schedulers, RNG states, position).
+Both are written atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.io.atomic import atomic_path
+from backend.rig import RigError
+
+GENERATOR_KEYS = ("state_dict", "config", "feature_config", "feature_version", "train_summary")
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """torch.save through a temporary file + rename (a crash never leaves a half-written file)."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def state_dict_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(v).all().item() for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+
+
+def save_generator(path: str | Path, state_dict: dict[str, torch.Tensor], config: dict, feature_config: dict,
+                   feature_version: str, train_summary: dict) -> Path:
+    """Write ``best_generator.pt``; refuses non-finite weights (RigError)."""
+    state_dict = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    if not state_dict_finite(state_dict):
+        raise RigError(f"{path}: refusing to save a generator with NaN/inf parameters")
+    return save_torch({"state_dict": state_dict, "config": dict(config), "feature_config": dict(feature_config),
+                       "feature_version": feature_version, "train_summary": dict(train_summary)}, path)
+
+
+def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
+    """-> (Generator in eval mode, metadata dict with config, feature_config, feature_version, train_summary)."""
+    from backend.models.generator import Generator
+
+    path = Path(path)
+    if not path.is_file():
+        raise RigError(f"{path}: no such generator checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated / not a torch file
+        raise RigError(f"{path}: not a readable generator checkpoint ({exc})") from None
+    missing = [k for k in GENERATOR_KEYS if k not in ckpt]
+    if missing:
+        raise RigError(f"{path}: generator checkpoint lacks {missing}")
+    model = Generator(**ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise RigError(f"{path}: weights do not match Generator(**config) ({exc})") from None
+    model.eval()
+    return model, {k: ckpt[k] for k in GENERATOR_KEYS if k != "state_dict"}
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU, and CUDA when present) generator states."""
+    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a resumable ``state.pt`` (full pickle: it holds RNG states and the config)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RigError(f"{path}: no checkpoint to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RigError(f"{path}: not a readable checkpoint ({exc})") from None

@@ -1,0 +1,196 @@
+"""Training configuration: nested dataclasses <-> TOML sections, ``section.key=value`` overrides."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.rig import RigError
+
+
+@dataclass
+class ModelConfig:
+    """Generator constructor kwargs (``Generator(**asdict(model))``) and the critic width."""
+
+    hidden: int = 256
+    fused: int = 512
+    use_prior: bool = True
+    critic_hidden: int = 128
+
+
+@dataclass
+class FeaturesConfig:
+    """Mirrors :class:`backend.features.pipeline.FeatureConfig`."""
+
+    k_bones: int = 8
+    n_neighbors: int = 12
+    geodesic_resolution: int = 64
+    distance: str = "geodesic"
+
+
+@dataclass
+class DataConfig:
+    vertex_budget: int = 60000  # vertices per batch (several rigs are collated up to this)
+    max_vertices: int = 10000  # larger rigs are cropped to a random connected patch of this size
+    labeled_fraction: float = 1.0  # the rest of the train split is used without its weights
+    unlabeled_dirs: list[str] = field(default_factory=list)  # folders of rig .npz used without weights
+    augment_variants: int = 0  # >0: that many augmented copies per rig (cached), one drawn per epoch
+    cache_dir: str = ""  # "" -> <out>/../cache (i.e. runs/cache)
+    plot_rigs: int = 3  # validation characters drawn in the weight-map plots
+
+
+@dataclass
+class LossConfig:
+    sup: float = 1.0  # a
+    adv_s: float = 0.1  # b
+    adv_u: float = 0.1  # c
+    cons: float = 0.05  # d
+    const: float = 0.05  # e
+    cos_lambda: float = 0.1
+    gp_weight: float = 10.0
+    drift: float = 1e-3  # epsilon * D(real)^2 keeps critic scores near 0
+    cons_sigma: float = 0.01  # std of the feature noise for the consistency loss
+    smooth: float = 1.0  # weight of smoothness inside L_const
+    locality: float = 1.0  # weight of joint locality inside L_const
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    warmup_steps: int = 200
+    min_lr: float = 1e-6
+    clip: float = 1.0
+
+
+@dataclass
+class StagesConfig:
+    stage1_epochs: int = 100
+    stage1_mse: float = 0.01
+    stage1_cos: float = 0.95
+    stage1_const: float = 1.0  # weight of L_const in stage 1 (L_sup + L_const)
+    stage2_epochs: int = 100
+    stage3_epochs: int = 0  # optional fine-tune
+    stage3_lr: float = 1e-5
+    stage3_const: float = 0.1
+    patience: int = 10
+    score_smooth: float = 0.1  # early-stopping score = val MSE + score_smooth * val smoothness
+
+
+@dataclass
+class AblationConfig:
+    adversarial: bool = True
+    consistency: bool = True
+    physical: bool = True
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "bf16"  # bf16 | fp16 | off (used on CUDA only)
+    activation_checkpointing: bool = True  # CUDA only
+    checkpoint_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
+    plot_every: int = 1  # epochs
+    spike_factor: float = 10.0  # grad norm > factor * running median -> reported
+    threads: int = 0  # torch CPU threads, 0 = torch default
+    kill_after_steps: int = 0  # testing aid: stop abruptly after this many steps (simulates a crash)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        return dict(hidden=self.model.hidden, fused=self.model.fused, use_prior=self.model.use_prior)
+
+    def feature_config(self):
+        from backend.features.pipeline import FeatureConfig
+
+        return FeatureConfig(**asdict(self.features))
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Check/convert ``value`` to the type of the default ``current``."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise RigError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise RigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(current, str):
+        if isinstance(value, str):
+            return value
+        raise RigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(current, list):
+        if isinstance(value, list):
+            return value
+        raise RigError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    """Build a TrainConfig; unknown sections/keys and wrong types raise RigError naming ``source``."""
+    cfg = TrainConfig()
+    for section, values in data.items():
+        if not hasattr(cfg, section) or not is_dataclass(getattr(cfg, section)):
+            raise RigError(f"{source}: unknown config section [{section}]")
+        if not isinstance(values, dict):
+            raise RigError(f"{source}: [{section}] must be a table")
+        sub = getattr(cfg, section)
+        names = {f.name for f in fields(sub)}
+        for key, value in values.items():
+            if key not in names:
+                raise RigError(f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(names))})")
+            setattr(sub, key, _coerce(value, getattr(sub, key), f"{source}: {section}.{key}"))
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML file (None: defaults) and apply ``section.key=value`` overrides (TOML values;
+    bare words are taken as strings)."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise RigError(f"{path}: no such config file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise RigError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise RigError(f"--set {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        data.setdefault(section, {})[name] = parse_value(raw.strip())
+    return config_from_dict(data, source)
+
+
+def parse_value(raw: str) -> Any:
+    """A TOML literal (``1e-4``, ``true``, ``[1, 2]``, ``"x"``) or, failing that, the bare string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw

@@ -1,0 +1,297 @@
+"""Training data: rig files -> cached features + candidate targets -> deterministic batches.
+
+* :class:`FeatureStore` computes ``compute_features`` once per (file content, feature config,
+  augmentation variant) and keeps it on disk (``<cache_dir>/<stem>-<key>.npz``) and in memory.
+* Targets are the true weights gathered at each vertex's candidates and renormalised over them
+  (``row_valid`` False where the candidates carry no true weight).
+* Batch order depends only on (seed, epoch): :func:`epoch_batches` packs rigs up to a vertex
+  budget and deals the batches to DDP ranks, so a resumed run sees the same batches.
+* Rigs above ``max_vertices`` are cropped to a random connected patch (seeded by seed, epoch, rig).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.features.batch import collate
+from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, RigFeatures, compute_features, feature_code_hash
+from backend.io.npz import load_npz, save_arrays
+from backend.rig import RigError
+
+ARRAYS = ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior", "deform_index")
+
+
+@dataclass
+class Sample:
+    """One rig's generator inputs (see docs/architecture.md) plus its targets.
+
+    target (V, K) float32 true weights at the candidates, rows renormalised (zeros if unlabelled);
+    row_valid (V,) bool; labeled: whether target is usable; coverage: mean true mass on the candidates.
+    """
+
+    name: str
+    vertex_feat: np.ndarray
+    neighbors: np.ndarray
+    bone_feat: np.ndarray
+    cand: np.ndarray
+    pair_feat: np.ndarray
+    prior: np.ndarray
+    deform_index: np.ndarray
+    num_bones: int
+    target: np.ndarray
+    row_valid: np.ndarray
+    labeled: bool
+    coverage: float = 1.0
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertex_feat.shape[0])
+
+    def features(self) -> RigFeatures:
+        return RigFeatures(vertex_feat=self.vertex_feat, neighbors=self.neighbors, bone_feat=self.bone_feat,
+                           cand=self.cand, pair_feat=self.pair_feat, prior=self.prior,
+                           deform_index=self.deform_index, num_bones=self.num_bones, frame=None)
+
+
+def list_rigs(folder: str | Path) -> list[Path]:
+    """Sorted ``*.npz`` files of a folder; RigError if the folder is missing or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RigError(f"{folder}: no such data folder")
+    files = sorted(folder.glob("*.npz"))
+    if not files:
+        raise RigError(f"{folder}: holds no .npz rigs")
+    return files
+
+
+def candidate_targets(weights: np.ndarray, cand: np.ndarray, deform_index: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(V, J) true weights -> ((V, K) float32 renormalised over the candidates, (V,) bool valid,
+    (V,) float32 mass the candidates capture)."""
+    t = np.take_along_axis(np.asarray(weights, np.float32), deform_index[cand], axis=1)
+    mass = t.sum(1)
+    valid = mass > 1e-4
+    t = np.where(valid[:, None], t / np.maximum(mass, 1e-4)[:, None], 0.0).astype(np.float32)
+    return t, valid, mass.astype(np.float32)
+
+
+class FeatureStore:
+    """Disk + memory cache of per-rig features and targets.
+
+    ``augment_variants`` > 0 enables variants 1..n: the rig passed through
+    ``backend.features.augment.augment_rig`` with a generator seeded from (file hash, variant).
+    """
+
+    def __init__(self, cache_dir: str | Path, feature_config: FeatureConfig):
+        self.cache_dir = Path(cache_dir)
+        self.feature_config = feature_config
+        self.memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._digests: dict[str, str] = {}
+
+    def digest(self, path: Path) -> str:
+        key = str(path)
+        if key not in self._digests:
+            self._digests[key] = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+        return self._digests[key]
+
+    def cache_path(self, path: Path, variant: int) -> Path:
+        cfg = f"{self.feature_config.key()}|{FEATURE_VERSION}|{feature_code_hash()}|v{variant}"
+        tag = hashlib.sha1(cfg.encode()).hexdigest()[:10]
+        return self.cache_dir / f"{path.stem}-{self.digest(path)}-{tag}.npz"
+
+    def arrays(self, path: str | Path, variant: int = 0) -> dict[str, np.ndarray]:
+        """Features + targets of one file (computed once, then read from the cache)."""
+        path = Path(path)
+        mkey = (str(path), variant)
+        if mkey in self.memory:
+            return self.memory[mkey]
+        cpath = self.cache_path(path, variant)
+        arrays = None
+        if cpath.is_file():
+            try:
+                with np.load(cpath, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            except Exception:  # a broken cache entry is recomputed
+                arrays = None
+        if arrays is None:
+            arrays = self._compute(path, variant)
+            save_arrays(cpath, **arrays)
+        self.memory[mkey] = arrays
+        return arrays
+
+    def _compute(self, path: Path, variant: int) -> dict[str, np.ndarray]:
+        rig = load_npz(path)
+        if variant > 0 and rig.weights is not None:  # augmentation is driven by the true weights
+            from backend.features.augment import augment_rig
+
+            rng = np.random.default_rng([int(self.digest(path), 16) % (2**32), variant])
+            rig = augment_rig(rig, rng)
+        f = compute_features(rig, self.feature_config)
+        out = {k: getattr(f, k) for k in ARRAYS}
+        out["num_bones"] = np.int64(rig.num_bones)
+        if rig.weights is not None:
+            t, valid, mass = candidate_targets(rig.weights, f.cand, f.deform_index)
+            out.update(target=t, row_valid=valid, mass=mass)
+        return out
+
+    def sample(self, path: str | Path, variant: int = 0, labeled: bool = True) -> Sample:
+        """A :class:`Sample`; ``labeled=False`` (or a file without weights) gives zero targets."""
+        a = self.arrays(path, variant)
+        has = labeled and "target" in a
+        V, K = a["cand"].shape
+        return Sample(
+            name=Path(path).name,
+            **{k: a[k] for k in ARRAYS},
+            num_bones=int(a["num_bones"]),
+            target=a["target"] if has else np.zeros((V, K), np.float32),
+            row_valid=a["row_valid"] if has else np.zeros(V, bool),
+            labeled=has,
+            coverage=float(a["mass"].mean()) if has else 0.0,
+        )
+
+
+def connected_crop(neighbors: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size,) sorted int64 vertex ids of a patch grown breadth-first over the neighbour table
+    from a random vertex (restarting at another random vertex if a component runs out)."""
+    V = neighbors.shape[0]
+    if size >= V:
+        return np.arange(V, dtype=np.int64)
+    taken = np.zeros(V, bool)
+    count = 0
+    frontier = np.empty(0, np.int64)
+    while count < size:
+        if len(frontier) == 0:
+            free = np.flatnonzero(~taken)
+            frontier = free[rng.integers(len(free))][None]
+        frontier = frontier[:size - count]
+        taken[frontier] = True
+        count += len(frontier)
+        nxt = np.unique(neighbors[frontier].ravel())
+        frontier = nxt[~taken[nxt]]
+    return np.flatnonzero(taken).astype(np.int64)
+
+
+def crop_sample(s: Sample, keep: np.ndarray) -> Sample:
+    """The sub-rig of vertices ``keep``; neighbours outside it are replaced by the vertex itself."""
+    remap = np.full(s.num_vertices, -1, np.int64)
+    remap[keep] = np.arange(len(keep))
+    nb = remap[s.neighbors[keep]]
+    nb = np.where(nb < 0, np.arange(len(keep))[:, None], nb)
+    return replace(s, vertex_feat=s.vertex_feat[keep], neighbors=nb, cand=s.cand[keep],
+                   pair_feat=s.pair_feat[keep], prior=s.prior[keep], target=s.target[keep],
+                   row_valid=s.row_valid[keep])
+
+
+def epoch_batches(sizes: list[int], budget: int, seed: int, epoch: int, stream: int = 0,
+                  rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's batches (lists of rig indices) for ``epoch``: a permutation seeded by
+    (seed, epoch, stream), packed greedily up to ``budget`` vertices (a rig larger than the budget
+    goes alone); the batch list is padded by wrapping to a multiple of ``world`` and dealt round-robin,
+    so every rank gets the same number of batches."""
+    if not sizes:
+        return []
+    order = np.random.default_rng([seed, epoch, stream]).permutation(len(sizes))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    total = 0
+    for i in order:
+        n = sizes[i]
+        if cur and total + n > budget:
+            batches.append(cur)
+            cur, total = [], 0
+        cur.append(int(i))
+        total += n
+    if cur:
+        batches.append(cur)
+    while len(batches) % world:
+        batches.append(batches[len(batches) % max(len(batches), 1)])
+    return batches[rank::world]
+
+
+@dataclass
+class Batch:
+    """A collated batch as torch tensors (keys of features.batch.collate + target, row_valid)."""
+
+    tensors: dict[str, torch.Tensor]
+    num_graphs: int
+    names: list[str]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}, self.num_graphs, self.names)
+
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        t = self.tensors
+        return t["vertex_feat"], t["neighbors"], t["bone_feat"], t["cand"], t["pair_feat"], t["prior"]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+
+def collate_samples(samples: list[Sample]) -> Batch:
+    """Disjoint union of samples (features.batch.collate) with the targets padded to the batch's K."""
+    arrays = collate([s.features() for s in samples])
+    K = arrays["cand"].shape[1]
+    targets = [np.pad(s.target, ((0, 0), (0, K - s.target.shape[1]))) for s in samples]
+    arrays["target"] = np.concatenate(targets).astype(np.float32)
+    arrays["row_valid"] = np.concatenate([s.row_valid for s in samples])
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    return Batch(tensors, len(samples), [s.name for s in samples])
+
+
+class RigSet:
+    """A list of rig files with a labelled flag each, materialised per epoch into batches."""
+
+    def __init__(self, paths: list[Path], labeled: list[bool], store: FeatureStore, max_vertices: int,
+                 augment_variants: int = 0):
+        self.paths = list(paths)
+        self.labeled = list(labeled)
+        self.store = store
+        self.max_vertices = max_vertices
+        self.augment_variants = augment_variants
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def prepare(self, rank: int = 0, world: int = 1, progress: bool = False) -> None:
+        """Compute (or load) this rank's share of the features: file i goes to rank i % world."""
+        idx = list(range(rank, len(self.paths), world))
+        it = idx
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(idx, desc="features", unit="rig")
+        for i in it:
+            for v in range(self.augment_variants + 1):
+                self.store.arrays(self.paths[i], v)
+
+    def sizes(self) -> list[int]:
+        return [min(int(self.store.arrays(p)["vertex_feat"].shape[0]), self.max_vertices) for p in self.paths]
+
+    def get(self, i: int, seed: int, epoch: int) -> Sample:
+        """Rig i as seen in ``epoch`` (its augmentation variant and crop depend on seed, epoch, i)."""
+        rng = np.random.default_rng([seed, epoch, i, 7])
+        variant = int(rng.integers(self.augment_variants + 1)) if self.augment_variants else 0
+        s = self.store.sample(self.paths[i], variant, self.labeled[i])
+        if s.num_vertices > self.max_vertices:
+            s = crop_sample(s, connected_crop(s.neighbors, self.max_vertices, rng))
+        return s
+
+    def batch(self, indices: list[int], seed: int, epoch: int) -> Batch:
+        return collate_samples([self.get(i, seed, epoch) for i in indices])
+
+
+def split_labeled(n: int, fraction: float, seed: int) -> list[bool]:
+    """Which of n train rigs keep their weights: round(fraction * n) of them, chosen by seed
+    (at least one when fraction > 0)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise RigError(f"labeled fraction must be within 0..1, got {fraction}")
+    k = int(round(fraction * n))
+    if fraction > 0:
+        k = max(k, 1)
+    keep = np.zeros(n, bool)
+    keep[np.random.default_rng([seed, 11]).permutation(n)[:k]] = True
+    return keep.tolist()

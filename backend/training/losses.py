@@ -1,0 +1,135 @@
+"""Loss terms of the SS-WGAN, each a pure function of tensors.
+
+Shapes: w / target (V, K) candidate weights, mask (V, K) bool (False on padded candidates),
+row_valid (V,) bool (the vertex has true weight on its candidates), cand (V, K) bone ids,
+neighbors (V, N), graph (V,) rig id per vertex.
+
+L_total = a L_sup + b L_adv_s + c L_adv_u + d L_cons + e L_const  (see :func:`total_loss`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from backend.models.critic import neighbor_candidate_weights
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (pred - target)^2 over the entries where ``mask`` is True."""
+    m = mask.to(pred.dtype)
+    return ((pred - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+
+
+def row_cosine(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean over valid rows of cos(pred_v, target_v)."""
+    cos = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1)).clamp_min(eps)
+    m = row_valid.to(pred.dtype)
+    return (cos * m).sum() / m.sum().clamp_min(1.0)
+
+
+def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
+                    cos_lambda: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_sup = MSE(pred, target) - cos_lambda * mean row cosine, over valid rows and real candidates.
+
+    Returns (loss, mse, cosine)."""
+    m = mask & row_valid[:, None]
+    pred = pred * mask.to(pred.dtype)
+    mse = masked_mse(pred, target, m)
+    cos = row_cosine(pred, target, row_valid)
+    return mse - cos_lambda * cos, mse, cos
+
+
+def smoothness_loss(w: torch.Tensor, cand: torch.Tensor, neighbors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over (vertex, neighbour) of the squared dense difference sum_b (w_v,b - w_n,b)^2,
+    computed exactly from candidate lists: |w_v|^2 + |w_n|^2 - 2 <w_v, w_n at v's bones>."""
+    w = w * mask.to(w.dtype)
+    at = neighbor_candidate_weights(w, cand, neighbors) * mask[:, None, :].to(w.dtype)  # (V, N, K)
+    sq = (w * w).sum(1)  # (V,)
+    d2 = sq[:, None] + sq[neighbors] - 2.0 * (w[:, None, :] * at).sum(-1)
+    return d2.clamp_min(0.0).mean()
+
+
+def locality_loss(w: torch.Tensor, pair_feat: torch.Tensor, mask: torch.Tensor, dist_index: int = 0) -> torch.Tensor:
+    """Mean over vertices of sum_k w_k d(v, bone_k)^2 with d the segment distance pair feature."""
+    d = pair_feat[..., dist_index]
+    return (w * mask.to(w.dtype) * d * d).sum(1).mean()
+
+
+def physical_loss(w: torch.Tensor, batch: Mapping[str, torch.Tensor], smooth: float = 1.0,
+                  locality: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_const = smooth * smoothness + locality * joint locality. Returns (loss, smoothness, locality)."""
+    s = smoothness_loss(w, batch["cand"], batch["neighbors"], batch["pair_mask"])
+    loc = locality_loss(w, batch["pair_feat"], batch["pair_mask"])
+    return smooth * s + locality * loc, s, loc
+
+
+def consistency_loss(w_clean: torch.Tensor, w_noisy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_cons: MSE between G on a sample (treated as the target, no gradient) and G on a
+    perturbed copy, over real candidates."""
+    return masked_mse(w_noisy, w_clean.detach(), mask)
+
+
+def perturb_inputs(batch: Mapping[str, torch.Tensor], sigma: float, generator: torch.Generator | None = None
+                   ) -> dict[str, torch.Tensor]:
+    """A copy of the batch with N(0, sigma^2) noise on vertex_feat and pair_feat (indices untouched)."""
+    out = dict(batch)
+    for key in ("vertex_feat", "pair_feat"):
+        x = batch[key]
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        out[key] = x + sigma * noise
+    return out
+
+
+def wgan_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor, drift: float = 0.0) -> torch.Tensor:
+    """mean D(fake) - mean D(real) (+ drift * mean D(real)^2); the critic minimises it."""
+    return d_fake.mean() - d_real.mean() + drift * (d_real ** 2).mean()
+
+
+def wgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """-mean D(fake); the generator minimises it."""
+    return -d_fake.mean()
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     graph: torch.Tensor, num_graphs: int, weight: float = 10.0,
+                     generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP: weight * mean_g (|grad_x D(x_hat)|_g - 1)^2 with x_hat = e_g real + (1 - e_g) fake.
+
+    real, fake (R, ...) rows grouped into ``num_graphs`` samples by ``graph`` (R,); one e_g ~ U(0, 1)
+    per sample (or given ``eps`` (num_graphs,)); the gradient norm is taken over each sample's rows.
+    ``critic`` maps x_hat to (num_graphs,) scores.
+    """
+    if eps is None:
+        eps = torch.rand(num_graphs, generator=generator, device="cpu").to(real.device, real.dtype)
+    e = eps[graph].reshape((-1,) + (1,) * (real.dim() - 1))
+    x_hat = (e * real.detach() + (1.0 - e) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    sq = grad.new_zeros(num_graphs).index_add(0, graph, grad.pow(2).reshape(grad.shape[0], -1).sum(1))
+    norm = torch.sqrt(sq + 1e-12)
+    return weight * ((norm - 1.0) ** 2).mean()
+
+
+def pooled_pairs(real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair the rows of two pooled embeddings (Br, C), (Bf, C) of different rigs by cycling the
+    shorter one: -> two (max(Br, Bf), C) tensors (for the unpaired critic's gradient penalty)."""
+    n = max(real.shape[0], fake.shape[0])
+    i = torch.arange(n, device=real.device)
+    return real[i % real.shape[0]], fake[i % fake.shape[0]]
+
+
+DEFAULT_WEIGHTS = {"sup": 1.0, "adv_s": 0.1, "adv_u": 0.1, "cons": 0.05, "const": 0.05}
+
+
+def total_loss(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float] = DEFAULT_WEIGHTS) -> torch.Tensor:
+    """sum_t weights[t] * terms[t] over the terms present (a missing or zero-weight term is skipped)."""
+    out = None
+    for name, value in terms.items():
+        wgt = float(weights.get(name, 0.0))
+        if wgt == 0.0:
+            continue
+        out = wgt * value if out is None else out + wgt * value
+    if out is None:
+        raise ValueError("total_loss: no term with a non-zero weight")
+    return out
