@@ -44,12 +44,12 @@ class Prediction:
 
 
 def _simplifier():
-    """(simplify_rig, transfer_weights) from backend.features.simplify, or None when absent."""
+    """(simplify_rig, transfer_to_rig) from backend.features.simplify, or None when absent."""
     try:
-        from backend.features.simplify import simplify_rig, transfer_weights
+        from backend.features.simplify import simplify_rig, transfer_to_rig
     except ImportError:
         return None
-    return simplify_rig, transfer_weights
+    return simplify_rig, transfer_to_rig
 
 
 class Predictor:
@@ -122,10 +122,10 @@ class Predictor:
                       "deform_bones": int(rig.is_deform.sum()), "simplified_to": None}
         simp = _simplifier() if rig.num_vertices > self.vertex_budget > 0 else None
         if simp is not None:
-            simplify_rig, transfer_weights = simp
-            small = simplify_rig(rig, self.vertex_budget)
+            simplify_rig, transfer_to_rig = simp
+            small, index_map = simplify_rig(rig, self.vertex_budget)
             w_small, more = self.raw_weights(small)
-            w = np.asarray(transfer_weights(small, w_small, rig), np.float32)
+            w = np.asarray(transfer_to_rig(rig, index_map, w_small), np.float32)
             info["simplified_to"] = small.num_vertices
         else:
             w, more = self.raw_weights(rig)
