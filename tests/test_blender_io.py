@@ -245,3 +245,21 @@ def test_fbx_import(small_rig, tmp_path):
     vi, bi = matched(rig, back)
     np.testing.assert_allclose(back.weights[vi][:, bi], rig.weights, atol=1e-4)
     np.testing.assert_allclose(back.joints[bi], rig.joints, atol=1e-5)
+
+
+def test_modifiers_before_the_armature_are_applied(small_rig):
+    rig = small_rig(n_bones=3)
+    rig = rig.with_weights(random_weights(rig, seed=5))
+    mesh_obj, arm_obj = scene.build_objects(rig)
+    mirror = mesh_obj.modifiers.new("Mirror", "MIRROR")  # mirror in X, placed before the Armature modifier
+    mirror.use_mirror_merge = False
+    mesh_obj.modifiers.move(1, 0)
+    assert [m.type for m in mesh_obj.modifiers] == ["MIRROR", "ARMATURE"]
+    back = scene.read_rig(mesh_obj, arm_obj)
+    assert back.num_vertices == 2 * rig.num_vertices
+    mirrored = rig.vertices * [-1, 1, 1]
+    d, vi = cKDTree(back.vertices[rig.num_vertices:]).query(mirrored)
+    assert d.max() < 1e-5
+    np.testing.assert_allclose(back.weights[rig.num_vertices:][vi], rig.weights, atol=1e-6)
+    raw = scene.read_rig(mesh_obj, arm_obj, evaluated_before_armature=False)
+    assert raw.num_vertices == rig.num_vertices

@@ -309,6 +309,9 @@ def read_rig(mesh_objs: bpy.types.Object | Sequence[bpy.types.Object], arm_obj: 
     for o in mesh_objs:
         if o.type != "MESH":
             raise RigError(f"{o.name}: is a {o.type} object, not a mesh")
+    for o in mesh_objs:
+        if o.mode == "EDIT":
+            o.update_from_editmode()  # edit-mode changes are not in the mesh data until synced
     skel = read_skeleton(arm_obj)
     J = len(skel["names"])
     bone_index = {n: j for j, n in enumerate(skel["names"])}
