@@ -1,0 +1,143 @@
+"""Write Auto Skin's result into the scene, all-or-nothing: snapshot the meshes first and put
+everything back if any step of the writing fails."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from backend.blender import scene
+
+from .gather import armature_insert_index
+
+
+@dataclass
+class GroupState:
+    name: str
+    lock: bool
+    members: np.ndarray  # (n,) int64 vertex indices in the group
+    weights: np.ndarray  # (n,) float32
+
+
+@dataclass
+class MeshSnapshot:
+    """What Auto Skin may change on one mesh object."""
+
+    obj: bpy.types.Object
+    groups: list
+    active_group: int
+    parent: Optional[bpy.types.Object]
+    parent_type: str
+    parent_bone: str
+    parent_inverse: Matrix
+    matrix_basis: Matrix
+    modifiers: list  # (name, type, object) in order
+    props: dict = field(default_factory=dict)
+
+
+def _group_states(obj: bpy.types.Object) -> list:
+    members: dict = {g.index: ([], []) for g in obj.vertex_groups}
+    for v in obj.data.vertices:
+        for g in v.groups:
+            if g.group in members:
+                members[g.group][0].append(v.index)
+                members[g.group][1].append(g.weight)
+    return [GroupState(g.name, g.lock_weight, np.asarray(members[g.index][0], np.int64),
+                       np.asarray(members[g.index][1], np.float32)) for g in obj.vertex_groups]
+
+
+def snapshot(obj: bpy.types.Object, prop_keys: Sequence[str] = ()) -> MeshSnapshot:
+    """Record the vertex groups, parenting, modifiers and the given custom properties of ``obj``."""
+    return MeshSnapshot(
+        obj=obj, groups=_group_states(obj), active_group=obj.vertex_groups.active_index,
+        parent=obj.parent, parent_type=obj.parent_type, parent_bone=obj.parent_bone,
+        parent_inverse=obj.matrix_parent_inverse.copy(), matrix_basis=obj.matrix_basis.copy(),
+        modifiers=[(m.name, m.type, getattr(m, "object", None)) for m in obj.modifiers],
+        props={k: obj[k] for k in prop_keys if k in obj} | {k: None for k in prop_keys if k not in obj},
+    )
+
+
+def restore(snap: MeshSnapshot) -> None:
+    """Put ``snap.obj`` back exactly as recorded."""
+    obj = snap.obj
+    names = {g.name for g in snap.groups}
+    for vg in list(obj.vertex_groups):
+        if vg.name not in names:
+            obj.vertex_groups.remove(vg)
+    all_idx = list(range(len(obj.data.vertices)))
+    for st in snap.groups:
+        vg = obj.vertex_groups.get(st.name) or obj.vertex_groups.new(name=st.name)
+        vg.lock_weight = False
+        vg.remove(all_idx)
+        values, inverse = np.unique(st.weights, return_inverse=True)
+        for k, val in enumerate(values.tolist()):
+            vg.add(st.members[inverse == k].tolist(), val, "REPLACE")
+        vg.lock_weight = st.lock
+    if snap.active_group < len(obj.vertex_groups):
+        obj.vertex_groups.active_index = snap.active_group
+    recorded = {name for name, _, _ in snap.modifiers}
+    for m in list(obj.modifiers):
+        if m.name not in recorded:
+            obj.modifiers.remove(m)
+    for name, mtype, target in snap.modifiers:
+        m = obj.modifiers.get(name)
+        if m is not None and mtype == "ARMATURE":
+            m.object = target
+    obj.parent = snap.parent
+    obj.parent_type = snap.parent_type
+    obj.parent_bone = snap.parent_bone
+    obj.matrix_parent_inverse = snap.parent_inverse
+    obj.matrix_basis = snap.matrix_basis
+    for k, v in snap.props.items():
+        if v is None:
+            if k in obj:
+                del obj[k]
+        else:
+            obj[k] = v
+
+
+def ensure_armature_modifier(obj: bpy.types.Object, arm: bpy.types.Object) -> bpy.types.Modifier:
+    """An Armature modifier on ``arm``: the existing one, an empty one filled in, or a new one placed
+    where Blender puts it (after the leading deform modifiers)."""
+    for m in obj.modifiers:
+        if m.type == "ARMATURE" and m.object == arm:
+            return m
+    for m in obj.modifiers:
+        if m.type == "ARMATURE" and m.object is None:
+            m.object = arm
+            return m
+    index = armature_insert_index(obj)
+    m = obj.modifiers.new(name="Armature", type="ARMATURE")
+    m.object = arm
+    obj.modifiers.move(len(obj.modifiers) - 1, index)
+    return obj.modifiers[index]
+
+
+def parent_keep_transform(obj: bpy.types.Object, arm: bpy.types.Object) -> None:
+    """Parent ``obj`` to ``arm`` like Ctrl+P (object parent, parent inverse), without moving it."""
+    if obj.parent == arm and obj.parent_type == "OBJECT":
+        return
+    world = obj.matrix_world.copy()
+    obj.parent = arm
+    obj.parent_type = "OBJECT"
+    obj.matrix_parent_inverse = arm.matrix_world.inverted()
+    obj.matrix_world = world
+
+
+def write_result(meshes: Sequence[bpy.types.Object], arm: bpy.types.Object, bone_names: Sequence[str],
+                 free: np.ndarray, columns: np.ndarray, counts: Sequence[int],
+                 after_each: Optional[Callable[[bpy.types.Object, int], None]] = None) -> None:
+    """Write the (V, Jf) ``columns`` of the ``free`` bones into the meshes (rows split by ``counts``),
+    then add the Armature modifier and parent. Other groups are not touched."""
+    names = [n for n, f in zip(bone_names, free) if f]
+    start = 0
+    for obj, n in zip(meshes, counts):
+        scene.write_weights(obj, names, columns[start:start + n], replace=True)
+        start += n
+        ensure_armature_modifier(obj, arm)
+        parent_keep_transform(obj, arm)
+        if after_each is not None:
+            after_each(obj, start)

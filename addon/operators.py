@@ -1,0 +1,162 @@
+"""The Auto Skin operator: selected meshes + armature -> one vertex group per deform bone,
+Armature modifier and parenting (a drop-in for Ctrl+P > With Automatic Weights).
+
+Order of work: read the scene, predict, combine with the kept weights -- all before anything is
+written; then write with a snapshot and restore it if writing fails. One undo step.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+import numpy as np
+
+from backend.rig import RigError
+
+from . import apply, combine, export_corrections, preferences
+from .gather import UsageError, read_target
+
+_PREDICTORS: dict = {}
+
+
+class RuntimeMissing(RigError):
+    """onnxruntime (or scipy) cannot be imported in this Blender."""
+
+
+def _import_predictor():
+    try:
+        from backend.inference.predictor import Predictor
+    except ImportError as exc:
+        raise RuntimeMissing(
+            f"Auto Skin: the runtime cannot be imported ({exc}). onnxruntime and scipy come with the "
+            f"extension build for your platform: reinstall the matching zip") from None
+    return Predictor
+
+
+def get_predictor(mode: str, model_file: str, device: str):
+    """A cached ``Predictor`` for (mode, model file and its mtime, device); raises RigError subclasses."""
+    if mode == "LEARNED" and not os.path.isfile(model_file):
+        raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
+                         f"add-on preferences, or use the Geodesic mode (no model needed)")
+    key = (mode, model_file if mode == "LEARNED" else "",
+           os.path.getmtime(model_file) if mode == "LEARNED" else 0.0, device)
+    if key not in _PREDICTORS:
+        Predictor = _import_predictor()
+        _PREDICTORS.clear()
+        _PREDICTORS[key] = Predictor(model_path=model_file if mode == "LEARNED" else None,
+                                     mode=mode.lower(), device=device.lower())
+    return _PREDICTORS[key]
+
+
+class _Progress:
+    """window_manager progress that does nothing in background mode."""
+
+    def __init__(self, context):
+        self.wm = None if bpy.app.background else context.window_manager
+
+    def __enter__(self):
+        if self.wm is not None:
+            self.wm.progress_begin(0, 100)
+        return self
+
+    def update(self, value: int) -> None:
+        if self.wm is not None:
+            self.wm.progress_update(value)
+
+    def __exit__(self, *exc):
+        if self.wm is not None:
+            self.wm.progress_end()
+        return False
+
+
+class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
+    """Skin the selected meshes to the active armature with Auto Skin (learned or geodesic weights)"""
+
+    bl_idname = "autoskin.auto_skin"
+    bl_label = "Auto Skin"
+    bl_options = {"REGISTER", "UNDO"}
+    __annotations__ = preferences.option_properties(operator=True)
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode in {"OBJECT", "POSE", "EDIT_ARMATURE", "PAINT_WEIGHT"}
+
+    def _options(self, context) -> dict:
+        """Operator values; options not set by the caller come from the preferences."""
+        prefs = preferences.get_preferences(context)
+        out = {}
+        for name in preferences.OPTION_NAMES:
+            if prefs is not None and not self.properties.is_property_set(name):
+                setattr(self, name, getattr(prefs, name))
+            out[name] = getattr(self, name)
+        return out
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        for name in preferences.OPTION_NAMES:
+            if name == "model_path" and self.mode != "LEARNED":
+                continue
+            layout.prop(self, name)
+
+    def execute(self, context):
+        opt = self._options(context)
+        t0 = time.perf_counter()
+        with _Progress(context) as progress:
+            try:
+                target = read_target(context, opt["only_selected_bones"], opt["respect_locked"])
+                progress.update(10)
+                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"])
+                progress.update(20)
+                pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
+                                         prune=opt["prune_threshold"], smooth=opt["smoothing"])
+                progress.update(80)
+                final, columns, written = combine_for_target(target, pred.weights, opt)
+            except RigError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+            except Exception as exc:  # noqa: BLE001 - nothing is written yet; tell the user why
+                self.report({"ERROR"}, f"Auto Skin failed: {type(exc).__name__}: {exc}")
+                return {"CANCELLED"}
+            version = str(pred.info.get("model_version", "geodesic" if opt["mode"] == "GEODESIC" else "unknown"))
+            snaps = [apply.snapshot(o, _pred_keys()) for o in target.meshes]
+            try:
+                apply.write_result(target.meshes, target.arm, target.bone_names, target.free, columns,
+                                   target.counts)
+                start = 0
+                for obj, n in zip(target.meshes, target.counts):
+                    export_corrections.store_prediction(obj, final[start:start + n], target.bone_names, version)
+                    start += n
+            except Exception as exc:  # noqa: BLE001 - undo our partial writing, then report
+                for snap in snaps:
+                    apply.restore(snap)
+                self.report({"ERROR"}, f"Auto Skin: writing the weights failed, nothing was changed "
+                                       f"({type(exc).__name__}: {exc})")
+                return {"CANCELLED"}
+            progress.update(100)
+        for w in target.warnings:
+            self.report({"WARNING"}, w)
+        written = int(written.sum())
+        self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
+                              f"bones, {opt['mode'].lower()} on {pred.provider}, "
+                              f"{time.perf_counter() - t0:.2f} s")
+        return {"FINISHED"}
+
+def combine_for_target(target, predicted: np.ndarray, opt: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(final (V, J) deform weights after writing, (V, Jf) columns to write for the free bones,
+    (V,) bool rows written)."""
+    kept = target.raw * target.kept[None, :]
+    new = combine.fill_remainder(predicted, kept, target.free, opt["max_influences"])
+    deform_raw = target.raw * target.deform[None, :]
+    written = combine.rows_to_write(
+        target.rig.num_vertices, target.selected if opt["only_selected_vertices"] else None, deform_raw)
+    columns = combine.compose(target.raw[:, target.free], new[:, target.free], written)
+    final = deform_raw.copy()
+    final[:, target.free] = columns
+    return final.astype(np.float32), columns, written
+
+
+def _pred_keys() -> list:
+    return [export_corrections.PREFIX + k for k in ("rows", "cols", "vals", "bones", "shape")] + [
+        export_corrections.KEY_VERSION]

@@ -1,0 +1,103 @@
+"""Add-on preferences: the defaults of every Auto Skin option, the model file and the export folder."""
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import _bootstrap
+
+ADDON_ID = __package__
+
+MODE_ITEMS = [
+    ("LEARNED", "Learned", "The trained network (ONNX model), refined by the geodesic prior"),
+    ("GEODESIC", "Geodesic", "Volumetric geodesic distances only (no model needed)"),
+]
+DEVICE_ITEMS = [
+    ("AUTO", "Auto", "CUDA when onnxruntime offers it, else CPU"),
+    ("CPU", "CPU", "Always run on the CPU"),
+    ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
+]
+OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "device", "model_path",
+                "only_selected_bones", "only_selected_vertices", "respect_locked")
+
+
+def option_properties(operator: bool) -> dict:
+    """Fresh bpy property definitions of the Auto Skin options (``operator``: not remembered
+    between calls, so that a new call starts from the preferences)."""
+    opts = {"options": {"SKIP_SAVE"}} if operator else {}
+    return {
+        "mode": EnumProperty(name="Mode", items=MODE_ITEMS, default="LEARNED", **opts),
+        "max_influences": IntProperty(
+            name="Max Influences", default=4, min=0, max=16,
+            description="Most bones per vertex (0: no limit); 4 is what game engines accept", **opts),
+        "prune_threshold": FloatProperty(
+            name="Prune", default=0.01, min=0.0, max=0.5, precision=3,
+            description="Weights below this are removed (the rest renormalised)", **opts),
+        "smoothing": IntProperty(
+            name="Smoothing", default=0, min=0, max=20,
+            description="Laplacian smoothing iterations over the mesh edges", **opts),
+        "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO", **opts),
+        "model_path": StringProperty(
+            name="Model", subtype="FILE_PATH", default="",
+            description="ONNX model file (empty: the model bundled with the extension)", **opts),
+        "only_selected_bones": BoolProperty(
+            name="Only Selected Bones", default=False,
+            description="Weight only the selected bones (pose or edit mode selection); the other "
+                        "bones' groups stay as they are", **opts),
+        "only_selected_vertices": BoolProperty(
+            name="Only Selected Vertices", default=False,
+            description="Write only the selected vertices (and any vertex without weights); "
+                        "the prediction still uses the whole mesh", **opts),
+        "respect_locked": BoolProperty(
+            name="Respect Locked Groups", default=True,
+            description="Locked vertex groups keep their weights exactly; the others fill the rest", **opts),
+    }
+
+
+def default_export_dir() -> str:
+    """<Blender user data folder>/autoskin/corrections."""
+    base = bpy.utils.user_resource("DATAFILES", path="autoskin")
+    return os.path.join(base, "corrections")
+
+
+class AUTOSKIN_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+    __annotations__ = {
+        **option_properties(operator=False),
+        "export_dir": StringProperty(
+            name="Corrections Folder", subtype="DIR_PATH", default="",
+            description="Where 'Export Corrected Weights' writes training files (empty: Blender's "
+                        "user data folder / autoskin / corrections)"),
+    }
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        col = layout.column(heading="Defaults")
+        for name in OPTION_NAMES:
+            if name != "model_path":
+                col.prop(self, name)
+        layout.prop(self, "model_path")
+        layout.label(text=f"Bundled model: {_bootstrap.default_model_path()}")
+        layout.prop(self, "export_dir")
+        layout.label(text=f"Export folder in use: {export_dir(self)}")
+
+
+def get_preferences(context=None):
+    """The add-on's preferences, or None when the add-on is not registered as ``ADDON_ID``."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    return None if addon is None else addon.preferences
+
+
+def export_dir(prefs) -> str:
+    """The export folder the preferences choose (absolute)."""
+    path = getattr(prefs, "export_dir", "") if prefs is not None else ""
+    return bpy.path.abspath(path) if path else default_export_dir()
+
+
+def model_path(path: str) -> str:
+    """An absolute model path: ``path`` (Blender-relative allowed) or the bundled model."""
+    return bpy.path.abspath(path) if path else _bootstrap.default_model_path()
