@@ -164,8 +164,12 @@ def test_blend_round_trip(small_rig, tmp_path):
     rig = small_rig(n_bones=4)
     rig = rig.with_weights(random_weights(rig, max_influences=3, seed=2))
     path = files.export_rig(rig, tmp_path / "chain.blend")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.blend"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.blend"]  # no temporary or .blend1 file
     back = files.load_rig_file(path, weld=False)
+    assert files.save_blend(rig.without_weights(), tmp_path / "bare.blend").is_file()
+    with pytest.raises(RigError, match="no weights"):
+        files.load_rig_file(tmp_path / "bare.blend")
+    assert files.import_rig(tmp_path / "bare.blend").weights is None
     np.testing.assert_allclose(back.vertices, rig.vertices, atol=1e-6)
     np.testing.assert_allclose(back.weights, rig.weights, atol=1e-6)
     np.testing.assert_allclose(back.tails, rig.tails, atol=1e-6)

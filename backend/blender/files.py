@@ -166,3 +166,24 @@ def export_rig(rig: Rig, path: str | os.PathLike, name: Optional[str] = None) ->
         if not tmp.is_file():
             raise RigError(f"{path}: Blender wrote no file")
     return path
+
+
+def import_rig(path: str | os.PathLike, weld: bool = True, require_weights: bool = False) -> Rig:
+    """:func:`load_rig_file` accepting rigs without weights (for prediction and the demo)."""
+    return load_rig_file(path, weld=weld, require_weights=require_weights)
+
+
+def save_blend(rig: Rig, path: str | os.PathLike) -> Path:
+    """Write ``rig`` as a .blend with vertex groups (atomic); see :func:`export_rig`."""
+    path = Path(path)
+    if path.suffix.lower() != ".blend":
+        raise RigError(f"{path}: save_blend writes .blend files only")
+    return export_rig(rig, path)
+
+
+def save_glb(rig: Rig, path: str | os.PathLike) -> Path:
+    """Write ``rig`` as a skinned .glb (at most 4 influences per vertex, atomic); see :func:`export_rig`."""
+    path = Path(path)
+    if path.suffix.lower() != ".glb":
+        raise RigError(f"{path}: save_glb writes .glb files only")
+    return export_rig(rig, path)
