@@ -6,6 +6,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
+from conftest import DATA_DIR, needs_data  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 from backend.__main__ import main  # noqa: E402
@@ -267,3 +268,14 @@ def test_modifiers_before_the_armature_are_applied(small_rig):
     np.testing.assert_allclose(back.weights[rig.num_vertices:][vi], rig.weights, atol=1e-6)
     raw = scene.read_rig(mesh_obj, arm_obj, evaluated_before_armature=False)
     assert raw.num_vertices == rig.num_vertices
+
+
+@needs_data
+def test_real_character_glb_round_trip(tmp_path):
+    rig = load_npz(DATA_DIR / "rigs/val/quaternius_fable__characters_Pirate_Female.npz")  # glTF-sourced, <= 4 influences
+    back = files.load_rig_file(files.export_rig(rig, tmp_path / "pirate.glb"))
+    assert back.num_vertices == rig.num_vertices
+    vi, bi = matched(rig, back)
+    np.testing.assert_allclose(back.weights[vi][:, bi], rig.weights, atol=1e-4)
+    np.testing.assert_allclose(back.joints[bi], rig.joints, atol=1e-5)
+    np.testing.assert_array_equal(back.parents[bi], np.where(rig.parents >= 0, bi[rig.parents], -1))
