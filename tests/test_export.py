@@ -138,7 +138,7 @@ def test_export_command_from_checkpoint(tmp_path, capsys):
     assert main(["export", str(ckpt), str(out), "--quantize", "int8"]) == 0
     text = capsys.readouterr().out
     assert "max |torch - onnxruntime|" in text
-    report = json.loads(text[text.index("{"):])
+    report = json.loads(text[text.rindex("\n{") + 1:])
     assert report["int8_bytes"] < report["fp32_bytes"]
     assert out.is_file() and (tmp_path / "out" / "m.int8.onnx").is_file()
     meta = get_metadata(onnx.load(str(out)))

@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"error: {args.checkpoint}: {exc}", file=sys.stderr)
         return 1
+    for note in res.failed:
+        print(f"note: exporter {note[:300]}")
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {res.method} exporter, "
           f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']})")
     if args.quantize == "int8":

@@ -45,6 +45,7 @@ class ExportResult:
     max_abs_diff: float  # torch vs onnxruntime on CHECK_SIZES
     op_types: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # exporters tried first that failed, with the reason
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +168,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                     raise RuntimeError(f"graph contains scatter ops {bad}")
                 meta = build_metadata(feature_config, dict(model.config), model.state_dict(), train_summary,
                                       model_version)
+                meta["exporter"] = f"torch {torch.__version__} {m}"
                 set_metadata(proto, meta)
                 onnx.checker.check_model(proto)
                 onnx.save_model(proto, str(tmp), save_as_external_data=False)
@@ -175,11 +177,11 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                     raise RuntimeError(f"onnxruntime differs from torch by {diff:.3g} (> {atol})")
                 log.info("exported with %s, max diff %.3g", m, diff)
                 result = ExportResult(path=str(out_path), method=m, size_bytes=tmp.stat().st_size,
-                                      max_abs_diff=diff, op_types=ops, metadata=meta)
+                                      max_abs_diff=diff, op_types=ops, metadata=meta, failed=list(errors))
                 break
             except Exception as exc:  # noqa: BLE001 -- try the next exporter, report all failures
                 errors.append(f"{m}: {type(exc).__name__}: {exc}")
-                log.warning("ONNX export with %s failed: %s", m, exc)
+                log.info("ONNX export with %s failed: %s", m, exc)
         else:
             raise RuntimeError("ONNX export failed: " + " | ".join(errors))
     return result
