@@ -97,3 +97,21 @@ def test_skin_npz(model_path, tmp_path, capsys):
     assert "CPUExecutionProvider" in capsys.readouterr().out
     assert main(["skin", str(src), str(tmp_path / "x.obj"), "--mode", "geodesic"]) == 2
     assert main(["skin", str(tmp_path / "nope.npz"), str(dst), "--mode", "geodesic"]) == 2
+
+
+def test_skin_glb_to_blend(model_path, tmp_path):
+    pytest.importorskip("bpy")
+    from backend.blender.files import export_rig, load_rig_file
+
+    src = export_rig(make_capsule_chain(3), tmp_path / "in.glb")
+    dst = tmp_path / "out.blend"
+    assert main(["skin", str(src), str(dst), "--model", str(model_path), "--max-influences", "2"]) == 0
+    back = load_rig_file(dst)
+    assert back.weights.shape == (back.num_vertices, 3)
+    assert np.allclose(back.weights.sum(axis=1), 1.0, atol=1e-4)
+    assert (np.count_nonzero(back.weights > 1e-6, axis=1) <= 2).all()
+    # the vertex groups carry this model's prediction for the same mesh
+    from backend.inference.predictor import Predictor
+
+    ref = Predictor(model_path).predict(load_rig_file(src, require_weights=False), max_influences=2)
+    assert np.abs(back.weights - ref.weights).max() < 1e-3

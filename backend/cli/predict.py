@@ -53,9 +53,13 @@ def run(args: argparse.Namespace) -> int:
             pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth)
             save_arrays(out_dir / path.name, weights=pred.weights.astype(np.float32))
             written += 1
-        except (RigError, ValueError, MemoryError) as exc:
+        except RigError as exc:  # the message already names the file
             failed.append((path.name, str(exc)))
-            tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+            tqdm.write(f"skipped {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 -- one bad rig must not stop the batch
+            msg = f"{path}: {type(exc).__name__}: {exc}"
+            failed.append((path.name, msg))
+            tqdm.write(f"skipped {msg}", file=sys.stderr)
     bar.close()
     print(f"predict: {written} written to {out_dir}, {len(failed)} failed ({predictor.provider})", file=sys.stderr)
     for name, msg in failed:
