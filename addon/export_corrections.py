@@ -104,10 +104,6 @@ class AUTOSKIN_OT_export_corrections(bpy.types.Operator):
     directory: StringProperty(name="Folder", subtype="DIR_PATH", default="", options={"SKIP_SAVE"},
                               description="Target folder (empty: the one set in the preferences)")
 
-    @classmethod
-    def poll(cls, context):
-        return context.mode in {"OBJECT", "POSE"}
-
     def execute(self, context):
         folder = bpy.path.abspath(self.directory) if self.directory else preferences.export_dir(
             preferences.get_preferences(context))

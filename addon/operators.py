@@ -78,10 +78,6 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     __annotations__ = preferences.option_properties(operator=True)
 
-    @classmethod
-    def poll(cls, context):
-        return context.mode in {"OBJECT", "POSE", "EDIT_ARMATURE", "PAINT_WEIGHT"}
-
     def _options(self, context) -> dict:
         """Operator values; options not set by the caller come from the preferences."""
         prefs = preferences.get_preferences(context)
