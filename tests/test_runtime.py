@@ -213,3 +213,23 @@ def test_bad_rig_is_refused(model_path):
     rig.vertices[0, 0] = np.nan
     with pytest.raises(RigError, match="NaN"):
         Predictor(model_path).predict(rig)
+
+
+def test_cuda_run_failure_switches_to_cpu(model_path):
+    p = Predictor(model_path, device="cpu")
+    cpu_session = p.model.session
+
+    class FailingCuda:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("CUDA error: out of memory")
+
+    p.model.session, p.model.provider = FailingCuda(), session_mod.CUDA
+    rig = make_capsule_chain(2, with_weights=False)
+    with pytest.warns(RuntimeWarning, match="CUDA run failed"):
+        pred = p.predict(rig)
+    assert pred.provider == session_mod.CPU and p.model.session is not cpu_session
+    np.testing.assert_allclose(pred.weights, Predictor(model_path, threads=1).predict(rig).weights, atol=1e-5)
+    # a CPU failure is not hidden
+    p.model.session, p.model.provider = FailingCuda(), session_mod.CPU
+    with pytest.raises(RuntimeError, match="out of memory"):
+        p.predict(rig)

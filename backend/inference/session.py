@@ -30,10 +30,25 @@ class LoadedModel:
     session: ort.InferenceSession
     provider: str
     info: ModelInfo
+    threads: int | None = None
 
     def run(self, inputs: dict) -> "object":
-        """Feed the generator inputs (names as ``INPUT_NAMES``) -> (V, K) float32 weights."""
-        return self.session.run([OUTPUT_NAME], {k: inputs[k] for k in INPUT_NAMES})[0]
+        """Feed the generator inputs (names as ``INPUT_NAMES``) -> (V, K) float32 weights.
+
+        A CUDA session that fails while running (out of memory, driver error) is replaced by a
+        CPU session, with a warning, and the inputs are run again there.
+        """
+        feed = {k: inputs[k] for k in INPUT_NAMES}
+        try:
+            return self.session.run([OUTPUT_NAME], feed)[0]
+        except Exception as exc:  # noqa: BLE001 -- only a CUDA failure is retried
+            if self.provider != CUDA:
+                raise
+            warnings.warn(f"{self.info.path}: the CUDA run failed ({exc}); running on the CPU from now on",
+                          RuntimeWarning, stacklevel=2)
+            self.session = _make_session(self.info.path, [CPU], self.threads)
+            self.provider = CPU
+            return self.session.run([OUTPUT_NAME], feed)[0]
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -107,7 +122,7 @@ def open_session(path: str | Path, device: str = "auto", threads: int | None = N
     if sorted(names) != sorted(INPUT_NAMES) or OUTPUT_NAME not in [o.name for o in sess.get_outputs()]:
         raise ModelError(f"{path}: the model has inputs {list(names)}, expected {list(INPUT_NAMES)} "
                          f"and an output {OUTPUT_NAME!r}")
-    return LoadedModel(session=sess, provider=sess.get_providers()[0], info=info)
+    return LoadedModel(session=sess, provider=sess.get_providers()[0], info=info, threads=threads)
 
 
 def get_session(path: str | Path, device: str = "auto", threads: int | None = None) -> LoadedModel:
