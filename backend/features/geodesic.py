@@ -186,19 +186,23 @@ def geodesic_bone_distances(vertices: np.ndarray, faces: np.ndarray, heads: np.n
     limit = RELEVANCE * float(nearest[reached].max()) if reached.any() else np.inf
 
     V = len(v)
-    best_d = np.full((V, K), np.inf)
-    best_j = np.zeros((V, K), np.int64)
+    best_d = np.full((V, K), np.inf, np.float32)
+    best_j = np.zeros((V, K), np.int32)
+    offset32 = offset.astype(np.float32)
     for s in range(0, Jd, _BONE_CHUNK):
-        js = np.arange(s, min(s + _BONE_CHUNK, Jd))
-        D = dijkstra(graph, directed=True, indices=N + js, limit=limit)[:, vnode] + offset[None, :]  # (c, V)
+        js = np.arange(s, min(s + _BONE_CHUNK, Jd), dtype=np.int32)
+        D = dijkstra(graph, directed=True, indices=N + js, limit=limit)[:, vnode].astype(np.float32)  # (c, V)
+        D += offset32[None, :]
         all_d = np.concatenate([best_d, D.T], axis=1)
         all_j = np.concatenate([best_j, np.broadcast_to(js, (V, len(js)))], axis=1)
-        order = _row_topk(all_d, all_j, K)  # by (distance, bone index): deterministic under ties
+        # a stable sort on distance: earlier columns hold lower bone ids, so ties go to the lower id
+        order = np.argsort(all_d, axis=1, kind="stable")[:, :K]
         best_d = np.take_along_axis(all_d, order, axis=1)
         best_j = np.take_along_axis(all_j, order, axis=1)
 
     missing = ~np.isfinite(best_d)
     if missing.any():
+        best_d, best_j = best_d.astype(np.float64), best_j.astype(np.int64)
         _fill_unreached(v, heads, tails, best_d, best_j, missing)
     return best_j.astype(np.int64), best_d.astype(np.float32)
 
@@ -279,25 +283,28 @@ def smooth_weights(weights: np.ndarray, faces: np.ndarray, iters: int, alpha: fl
 
     weights (V, J) float, faces (F, 3). Vertices without neighbours keep their weights.
     """
-    w = np.asarray(weights, np.float64)
+    w = np.array(weights, dtype=np.float32)  # a copy: float32 keeps (V, J) memory small
     if iters <= 0 or len(faces) == 0:
-        return w.astype(np.float32)
+        return w
     V = w.shape[0]
     f = np.asarray(faces, np.int64)
     i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
     j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
     keep = i != j
-    adj = sparse.csr_matrix((np.ones(int(keep.sum())), (i[keep], j[keep])), shape=(V, V))
+    adj = sparse.csr_matrix((np.ones(int(keep.sum()), np.float32), (i[keep], j[keep])), shape=(V, V))
     adj.data[:] = 1.0  # duplicates were summed: an edge counts once
     deg = np.asarray(adj.sum(axis=1)).ravel()
     has = deg > 0
-    inv = sparse.diags(np.where(has, 1.0 / np.maximum(deg, 1), 0.0))
-    avg = inv @ adj
-    a = np.where(has, alpha, 0.0)[:, None]
+    avg = (sparse.diags(np.where(has, 1.0 / np.maximum(deg, 1), 0.0).astype(np.float32)) @ adj).tocsr()
+    a = np.where(has, alpha, 0.0).astype(np.float32)[:, None]
+    keep_w = 1.0 - a
     for _ in range(iters):
-        w = (1 - a) * w + a * (avg @ w)
+        nb = avg @ w
+        nb *= a
+        w *= keep_w
+        w += nb
     w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-    return w.astype(np.float32)
+    return w
 
 
 def geodesic_prior_weights(rig: Rig, k: int = 8, resolution: int = 64, falloff: float = DEFAULT_FALLOFF,
@@ -314,7 +321,7 @@ def geodesic_prior_weights(rig: Rig, k: int = 8, resolution: int = 64, falloff: 
     cand, dist = geodesic_bone_distances(v, rig.faces, heads, tails, k, resolution)
     w = geodesic_weights(dist, falloff)
     V, J = rig.num_vertices, rig.num_bones
-    dense_d = np.zeros((V, len(deform)), np.float64)
+    dense_d = np.zeros((V, len(deform)), np.float32)
     np.put_along_axis(dense_d, cand, w, axis=1)
     dense_d = smooth_weights(dense_d, rig.faces, smooth_iters)
     out = np.zeros((V, J), np.float32)
