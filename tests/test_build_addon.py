@@ -1,0 +1,145 @@
+"""build_addon.py: zip layout, manifest, vendored runtime, Blender's validator, wheels."""
+from __future__ import annotations
+
+import os
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import build_addon
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL_CACHE = ROOT / "dist" / "wheels-cache"
+
+
+def _members(zip_path: Path) -> set[str]:
+    with zipfile.ZipFile(zip_path) as zf:
+        return set(zf.namelist())
+
+
+def _manifest(zip_path: Path) -> dict:
+    with zipfile.ZipFile(zip_path) as zf:
+        return tomllib.loads(zf.read("blender_manifest.toml").decode())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_addon.build_platform("linux-x64", tmp_path_factory.mktemp("dist"), wheels=False, model=False)
+
+
+def test_layout_and_manifest(built):
+    names = _members(built.zip_path)
+    assert built.zip_path.name == f"autoskin-{build_addon.version()}-linux-x64.zip"
+    for need in ("blender_manifest.toml", "__init__.py", "operators.py", "panel.py", "preferences.py",
+                 "export_corrections.py", "vendor/backend/__init__.py", "vendor/backend/rig.py",
+                 "vendor/backend/io/npz.py", "vendor/backend/io/atomic.py", "vendor/backend/blender/scene.py",
+                 "vendor/backend/inference/predictor.py", "vendor/backend/features/geodesic.py"):
+        assert need in names, need
+    # training-only code stays out
+    assert not any(n.startswith(("vendor/backend/models/", "vendor/backend/training/", "vendor/backend/export/",
+                                 "vendor/backend/cli/")) for n in names)
+    assert not any("__pycache__" in n for n in names)
+    m = _manifest(built.zip_path)
+    assert m["schema_version"] == "1.0.0" and m["id"] == "autoskin" and m["type"] == "add-on"
+    assert m["blender_version_min"] == "4.2.0" and m["license"] == ["SPDX:GPL-3.0-or-later"]
+    assert m["platforms"] == ["linux-x64"] and "wheels" not in m
+    assert set(m["permissions"]) == {"files"}  # no network
+    assert built.wheels == [] and not built.has_model
+
+
+def test_vendored_files_are_the_repository_files(built):
+    with zipfile.ZipFile(built.zip_path) as zf:
+        vendored = [n for n in zf.namelist() if n.startswith("vendor/")]
+        assert vendored
+        for n in vendored:
+            assert zf.read(n) == (ROOT / n[len("vendor/"):]).read_bytes(), n
+            text = zf.read(n).decode()
+            assert "import torch" not in text and "from torch" not in text, n
+
+
+def test_blender_validator_accepts_the_zip(built):
+    out = build_addon.validate(built.zip_path)
+    assert "error" not in out.lower()
+
+
+def test_validator_refuses_a_broken_manifest(built, tmp_path):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(built.zip_path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "blender_manifest.toml":
+                data = data.replace(b'id = "autoskin"', b'id = "auto skin!"')
+            dst.writestr(item, data)
+    with pytest.raises(build_addon.BuildError, match="validator"):
+        build_addon.validate(bad)
+
+
+def test_forbidden_import_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "backend").mkdir()
+    (tmp_path / "backend" / "__init__.py").write_text("")
+    (tmp_path / "backend" / "rig.py").write_text("import numpy\n")
+    (tmp_path / "backend" / "heavy.py").write_text("def f():\n    import torch\n")
+    (tmp_path / "addon").mkdir()
+    (tmp_path / "addon" / "__init__.py").write_text("def g():\n    from backend.heavy import f\n")
+    monkeypatch.setattr(build_addon, "ROOT", tmp_path)
+    files = build_addon.backend_closure([tmp_path / "addon" / "__init__.py"])
+    assert [f.as_posix() for f in files] == ["backend/__init__.py", "backend/heavy.py", "backend/rig.py"]
+    with pytest.raises(build_addon.BuildError, match="heavy.py.*torch"):
+        build_addon.check_runtime_imports(files)
+
+
+def test_model_is_bundled_when_present(tmp_path, monkeypatch):
+    model = tmp_path / "autoskin.onnx"
+    model.write_bytes(b"not really a model")
+    monkeypatch.setattr(build_addon, "MODEL", model)
+    res = build_addon.build_platform("windows-x64", tmp_path / "dist", wheels=False, model=True)
+    assert res.has_model and "models/autoskin.onnx" in _members(res.zip_path)
+    assert _manifest(res.zip_path)["platforms"] == ["windows-x64"]
+    res = build_addon.build_platform("windows-x64", tmp_path / "dist", wheels=False, model=False)
+    assert "models/autoskin.onnx" not in _members(res.zip_path)
+
+
+def test_manifest_text_lists_wheels_before_tables():
+    text = build_addon.manifest_text("macos-arm64", ["scipy-1.13.1-cp311-cp311-macosx_12_0_arm64.whl"])
+    m = tomllib.loads(text)
+    assert m["platforms"] == ["macos-arm64"]
+    assert m["wheels"] == ["./wheels/scipy-1.13.1-cp311-cp311-macosx_12_0_arm64.whl"]
+    assert m["permissions"]["files"]
+
+
+def test_wheel_name_matching():
+    ok = build_addon._wheel_ok
+    name = "onnxruntime-1.23.2-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
+    assert ok(name, "onnxruntime", "1.23.2", "3.11", "linux-x64")
+    assert not ok(name, "onnxruntime", "1.23.2", "3.13", "linux-x64")
+    assert not ok(name, "onnxruntime", "1.23.2", "3.11", "windows-x64")
+    assert not ok(name, "scipy", "1.23.2", "3.11", "linux-x64")
+    assert ok("scipy-1.15.3-cp313-cp313-win_amd64.whl", "scipy", "1.15.3", "3.13", "windows-x64")
+
+
+def test_unknown_platform_is_refused(tmp_path):
+    with pytest.raises(build_addon.BuildError, match="unknown platform"):
+        build_addon.build_platform("amiga-m68k", tmp_path, wheels=False)
+
+
+def _cache_has_linux_wheels() -> bool:
+    if not WHEEL_CACHE.is_dir():
+        return False
+    names = [p.name for p in WHEEL_CACHE.glob("*.whl")]
+    return all(any(build_addon._wheel_ok(n, *spec.split("=="), py, "linux-x64") for n in names)
+               for py, specs in build_addon.WHEEL_SPECS.items() for spec in specs)
+
+
+@pytest.mark.skipif(not (_cache_has_linux_wheels() or os.environ.get("AUTOSKIN_BUILD_WHEELS")),
+                    reason="no wheel cache in dist/wheels-cache (set AUTOSKIN_BUILD_WHEELS=1 to download)")
+def test_build_with_wheels_for_both_pythons(tmp_path):
+    res = build_addon.build_platform("linux-x64", tmp_path, wheels=True, model=False, cache=WHEEL_CACHE)
+    m = _manifest(res.zip_path)
+    assert sorted(m["wheels"]) == sorted(f"./wheels/{w}" for w in res.wheels)
+    tags = {w.split("-")[2] for w in res.wheels}
+    dists = {w.split("-")[0] for w in res.wheels}
+    assert tags == {"cp311", "cp313"} and dists == {"scipy", "onnxruntime"}
+    assert {f"wheels/{w}" for w in res.wheels} <= _members(res.zip_path)
+    build_addon.validate(res.zip_path)
