@@ -143,3 +143,58 @@ def test_build_with_wheels_for_both_pythons(tmp_path):
     assert tags == {"cp311", "cp313"} and dists == {"scipy", "onnxruntime"}
     assert {f"wheels/{w}" for w in res.wheels} <= _members(res.zip_path)
     build_addon.validate(res.zip_path)
+
+
+ISOLATED = """
+import os, sys, json
+sys.path.insert(0, {sp!r})
+try:
+    import scipy
+    raise SystemExit("scipy importable before the install: not isolated")
+except ImportError:
+    pass
+import bpy
+assert bpy.ops.extensions.package_install_files(repo="user_default", filepath={zip!r},
+                                                enable_on_install=True) == {{"FINISHED"}}
+import scipy, onnxruntime, backend
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.ops.mesh.primitive_uv_sphere_add(radius=1.0)
+mesh = bpy.context.object
+bpy.ops.object.armature_add(location=(0, 0, -0.5))
+mesh.select_set(True)
+res = bpy.ops.autoskin.auto_skin(mode="GEODESIC")
+print(json.dumps({{"scipy": scipy.__file__, "scipy_version": scipy.__version__, "ort": onnxruntime.__version__,
+                  "backend": backend.__file__, "result": sorted(res), "groups": [g.name for g in mesh.vertex_groups]}}))
+"""
+
+
+@pytest.mark.skipif(not (_cache_has_linux_wheels() or os.environ.get("AUTOSKIN_BUILD_WHEELS")),
+                    reason="no wheel cache in dist/wheels-cache (set AUTOSKIN_BUILD_WHEELS=1 to download)")
+def test_blender_installs_the_bundled_wheels(tmp_path):
+    """Python without site-packages, only bpy + numpy (what Blender ships): scipy and onnxruntime
+    must come from the wheels Blender extracts on install."""
+    import json
+    import subprocess
+    import sys
+
+    import bpy  # noqa: F401  (only to locate it)
+    import numpy
+
+    res = build_addon.build_platform("linux-x64", tmp_path / "dist", wheels=True, model=False, cache=WHEEL_CACHE)
+    sp = tmp_path / "sp"
+    sp.mkdir()
+    site = Path(numpy.__file__).resolve().parents[1]
+    for name in ("bpy", "numpy", "numpy.libs"):
+        if (site / name).exists():
+            (sp / name).symlink_to(site / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
+    code = ISOLATED.format(sp=str(sp), zip=str(res.zip_path))
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "/extensions/.local/lib/python3.11/site-packages/scipy/" in info["scipy"]
+    assert info["scipy_version"] == "1.13.1" and info["ort"] == "1.23.2"
+    assert "/extensions/user_default/autoskin/vendor/backend/" in info["backend"]
+    assert info["result"] == ["FINISHED"] and info["groups"] == ["Bone"]
