@@ -49,6 +49,21 @@ def _group_states(obj: bpy.types.Object) -> list:
                        np.asarray(members[g.index][1], np.float32)) for g in obj.vertex_groups]
 
 
+_TYPECODES = {"i": np.int32, "f": np.float32, "d": np.float64, "b": np.bool_}
+
+
+def _own_copy(value):
+    """A copy of a custom property value that does not point into Blender's memory."""
+    typecode = getattr(value, "typecode", None)
+    if typecode in _TYPECODES:
+        return np.array(value, dtype=_TYPECODES[typecode])
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "to_list"):
+        return value.to_list()
+    return value
+
+
 def snapshot(obj: bpy.types.Object, prop_keys: Sequence[str] = ()) -> MeshSnapshot:
     """Record the vertex groups, parenting, modifiers and the given custom properties of ``obj``."""
     return MeshSnapshot(
@@ -56,7 +71,7 @@ def snapshot(obj: bpy.types.Object, prop_keys: Sequence[str] = ()) -> MeshSnapsh
         parent=obj.parent, parent_type=obj.parent_type, parent_bone=obj.parent_bone,
         parent_inverse=obj.matrix_parent_inverse.copy(), matrix_basis=obj.matrix_basis.copy(),
         modifiers=[(m.name, m.type, getattr(m, "object", None)) for m in obj.modifiers],
-        props={k: obj[k] for k in prop_keys if k in obj} | {k: None for k in prop_keys if k not in obj},
+        props={k: (_own_copy(obj[k]) if k in obj else None) for k in prop_keys},
     )
 
 
@@ -92,10 +107,9 @@ def restore(snap: MeshSnapshot) -> None:
     obj.matrix_parent_inverse = snap.parent_inverse
     obj.matrix_basis = snap.matrix_basis
     for k, v in snap.props.items():
-        if v is None:
-            if k in obj:
-                del obj[k]
-        else:
+        if k in obj:
+            del obj[k]  # never assign over an existing array property (see store_prediction)
+        if v is not None:
             obj[k] = v
 
 

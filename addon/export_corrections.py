@@ -30,12 +30,20 @@ def store_prediction(obj: bpy.types.Object, weights: np.ndarray, bone_names: Seq
     """Keep (V, J) predicted weights of ``obj`` (J = ``bone_names``) on the object, sparse."""
     w = np.asarray(weights, np.float32)
     rows, cols = np.nonzero(w)
-    obj[PREFIX + "rows"] = rows.astype(np.int32)
-    obj[PREFIX + "cols"] = cols.astype(np.int32)
-    obj[PREFIX + "vals"] = w[rows, cols].astype(np.float32)
-    obj[PREFIX + "bones"] = "\n".join(bone_names)
-    obj[PREFIX + "shape"] = np.array(w.shape, dtype=np.int32)
-    obj[KEY_VERSION] = str(model_version)
+    values = {
+        PREFIX + "rows": rows.astype(np.int32),
+        PREFIX + "cols": cols.astype(np.int32),
+        PREFIX + "vals": w[rows, cols].astype(np.float32),
+        PREFIX + "bones": "\n".join(bone_names),
+        PREFIX + "shape": np.array(w.shape, dtype=np.int32),
+        KEY_VERSION: str(model_version),
+    }
+    for key, val in values.items():
+        # Blender 5.0 writes a buffer into an existing array property of another length in place
+        # (heap corruption): always drop the old property first.
+        if key in obj:
+            del obj[key]
+        obj[key] = val
 
 
 def load_prediction(obj: bpy.types.Object, bone_names: Sequence[str]) -> Optional[np.ndarray]:

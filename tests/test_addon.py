@@ -288,6 +288,56 @@ def test_only_selected_bones(fresh):
     assert res == {"CANCELLED"} and "no selected deform bone" in msg
 
 
+def test_preferences_give_the_defaults(fresh):
+    mesh, arm, rig = make_scene(3)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.max_influences, prefs.mode = 1, "GEODESIC"
+    try:
+        assert bpy.ops.autoskin.auto_skin() == {"FINISHED"}  # no arguments: the preferences decide
+    finally:
+        prefs.max_influences, prefs.mode = 4, "LEARNED"
+    w = weights(mesh, ["bone_0", "bone_1", "bone_2"])
+    assert (w > 0).sum(axis=1).max() == 1
+    assert run(max_influences=3)[0] == {"FINISHED"}  # an explicit value wins
+    assert (weights(mesh, ["bone_0", "bone_1", "bone_2"]) > 0).sum(axis=1).max() >= 2
+    ext = sys.modules[PKG + "._bootstrap"]
+    assert ext.default_model_path() == os.path.join(os.path.dirname(ext.__file__), "models", "autoskin.onnx")
+
+
+def test_several_meshes_and_export_parts(fresh, tmp_path):
+    mesh, arm, rig = make_scene(3)
+    acc = make_capsule_chain(1, length=0.4, radius=0.1, with_weights=False)
+    from backend.blender.scene import build_mesh_data
+
+    extra = bpy.data.objects.new("zz_accessory", build_mesh_data("zz_accessory", acc.vertices + [0.45, 0, 2.3],
+                                                                 acc.faces))
+    bpy.context.scene.collection.objects.link(extra)
+    select(mesh, extra, arm)
+    assert run()[0] == {"FINISHED"}
+    for obj in (mesh, extra):
+        w = weights(obj, ["bone_0", "bone_1", "bone_2"])
+        np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
+        assert obj.parent == arm and any(m.type == "ARMATURE" and m.object == arm for m in obj.modifiers)
+    assert weights(extra, ["bone_0", "bone_1", "bone_2"]).argmax(axis=1).tolist() == [2] * len(extra.data.vertices)
+    assert bpy.ops.autoskin.export_corrections(directory=str(tmp_path)) == {"FINISHED"}
+    out = load_npz(next(tmp_path.glob("*.npz")))
+    assert out.mesh_part_names == [mesh.name, extra.name]
+    assert np.bincount(out.mesh_part).tolist() == [len(mesh.data.vertices), len(extra.data.vertices)]
+    assert out.extra["predicted_weights"].shape == (out.num_vertices, 3)
+
+
+def test_edit_mode_bone_selection(fresh):
+    mesh, arm, rig = make_scene(3)
+    bpy.ops.object.mode_set(mode="EDIT")
+    for eb in arm.data.edit_bones:
+        eb.select = eb.select_head = eb.select_tail = eb.name == "bone_0"
+    res, msg = run(only_selected_bones=True)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert res == {"FINISHED"}, msg
+    assert [g.name for g in mesh.vertex_groups] == ["bone_0"]
+    np.testing.assert_allclose(weights(mesh, ["bone_0"])[:, 0], 1.0, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- misuse: report, change nothing
 def _no_armature():
     mesh, arm, _ = make_scene()
@@ -390,6 +440,29 @@ def test_failure_while_writing_restores_everything(fresh, monkeypatch):
     assert res == {"CANCELLED"} and "nothing was changed" in msg and "disk on fire" in msg
     assert fingerprint() == before
     assert weights(mesh, ["bone_1"])[[0, 5, 9], 0].tolist() == [0.5, 0.5, 0.5]
+
+
+def test_failed_rerun_keeps_the_first_result_and_its_stored_prediction(fresh, monkeypatch):
+    mesh, arm, rig = make_scene(3)
+    assert run(max_influences=1)[0] == {"FINISHED"}
+    ec = sys.modules[PKG + ".export_corrections"]
+    names = ["bone_0", "bone_1", "bone_2"]
+    first = ec.load_prediction(mesh, names)
+    np.testing.assert_array_equal(first, weights(mesh, names))
+    before = fingerprint()
+    apply = sys.modules[PKG + ".apply"]
+    real_write = apply.scene.write_weights
+
+    def half_then_fail(obj, bone_names, w, replace=True):
+        real_write(obj, bone_names[:1], w[:, :1], replace=replace)
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(apply.scene, "write_weights", half_then_fail)
+    res, msg = run(max_influences=3, smoothing=2)
+    assert res == {"CANCELLED"} and "out of memory" in msg
+    assert fingerprint() == before
+    np.testing.assert_array_equal(weights(mesh, names), first)
+    np.testing.assert_array_equal(ec.load_prediction(mesh, names), first)
 
 
 # ----------------------------------------------------------------------------- learned mode, export
