@@ -136,7 +136,7 @@ def build_octopus(b: Builder, rng: np.random.Generator, u: float, n_bones: int |
                 (mr, mr * 1.05, mr * 1.2), mantle)
     b.ellipsoid((0, -0.01, Hb + 0.03), np.eye(3), (mr * 0.9, mr * 0.9, mr * 0.7), root)
     b.anchors["head"] = Anchor(np.array([0, -0.02, Hb + 0.07]), mr * 0.9, FWD.copy(), Z.copy(), root)
-    nt = int(rng.choice([8, 8, 8, 6, 10, 5, 4]))
+    nt = int(rng.choice([8, 8, 8, 6, 10, 5, 4])) if n_bones is None else 8
     k = n_bones if n_bones is not None else _nbones(u, 3, 19)
     length = rng.uniform(0.45, 0.85)
     curl = rng.uniform(0.8, 3.5)

@@ -270,7 +270,7 @@ def build_bird(b: Builder, rng: np.random.Generator, u: float) -> str:
 def build_snake(b: Builder, rng: np.random.Generator, u: float, minimal: bool = False) -> str:
     r = rng.uniform(0.018, 0.045)
     if minimal:
-        n = 1
+        n, r = 1, r * 3.0
     else:
         n = _nbones(u, 3, 60)
     coil = n >= 20 and rng.random() < 0.3

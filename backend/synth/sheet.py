@@ -43,7 +43,7 @@ def _draw(ax, rig: Rig, max_faces: int) -> None:
     ax.set_title(f"{kind} ({variant})\nV={rig.num_vertices} J={rig.num_bones}", fontsize=7, pad=0)
 
 
-def contact_sheet(rigs: Iterable[Rig], path: str | Path, columns: int = 5, max_faces: int = 12000,
+def contact_sheet(rigs: Iterable[Rig], path: str | Path, columns: int = 5, max_faces: int = 25000,
                   dpi: int = 110) -> Path:
     """Render ``rigs`` in a grid (``columns`` wide) to a PNG at ``path`` (written atomically)."""
     import matplotlib
