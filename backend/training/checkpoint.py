@@ -6,6 +6,7 @@ For the export engineer: ``best_generator.pt`` (in the run folder) is a ``torch.
     from backend.training.checkpoint import load_generator_checkpoint
     model, meta = load_generator_checkpoint("runs/NAME/best_generator.pt")
     # model: backend.models.generator.Generator(**meta["config"]) in eval mode, on CPU
+    # meta: the whole checkpoint dict (state_dict included)
     # meta["feature_config"]: FeatureConfig fields (FeatureConfig(**meta["feature_config"]))
     # meta["feature_version"]: backend.features.pipeline.FEATURE_VERSION at training time
 
@@ -50,7 +51,7 @@ def save_generator(path: str | Path, state_dict: dict[str, torch.Tensor], config
 
 
 def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
-    """-> (Generator in eval mode, metadata dict with config, feature_config, feature_version, train_summary)."""
+    """-> (Generator in eval mode, the checkpoint dict: state_dict, config, feature_config, feature_version, train_summary)."""
     from backend.models.generator import Generator
 
     path = Path(path)
@@ -69,7 +70,7 @@ def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
     except RuntimeError as exc:
         raise RigError(f"{path}: weights do not match Generator(**config) ({exc})") from None
     model.eval()
-    return model, {k: ckpt[k] for k in GENERATOR_KEYS if k != "state_dict"}
+    return model, dict(ckpt)
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Training data: rig files -> cached features + candidate targets -> deterministic batches.
 
 * :class:`FeatureStore` computes ``compute_features`` once per (file content, feature config,
-  augmentation variant) and keeps it on disk (``<cache_dir>/<stem>-<key>.npz``) and in memory.
+  augmentation variant) and keeps it on disk (``backend.features.cache.cached``) and in memory.
 * Targets are the true weights gathered at each vertex's candidates and renormalised over them
   (``row_valid`` False where the candidates carry no true weight).
 * Batch order depends only on (seed, epoch): :func:`epoch_batches` packs rigs up to a vertex
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from backend.features.batch import collate
+from backend.features.cache import cached
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, RigFeatures, compute_features, feature_code_hash
-from backend.io.npz import load_npz, save_arrays
+from backend.io.npz import load_npz
 from backend.rig import RigError
 
 ARRAYS = ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior", "deform_index")
@@ -98,30 +99,17 @@ class FeatureStore:
             self._digests[key] = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
         return self._digests[key]
 
-    def cache_path(self, path: Path, variant: int) -> Path:
-        cfg = f"{self.feature_config.key()}|{FEATURE_VERSION}|{feature_code_hash()}|v{variant}"
-        tag = hashlib.sha1(cfg.encode()).hexdigest()[:10]
-        return self.cache_dir / f"{path.stem}-{self.digest(path)}-{tag}.npz"
+    def key_parts(self, path: Path, variant: int) -> dict:
+        return {"kind": "training-sample", "file": self.digest(path), "features": self.feature_config,
+                "feature_version": FEATURE_VERSION, "feature_code": feature_code_hash(), "variant": variant}
 
     def arrays(self, path: str | Path, variant: int = 0) -> dict[str, np.ndarray]:
         """Features + targets of one file (computed once, then read from the cache)."""
         path = Path(path)
         mkey = (str(path), variant)
-        if mkey in self.memory:
-            return self.memory[mkey]
-        cpath = self.cache_path(path, variant)
-        arrays = None
-        if cpath.is_file():
-            try:
-                with np.load(cpath, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files}
-            except Exception:  # a broken cache entry is recomputed
-                arrays = None
-        if arrays is None:
-            arrays = self._compute(path, variant)
-            save_arrays(cpath, **arrays)
-        self.memory[mkey] = arrays
-        return arrays
+        if mkey not in self.memory:
+            self.memory[mkey] = cached(self.cache_dir, self.key_parts(path, variant), lambda: self._compute(path, variant))
+        return self.memory[mkey]
 
     def _compute(self, path: Path, variant: int) -> dict[str, np.ndarray]:
         rig = load_npz(path)

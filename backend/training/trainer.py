@@ -544,7 +544,7 @@ class Trainer:
                 self.opts, self.scheds = {}, {}
                 self.save_state()
         summary = {"killed": killed, "best_score": self.best_score, "steps": self.pos["step"], "events": self.events,
-                   "seconds": time.time() - t0,
+                   "seconds": time.time() - t0, "world": self.dist.world, "replicas_in_sync": self.replicas_in_sync(),
                    "last_epoch": self.history["epoch"][-1] if self.history["epoch"] else None}
         if self.main and not killed:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -552,6 +552,13 @@ class Trainer:
                 self.plot()
         self.log.close()
         return summary
+
+    def replicas_in_sync(self) -> bool:
+        """All ranks hold the same parameters (compares a checksum of every model across ranks)."""
+        sums = torch.stack([torch.cat([p.detach().double().reshape(-1).cpu() for p in m.parameters()]).abs().sum()
+                            for m in (self.G, self.Ds, self.Du)])
+        total = dd.all_sum(sums, self.dist)
+        return bool(torch.allclose(total, sums * self.dist.world, rtol=1e-12, atol=0))
 
     def stage1_const(self) -> float:
         return self.cfg.stages.stage1_const

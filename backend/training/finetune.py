@@ -1,0 +1,512 @@
+"""Fine-tune the generator on artists' corrections, check it, and publish a new model version.
+
+Training mixes two kinds of steps in an order fixed by (seed, epoch): correction batches (the
+corrected rigs, every vertex the artist changed weighted ``changed_weight`` times the rest) and
+replay batches from the original train split, so that ``replay_share`` of the steps revisit the
+old characters (:func:`epoch_plan`). The loss is the trainer's L_sup with per-vertex weights
+(:func:`weighted_supervised_loss`) + ``stages.stage3_const`` * L_const. A state checkpoint is
+written atomically after every epoch (and every ``run.checkpoint_every_steps``): ``resume`` continues
+a killed run with the same result.
+
+Before publishing, the old (base) and new generators are scored by the per-vertex L1 error
+(``backend.evaluation.metrics.l1_per_vertex``, mean over rigs) on the validation split and on the
+corrections (optionally held out in turn). A new model whose validation L1 rose by more than
+``tolerance`` is refused. Publishing writes ``autoskin-vN.{pth,onnx,md,json}`` into the models
+folder (``backend.inference.model_store``) and, unless told not to, makes it the model in use.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from backend.evaluation.metrics import l1_per_vertex, restrict
+from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
+from backend.inference import model_store
+from backend.io.npz import load_npz
+from backend.models.generator import Generator
+from backend.rig import RigError
+from backend.training.checkpoint import (load_generator_checkpoint, load_state, rng_state, save_generator, save_torch,
+                                         set_rng_state)
+from backend.training.config import TrainConfig
+from backend.training.corrections import Correction, CorrectionSet, vertex_loss_weights
+from backend.training.data import (FeatureStore, Sample, collate_samples, connected_crop, crop_sample, epoch_batches,
+                                   list_rigs)
+from backend.training.losses import physical_loss
+from backend.training.trainer import RESUME_FREE, config_diff, pick_device, warmup_cosine
+
+REFUSED = 3  # exit code of a refused model
+
+
+@dataclass
+class FinetuneOptions:
+    """What the ``finetune`` command controls besides the TrainConfig (optim/loss/data/run sections)."""
+
+    epochs: int = 20
+    replay_share: float = 0.5  # fraction of the steps that replay the original train split
+    changed_weight: float = 5.0  # loss weight of a vertex the artist changed (others: 1)
+    changed_threshold: float = 0.05  # L1(row corrected - row predicted) above this = changed
+    tolerance: float = 0.02  # largest allowed rise of the validation per-vertex L1
+    holdout_eval: bool = False  # also fine-tune once per held-out fold and score the held-out corrections
+    folds: int = 5  # folds of the held-out evaluation when there are more corrections than this
+    export_method: str = "auto"  # ONNX exporter (backend.export.onnx_export)
+    activate: bool = True  # make the published version the model in use
+    kill_after_steps: int = 0  # testing aid: stop abruptly after this many steps (simulates a crash)
+
+
+@dataclass
+class Item:
+    """One rig to train on: its sample (features + candidate targets) and (V,) float32 row weights."""
+
+    name: str
+    sample: Sample
+    row_weight: np.ndarray
+
+
+@dataclass
+class EvalRig:
+    """A rig to score: its sample, (V, J) true weights, (J,) deform flags, optional (V,) bool rows
+    of interest (the changed vertices of a correction)."""
+
+    name: str
+    sample: Sample
+    truth: np.ndarray
+    is_deform: np.ndarray
+    focus: Optional[np.ndarray] = None
+
+
+@dataclass
+class FinetuneResult:
+    """decision: "published", "refused", "evaluated" (dry run) or "interrupted"."""
+
+    decision: str
+    metrics: dict = field(default_factory=dict)
+    version: Optional[int] = None
+    paths: dict = field(default_factory=dict)
+    message: str = ""
+
+
+# --------------------------------------------------------------------------------------- loss
+def weighted_supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
+                             row_weight: torch.Tensor, cos_lambda: float = 0.1
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_sup with per-vertex weights: weighted MSE over real candidates - cos_lambda * weighted mean
+    row cosine. pred/target/mask (V, K), row_valid (V,) bool, row_weight (V,) float. With all
+    weights 1 it equals ``backend.training.losses.supervised_loss``. Returns (loss, mse, cosine)."""
+    m = (mask & row_valid[:, None]).to(pred.dtype)
+    pred = pred * mask.to(pred.dtype)
+    rw = row_weight.to(pred.dtype) * row_valid.to(pred.dtype)
+    sq = ((pred - target) ** 2 * m).sum(1)
+    mse = (rw * sq).sum() / (rw * m.sum(1)).sum().clamp_min(1e-8)
+    cos = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1)).clamp_min(1e-8)
+    cos = (rw * cos).sum() / rw.sum().clamp_min(1e-8)
+    return mse - cos_lambda * cos, mse, cos
+
+
+# --------------------------------------------------------------------------------------- schedule
+def replay_batch_count(correction_batches: int, share: float) -> int:
+    """Replay batches per epoch so that they make ``share`` of the steps: round(n * share / (1 - share))."""
+    if not 0.0 <= share < 1.0:
+        raise RigError(f"--replay-share must be within [0, 1), got {share}")
+    return int(round(correction_batches * share / (1.0 - share)))
+
+
+def epoch_plan(correction_sizes: list[int], replay_sizes: list[int], budget: int, share: float, seed: int,
+               epoch: int) -> list[tuple[str, list[int]]]:
+    """The steps of ``epoch``: ("c", correction indices) and ("r", replay indices) batches, each packed
+    up to ``budget`` vertices, interleaved in an order fixed by (seed, epoch)."""
+    corr = epoch_batches(correction_sizes, budget, seed, epoch, stream=21)
+    n_r = replay_batch_count(len(corr), share) if replay_sizes else 0
+    rep_all = epoch_batches(replay_sizes, budget, seed, epoch, stream=22) if n_r else []
+    steps = [("c", b) for b in corr] + [("r", rep_all[i % len(rep_all)]) for i in range(n_r)]
+    order = np.random.default_rng([seed, epoch, 23]).permutation(len(steps))
+    return [steps[i] for i in order]
+
+
+def npz_vertex_count(path: Path) -> int:
+    """V of a rig file without decoding anything but its ``vertices`` array."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(data["vertices"].shape[0])
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise RigError(f"{path}: not a readable rig file ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------- model i/o
+def load_base(path: str | Path) -> tuple[Generator, dict]:
+    """(generator on CPU in eval mode, checkpoint dict) of the base checkpoint; refuses one made with
+    other feature code."""
+    model, ckpt = load_generator_checkpoint(path)
+    if ckpt.get("feature_version") != FEATURE_VERSION:
+        raise RigError(f"{path}: trained with features {ckpt.get('feature_version')!r}, the installed code is "
+                       f"{FEATURE_VERSION!r}; fine-tune a model trained with this code")
+    return model, ckpt
+
+
+def batch_tensors(items: list[Item], device: torch.device) -> dict[str, torch.Tensor]:
+    """Collated inputs + targets + ``row_weight`` (V_total,) of ``items`` on ``device``."""
+    b = collate_samples([it.sample for it in items])
+    t = dict(b.tensors)
+    t["row_weight"] = torch.from_numpy(np.concatenate([it.row_weight for it in items]).astype(np.float32))
+    return {k: v.to(device) for k, v in t.items()}
+
+
+def forward(G: Generator, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    return G(t["vertex_feat"], t["neighbors"], t["bone_feat"], t["cand"], t["pair_feat"], t["prior"])
+
+
+@torch.no_grad()
+def dense_prediction(G: Generator, sample: Sample, device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """(V, J) float32 raw generator weights of one rig (no post-processing)."""
+    was = G.training
+    G.eval()
+    t = collate_samples([sample]).to(device).tensors
+    w = forward(G, t).float().cpu().numpy()
+    G.train(was)
+    return sample.features().to_dense(w)
+
+
+def score(G: Generator, rigs: list[EvalRig], device: torch.device = torch.device("cpu"), progress: bool = False,
+          desc: str = "evaluate") -> dict[str, float]:
+    """{"l1": mean over rigs of the per-vertex L1, "l1_focus": the same over each rig's focus rows
+    (NaN when no rig has any), "rigs": count}."""
+    it = rigs
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(rigs, desc=desc, unit="rig", leave=False)
+    full, focus = [], []
+    for r in it:
+        pred = dense_prediction(G, r.sample, device)
+        t, p, kept = restrict(r.truth, pred, r.is_deform)
+        full.append(l1_per_vertex(t, p))
+        if r.focus is not None and r.focus[kept].any():
+            sel = r.focus[kept]
+            focus.append(l1_per_vertex(t[sel], p[sel]))
+    return {"l1": float(np.mean(full)) if full else float("nan"),
+            "l1_focus": float(np.mean(focus)) if focus else float("nan"), "rigs": len(rigs)}
+
+
+# --------------------------------------------------------------------------------------- the run
+class Finetuner:
+    """Data, base model and training loop of one fine-tuning run (folder ``out``)."""
+
+    def __init__(self, cfg: TrainConfig, base: str | Path, corrections: CorrectionSet, data_dir: str | Path,
+                 out: str | Path, options: FinetuneOptions, progress: bool = True):
+        self.cfg = cfg
+        self.opt = options
+        self.base_path = Path(base)
+        self.out = Path(out)
+        self.progress = progress
+        self.corrections = corrections.accepted
+        if not self.corrections:
+            raise RigError("no usable correction to learn from")
+        self.base, self.ckpt = load_base(self.base_path)
+        self.base_sha = model_store.file_sha256(self.base_path)
+        self.feature_config = FeatureConfig(**self.ckpt["feature_config"])
+        self.device = pick_device(cfg.run.device)
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
+        cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out.parent / "cache"
+        self.store = FeatureStore(cache, self.feature_config)
+        data_dir = Path(data_dir)
+        self.val_paths = list_rigs(data_dir / "val")
+        self.train_paths = list_rigs(data_dir / "train") if options.replay_share > 0 else []
+
+    # ------------------------------------------------------------------ data
+    def correction_item(self, c: Correction) -> Item:
+        s = self.store.sample(c.path)
+        return Item(c.path.name, s, vertex_loss_weights(c.changed, self.opt.changed_weight))
+
+    def correction_eval(self, c: Correction) -> EvalRig:
+        return EvalRig(c.path.name, self.store.sample(c.path), c.rig.weights, c.rig.is_deform,
+                       c.changed if c.changed.any() else None)
+
+    def val_rigs(self) -> list[EvalRig]:
+        out = []
+        it = self.val_paths
+        if self.progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc="validation features", unit="rig", leave=False)
+        for p in it:
+            rig = load_npz(p)
+            if rig.weights is None:
+                raise RigError(f"{p}: a validation rig without weights")
+            out.append(EvalRig(p.name, self.store.sample(p), rig.weights, rig.is_deform))
+        return out
+
+    def replay_item(self, i: int, epoch: int) -> Item:
+        path = self.train_paths[i]
+        s = self.store.sample(path)
+        if s.num_vertices > self.cfg.data.max_vertices:
+            s = crop_sample(s, connected_crop(s.neighbors, self.cfg.data.max_vertices,
+                                              np.random.default_rng([self.cfg.run.seed, epoch, i, 29])))
+        return Item(path.name, s, np.ones(s.num_vertices, np.float32))
+
+    # ------------------------------------------------------------------ identity / resume
+    def identity(self, corrections: list[Correction]) -> dict[str, Any]:
+        """What a resumable state must match: base, corrections, options and config."""
+        cfg = {sec: {k: v for k, v in vals.items() if (sec, k) not in RESUME_FREE}
+               for sec, vals in self.cfg.to_dict().items()}
+        opts = {k: v for k, v in asdict(self.opt).items() if k in ("epochs", "replay_share", "changed_weight",
+                                                                    "changed_threshold")}
+        return {"base_sha256": self.base_sha, "corrections": sorted(c.content_hash for c in corrections),
+                "options": opts, "config": cfg}
+
+    # ------------------------------------------------------------------ training
+    def train(self, corrections: list[Correction], state_path: Optional[Path], resume: bool = False,
+              desc: str = "fine-tune") -> tuple[Generator, dict]:
+        """Fine-tune a copy of the base on ``corrections`` (+ replay). Returns (generator, info with
+        steps, seconds, interrupted, last losses). ``state_path`` None: no state checkpoints."""
+        cfg, opt = self.cfg, self.opt
+        G = copy.deepcopy(self.base).to(self.device)
+        G.train()
+        items = [self.correction_item(c) for c in corrections]
+        corr_sizes = [it.sample.num_vertices for it in items]
+        rep_sizes = [min(npz_vertex_count(p), cfg.data.max_vertices) for p in self.train_paths]
+        plans = [epoch_plan(corr_sizes, rep_sizes, cfg.data.vertex_budget, opt.replay_share, cfg.run.seed, e)
+                 for e in range(opt.epochs)]
+        total = max(sum(len(p) for p in plans), 1)
+        o = cfg.optim
+        optim = torch.optim.AdamW(G.parameters(), lr=o.lr_g, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(min(o.warmup_steps, total // 10), total,
+                                                                       o.lr_g, o.min_lr))
+        pos = {"epoch": 0, "batch": 0, "step": 0}
+        history: list[dict] = []
+        ident = self.identity(corrections)
+        if resume and state_path is not None and state_path.is_file():
+            st = load_state(state_path)
+            if st.get("identity") != ident:
+                diff = [k for k in ident if st.get("identity", {}).get(k) != ident[k]]
+                if "config" in diff:
+                    diff += config_diff(st["identity"]["config"], ident["config"])
+                raise RigError(f"{state_path}: was made for another fine-tuning run (differs in {', '.join(diff)}); "
+                               f"use another --out or drop --resume")
+            G.load_state_dict(st["G"])
+            optim.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            pos, history = dict(st["pos"]), list(st["history"])
+            set_rng_state(st["rng"])
+
+        def save() -> None:
+            if state_path is not None:
+                save_torch({"identity": ident, "G": G.state_dict(), "opt": optim.state_dict(),
+                            "sched": sched.state_dict(), "pos": dict(pos), "history": history, "rng": rng_state()},
+                           state_path)
+
+        t0 = time.time()
+        interrupted = False
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=pos["step"], desc=desc, unit="step", leave=False)
+        c = cfg.loss
+        while pos["epoch"] < opt.epochs and not interrupted:
+            plan = plans[pos["epoch"]]
+            for bi in range(pos["batch"], len(plan)):
+                kind, idx = plan[bi]
+                batch = [items[i] for i in idx] if kind == "c" else [self.replay_item(i, pos["epoch"]) for i in idx]
+                t = batch_tensors(batch, self.device)
+                w = forward(G, t).float()
+                loss, mse, cos = weighted_supervised_loss(w, t["target"], t["pair_mask"], t["row_valid"],
+                                                          t["row_weight"], c.cos_lambda)
+                if cfg.ablation.physical and cfg.stages.stage3_const > 0:
+                    loss = loss + cfg.stages.stage3_const * physical_loss(w, t, c.smooth, c.locality)[0]
+                optim.zero_grad(set_to_none=True)
+                if torch.isfinite(loss):
+                    loss.backward()
+                    norm = float(torch.nn.utils.clip_grad_norm_(G.parameters(), o.clip))
+                    if math.isfinite(norm):
+                        optim.step()
+                sched.step()
+                pos["step"] += 1
+                pos["batch"] = bi + 1
+                history.append({"step": pos["step"], "epoch": pos["epoch"], "kind": kind, "loss": float(loss),
+                                "mse": float(mse)})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(kind=kind, loss=f"{float(loss):.4f}")
+                if cfg.run.checkpoint_every_steps and pos["step"] % cfg.run.checkpoint_every_steps == 0:
+                    save()
+                if opt.kill_after_steps and pos["step"] >= opt.kill_after_steps:
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            pos.update(epoch=pos["epoch"] + 1, batch=0)
+            save()
+        if bar is not None:
+            bar.close()
+        G.eval()
+        return G.cpu(), {"steps": pos["step"], "total_steps": total, "seconds": time.time() - t0,
+                         "interrupted": interrupted, "last": history[-1] if history else None}
+
+    # ------------------------------------------------------------------ held-out evaluation
+    def holdout(self) -> dict[str, Any]:
+        """Fine-tune once per fold without its corrections and score them (old vs new)."""
+        n = len(self.corrections)
+        if n < 2:
+            return {"skipped": "needs at least 2 corrections"}
+        k = min(n, max(self.opt.folds, 2))
+        fold_of = np.arange(n) % k
+        rows = []
+        for f in range(k):
+            held = [c for c, g in zip(self.corrections, fold_of) if g == f]
+            rest = [c for c, g in zip(self.corrections, fold_of) if g != f]
+            G, _ = self.train(rest, None, desc=f"held-out fold {f + 1}/{k}")
+            rigs = [self.correction_eval(c) for c in held]
+            old, new = score(self.base, rigs), score(G, rigs)
+            rows.append({"held_out": [c.path.name for c in held], "old_l1": old["l1"], "new_l1": new["l1"],
+                         "old_l1_changed": old["l1_focus"], "new_l1_changed": new["l1_focus"]})
+        return {"folds": rows, "old_l1": float(np.mean([r["old_l1"] for r in rows])),
+                "new_l1": float(np.mean([r["new_l1"] for r in rows]))}
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def model_card_text(card: dict) -> str:
+    """The human model card (markdown) of a published version."""
+    m = card["metrics"]
+    lines = [f"# Auto Skin model v{card['version']}", "",
+             f"Fine-tuned {card['created']} from `{card['base']['checkpoint']}` "
+             f"(model version {card['base'].get('model_version') or 'unknown'}) on {len(card['corrections'])} "
+             f"artist correction(s), replay share {card['options']['replay_share']}, changed-vertex weight "
+             f"{card['options']['changed_weight']}, {card['training']['steps']} steps.", "",
+             "| per-vertex L1 | old | new |", "|---|---|---|",
+             f"| validation ({m['val_old']['rigs']} rigs) | {_fmt(m['val_old']['l1'])} | {_fmt(m['val_new']['l1'])} |",
+             f"| corrections, all vertices | {_fmt(m['corr_old']['l1'])} | {_fmt(m['corr_new']['l1'])} |",
+             f"| corrections, changed vertices | {_fmt(m['corr_old']['l1_focus'])} | {_fmt(m['corr_new']['l1_focus'])} |"]
+    h = m.get("holdout")
+    if h and "folds" in h:
+        lines.append(f"| corrections held out ({len(h['folds'])} folds) | {_fmt(h['old_l1'])} | {_fmt(h['new_l1'])} |")
+    lines += ["", f"Validation tolerance: {card['options']['tolerance']} (change {m['val_delta']:+.4f}).", "",
+              "## Corrections learned", "", "| file | sha256 | vertices | changed | exported from |", "|---|---|---|---|---|"]
+    for c in card["corrections"]:
+        lines.append(f"| {c['file']} | `{c['sha256'][:16]}` | {c['vertices']} | {c['changed_vertices']} | "
+                     f"{c['source_file']} ({c['model_version'] or '?'}) |")
+    if card.get("skipped"):
+        lines += ["", "## Skipped files", ""] + [f"- {s}" for s in card["skipped"]]
+    lines += ["", f"Files: `{card['onnx']}` (sha256 `{card['onnx_sha256'][:16]}`), `{card['checkpoint']}`.", ""]
+    return "\n".join(lines)
+
+
+def reserve_version(folder: Path) -> int:
+    """Claim the next free version number by creating its ``.md`` exclusively (two runs publishing at
+    once get different numbers); the card replaces the placeholder at the end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        n = model_store.next_version(folder)
+        try:
+            fd = os.open(model_store.version_paths(folder, n)["md"], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        os.write(fd, b"# incomplete: being published\n")
+        os.close(fd)
+        return n
+
+
+def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
+            activate: bool = True) -> model_store.ModelVersion:
+    """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
+    it the model in use. A model in use that has no version yet is kept as one first."""
+    from backend.export.onnx_export import export_generator
+
+    models_dir = Path(models_dir)
+    model_store.register_current(models_dir)
+    n = reserve_version(models_dir)
+    paths = model_store.version_paths(models_dir, n)
+    try:
+        summary = {"finetuned_from": card["base"]["checkpoint"], "corrections": len(card["corrections"]),
+                   "val_l1": card["metrics"]["val_new"]["l1"], "version": n}
+        save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
+        res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
+                               model_version=f"autoskin-v{n}", method=export_method)
+        card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
+                    checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}",
+                    export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
+        model_store.write_text_atomic(paths["md"], model_card_text(card))
+        model_store.write_json_atomic(paths["json"], card)
+    except BaseException:
+        for p in paths.values():  # leave no partial version behind
+            if p.exists():
+                p.unlink()
+        raise
+    if activate:
+        model_store.activate(models_dir, n)
+    return model_store.get_model(models_dir, n)
+
+
+def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | Path, out: str | Path,
+                 models_dir: str | Path, base: Optional[str | Path] = None, options: FinetuneOptions = FinetuneOptions(),
+                 resume: bool = False, dry_run: bool = False, progress: bool = True, log=print) -> FinetuneResult:
+    """The whole loop: fine-tune, score old vs new, refuse or publish. Writes ``out/report.json``."""
+    models_dir = Path(models_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base_path = Path(base) if base is not None else model_store.current_checkpoint(models_dir)
+    base_version = model_store.current_model(models_dir) if base is None else None
+    ft = Finetuner(cfg, base_path, corrections, data_dir, out, options, progress)
+    log(f"base: {base_path}" + (f" (version {base_version.name})" if base_version else ""))
+    G, info = ft.train(ft.corrections, out / "state.pt", resume=resume)
+    if info["interrupted"]:
+        return FinetuneResult("interrupted", {"training": info}, message=f"stopped after {info['steps']} steps")
+    save_generator(out / "finetuned_generator.pt", G.state_dict(), ft.ckpt["config"], ft.ckpt["feature_config"],
+                   FEATURE_VERSION, {"steps": info["steps"]})
+    val = ft.val_rigs()
+    corr = [ft.correction_eval(c) for c in ft.corrections]
+    metrics: dict[str, Any] = {
+        "val_old": score(ft.base, val, progress=progress, desc="validation, old"),
+        "val_new": score(G, val, progress=progress, desc="validation, new"),
+        "corr_old": score(ft.base, corr), "corr_new": score(G, corr), "training": info,
+    }
+    metrics["val_delta"] = metrics["val_new"]["l1"] - metrics["val_old"]["l1"]
+    if options.holdout_eval:
+        metrics["holdout"] = ft.holdout()
+    log(f"validation per-vertex L1: old {_fmt(metrics['val_old']['l1'])} -> new {_fmt(metrics['val_new']['l1'])} "
+        f"({metrics['val_delta']:+.4f}, tolerance {options.tolerance})")
+    log(f"corrections per-vertex L1: old {_fmt(metrics['corr_old']['l1'])} -> new {_fmt(metrics['corr_new']['l1'])}; "
+        f"changed vertices: old {_fmt(metrics['corr_old']['l1_focus'])} -> new {_fmt(metrics['corr_new']['l1_focus'])}")
+    if "holdout" in metrics and "folds" in metrics["holdout"]:
+        h = metrics["holdout"]
+        log(f"held-out corrections per-vertex L1: old {_fmt(h['old_l1'])} -> new {_fmt(h['new_l1'])}")
+    report = {"base": str(base_path), "metrics": metrics, "options": asdict(options)}
+    if metrics["val_delta"] > options.tolerance:
+        msg = (f"refused: the fine-tuned model is worse on validation by {metrics['val_delta']:.4f} per-vertex L1 "
+               f"({_fmt(metrics['val_old']['l1'])} -> {_fmt(metrics['val_new']['l1'])}), more than the tolerance "
+               f"{options.tolerance}; nothing was published (candidate kept in {out / 'finetuned_generator.pt'})")
+        result = FinetuneResult("refused", metrics, message=msg)
+    elif dry_run:
+        result = FinetuneResult("evaluated", metrics, message="dry run: within tolerance, nothing published")
+    else:
+        card = {
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "base": {"checkpoint": str(base_path), "sha256": ft.base_sha,
+                     "version": base_version.version if base_version else None,
+                     "model_version": base_version.card.get("model_version") if base_version else None},
+            "corrections": [c.card_entry() for c in ft.corrections],
+            "skipped": corrections.report_lines()[1:] if (corrections.rejected or corrections.duplicates) else [],
+            "options": asdict(options), "config": cfg.to_dict(), "metrics": metrics,
+            "training": info, "feature_config": ft.ckpt["feature_config"], "model_config": ft.ckpt["config"],
+        }
+        card["skipped"] = [s.strip() for s in card["skipped"] if not s.strip().startswith("ok")]
+        mv = publish(models_dir, G, ft.ckpt, card, options.export_method, options.activate)
+        result = FinetuneResult("published", metrics, version=mv.version,
+                                paths={"onnx": str(mv.onnx), "card": str(mv.card_path),
+                                       "checkpoint": str(mv.checkpoint)},
+                                message=f"published {mv.onnx}" + (" (now in use)" if options.activate else ""))
+    report.update(decision=result.decision, version=result.version, paths=result.paths, message=result.message)
+    model_store.write_json_atomic(out / "report.json", report)
+    return result

@@ -1,0 +1,259 @@
+"""Training stack: config, data batching, a short run that learns, exact resume, NaN skipping,
+the generator checkpoint, a 2-process torchrun (gloo) run and the CLI. Tiny rigs and widths."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.io.npz import save_npz
+from backend.rig import RigError
+from backend.training.checkpoint import load_generator_checkpoint
+from backend.training.config import TrainConfig, load_config
+from backend.training.data import (candidate_targets, connected_crop, crop_sample, epoch_batches, split_labeled,
+                                   FeatureStore)
+from backend.training.trainer import Trainer, warmup_cosine
+from conftest import make_capsule_chain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rigs")
+    for split, n in (("train", 6), ("val", 2)):
+        (root / split).mkdir()
+        for i in range(n):
+            rig = make_capsule_chain(n_bones=2 + (i % 3), length=2.0 + 0.4 * i + (0.2 if split == "val" else 0.0),
+                                     radius=0.25 + 0.05 * (i % 2), segments=8, rings=8, name=f"{split}{i}")
+            save_npz(rig, root / split / f"{split}_{i}.npz")
+    return root
+
+
+def tiny_config(tmp: Path, **sections) -> TrainConfig:
+    over = {
+        "model": dict(hidden=16, fused=16, critic_hidden=8),
+        "features": dict(distance="euclidean", k_bones=3),
+        "data": dict(vertex_budget=300, cache_dir=str(tmp / "cache"), plot_rigs=1),
+        "optim": dict(lr_g=3e-3, lr_d=1e-3, warmup_steps=2),
+        "stages": dict(stage1_epochs=2, stage2_epochs=0, stage3_epochs=0, stage1_mse=0.0),
+        "run": dict(plot_every=0, threads=1),
+    }
+    for sec, vals in sections.items():
+        over.setdefault(sec, {}).update(vals)
+    lines = []
+    for sec, vals in over.items():
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in vals.items()]
+    path = tmp / "cfg.toml"
+    path.write_text("\n".join(lines))
+    return load_config(path)
+
+
+# ---------------------------------------------------------------- config
+def test_default_toml_matches_the_dataclass_defaults():
+    assert load_config(ROOT / "configs" / "default.toml") == TrainConfig()
+
+
+def test_overrides_and_errors(tmp_path):
+    cfg = load_config(None, ["optim.lr_g=2e-4", "data.unlabeled_dirs=['a', 'b']", "features.distance=euclidean",
+                             "ablation.adversarial=false"])
+    assert cfg.optim.lr_g == 2e-4 and cfg.data.unlabeled_dirs == ["a", "b"]
+    assert cfg.features.distance == "euclidean" and cfg.ablation.adversarial is False
+    with pytest.raises(RigError, match="unknown key optim.lr"):
+        load_config(None, ["optim.lr=1"])
+    with pytest.raises(RigError, match="expected an integer"):
+        load_config(None, ["stages.patience=1.5"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    with pytest.raises(RigError, match="bad.toml"):
+        load_config(bad)
+
+
+def test_warmup_then_cosine_to_min_lr():
+    f = warmup_cosine(4, 20, 1e-4, 1e-6)
+    assert f(0) == pytest.approx(0.25) and f(3) == pytest.approx(1.0)
+    assert f(4) == pytest.approx(1.0) and f(12) == pytest.approx(0.5 * (1 + 0.01))
+    assert f(20) == pytest.approx(0.01) and f(100) == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------- data
+def test_epoch_batches_budget_determinism_and_sharding():
+    sizes = [100, 250, 40, 300, 90, 120, 500, 60]
+    b = epoch_batches(sizes, 300, seed=1, epoch=3)
+    assert b == epoch_batches(sizes, 300, seed=1, epoch=3)
+    assert b != epoch_batches(sizes, 300, seed=1, epoch=4)
+    assert sorted(i for batch in b for i in batch) == list(range(len(sizes)))
+    assert all(sum(sizes[i] for i in batch) <= 300 or len(batch) == 1 for batch in b)
+    r0 = epoch_batches(sizes, 300, 1, 3, rank=0, world=2)
+    r1 = epoch_batches(sizes, 300, 1, 3, rank=1, world=2)
+    assert len(r0) == len(r1) == (len(b) + 1) // 2
+    assert {i for batch in r0 + r1 for i in batch} == set(range(len(sizes)))
+
+
+def test_connected_crop_is_a_connected_patch():
+    rig = make_capsule_chain(n_bones=3, segments=8, rings=12)
+    from backend.features.pipeline import neighbor_table
+
+    nb = neighbor_table(rig.vertices, rig.faces, 6)
+    keep = connected_crop(nb, 40, np.random.default_rng(0))
+    assert len(keep) == 40 and len(np.unique(keep)) == 40
+    # grow from the first kept vertex inside the patch: reaches all of it
+    inside = set(keep.tolist())
+    seen, todo = {int(keep[0])}, [int(keep[0])]
+    while todo:
+        v = todo.pop()
+        for n in nb[v]:
+            if int(n) in inside and int(n) not in seen:
+                seen.add(int(n))
+                todo.append(int(n))
+    assert seen == inside
+
+
+def test_crop_sample_and_targets(tmp_path, data_dir):
+    from backend.features.pipeline import FeatureConfig
+
+    store = FeatureStore(tmp_path, FeatureConfig(distance="euclidean", k_bones=3))
+    s = store.sample(data_dir / "train" / "train_2.npz")
+    assert s.labeled and s.target.shape == s.cand.shape
+    assert np.allclose(s.target[s.row_valid].sum(1), 1.0, atol=1e-5)
+    keep = np.arange(10, 60)
+    c = crop_sample(s, keep)
+    assert c.num_vertices == 50 and c.neighbors.min() >= 0 and c.neighbors.max() < 50
+    assert np.array_equal(c.target, s.target[keep])
+    assert list(tmp_path.glob("*.npz")), "features are cached on disk"
+    unl = store.sample(data_dir / "train" / "train_2.npz", labeled=False)
+    assert not unl.labeled and not unl.row_valid.any()
+
+
+def test_candidate_targets_renormalise_over_candidates():
+    w = np.array([[0.5, 0.3, 0.2], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], np.float32)
+    cand = np.array([[0, 1], [0, 1], [1, 0]])
+    t, valid, mass = candidate_targets(w, cand, np.arange(3))
+    assert np.allclose(t[0], [0.625, 0.375]) and mass[0] == pytest.approx(0.8)
+    assert valid.tolist() == [True, False, False] and not t[1:].any()
+
+
+def test_split_labeled_fraction():
+    flags = split_labeled(10, 0.3, seed=0)
+    assert sum(flags) == 3 and flags == split_labeled(10, 0.3, seed=0)
+    assert sum(split_labeled(10, 0.01, 0)) == 1 and sum(split_labeled(10, 0.0, 0)) == 0
+    with pytest.raises(RigError):
+        split_labeled(10, 1.5, 0)
+
+
+# ---------------------------------------------------------------- training
+def test_short_training_lowers_validation_error(tmp_path, data_dir):
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, model=dict(use_prior=False), stages=dict(stage1_epochs=12, patience=50),
+                      run=dict(plot_every=12))
+    tr = Trainer(cfg, data_dir, tmp_path / "run", progress=False, tensorboard=False)
+    first = tr.validate()["val_mse"]
+    summary = tr.fit()
+    last = tr.history["epoch"][-1]["val_mse"]
+    assert not summary["killed"]
+    assert last < 0.6 * first, (first, last)
+    best = tmp_path / "run" / "best_generator.pt"
+    model, meta = load_generator_checkpoint(best)
+    assert meta["config"] == cfg.generator_kwargs() and meta["feature_config"]["distance"] == "euclidean"
+    assert meta["train_summary"]["val_mse"] <= last + 1e-9
+    assert (tmp_path / "run" / "plots" / "weights.png").stat().st_size > 0
+    assert (tmp_path / "run" / "plots" / "losses.png").is_file()
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert kinds.count("epoch") == 12 and "step" in kinds
+
+
+def _final_params(run: Path) -> dict[str, torch.Tensor]:
+    st = torch.load(run / "state.pt", weights_only=False)
+    return {f"{m}.{k}": v for m in ("G", "Ds", "Du") for k, v in st[m].items()}
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, data_dir):
+    torch.set_num_threads(1)
+    kw = dict(data=dict(labeled_fraction=0.5), stages=dict(stage1_epochs=1, stage2_epochs=2),
+              run=dict(checkpoint_every_steps=1))
+    cfg = tiny_config(tmp_path, **kw)
+    full = Trainer(cfg, data_dir, tmp_path / "full", progress=False, tensorboard=False).fit()
+    assert not full["killed"] and full["steps"] >= 5
+    killed_cfg = tiny_config(tmp_path, **dict(kw, run=dict(checkpoint_every_steps=1, kill_after_steps=full["steps"] - 3)))
+    part = Trainer(killed_cfg, data_dir, tmp_path / "part", progress=False, tensorboard=False).fit()
+    assert part["killed"]
+    resumed = Trainer(cfg, data_dir, tmp_path / "part", resume=True, progress=False, tensorboard=False).fit()
+    assert resumed["steps"] == full["steps"]
+    a, b = _final_params(tmp_path / "full"), _final_params(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+    # critics were trained (stage 2 ran with unlabelled data)
+    log = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert any("grad_du" in r and "grad_ds" in r for r in log if r["kind"] == "step")
+    # a changed config is refused on resume
+    other = tiny_config(tmp_path, **kw)
+    other.optim.lr_g = 1.0
+    with pytest.raises(RigError, match="lr_g"):
+        Trainer(other, data_dir, tmp_path / "part", resume=True, progress=False, tensorboard=False)
+
+
+def test_nonfinite_step_is_skipped_and_reported(tmp_path, data_dir):
+    cfg = tiny_config(tmp_path)
+    tr = Trainer(cfg, data_dir, tmp_path / "run", progress=False, tensorboard=False)
+    tr.prepare_data()
+    tr.build_optimizers(1)
+    batch = tr.train_l.batch([0, 1], 0, 0)
+    before = {k: v.clone() for k, v in tr.G.state_dict().items()}
+    w = tr.generate(batch.tensors)
+    norm = tr.apply("g", tr.G, w.sum() * float("nan"), batch)
+    assert not np.isfinite(norm)
+    for k, v in tr.G.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    events = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    ev = [e for e in events if e.get("event") == "nonfinite_skipped"]
+    assert ev and ev[0]["batch"] == batch.names and ev[0]["step"] == 0
+    tr.save_state()
+    assert (tmp_path / "run" / "state.pt").is_file()
+
+
+def test_generator_checkpoint_errors(tmp_path):
+    junk = tmp_path / "g.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(RigError, match="g.pt"):
+        load_generator_checkpoint(junk)
+    with pytest.raises(RigError, match="no such"):
+        load_generator_checkpoint(tmp_path / "missing.pt")
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_two_process_torchrun_gloo(tmp_path, data_dir):
+    cfg = tmp_path / "cfg.toml"
+    tiny_config(tmp_path, data=dict(labeled_fraction=0.5), stages=dict(stage1_epochs=1, stage2_epochs=1))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "backend", "train", "--config", str(cfg), "--data", str(data_dir), "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert start["world"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "best_generator.pt").is_file() and summary["steps"] >= 2
+    assert summary["world"] == 2 and summary["replicas_in_sync"]
+
+
+def test_cli_reports_bad_input(tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, "-m", "backend", "train", "--data", str(data_dir), "--out",
+                           str(tmp_path / "r"), "--set", "optim.nope=1"], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "optim.nope" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "backend", "train", "--data", str(tmp_path / "none"), "--out",
+                           str(tmp_path / "r")], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no such data folder" in proc.stderr
