@@ -208,7 +208,7 @@ def test_pose_moves_the_mesh(fresh):
     mesh, arm, rig = make_scene(3)
     assert run()[0] == {"FINISHED"}
     rest = world_vertices(mesh)
-    pb = arm.pose.bones[arm.data.bones[-1].name] if False else arm.pose.bones["bone_2"]
+    pb = arm.pose.bones["bone_2"]
     pb.rotation_mode = "XYZ"
     pb.rotation_euler = (math.radians(60), 0.0, 0.0)
     posed = world_vertices(mesh)
