@@ -332,11 +332,11 @@ class Finetuner:
                 sched.step()
                 pos["step"] += 1
                 pos["batch"] = bi + 1
-                history.append({"step": pos["step"], "epoch": pos["epoch"], "kind": kind, "loss": float(loss),
-                                "mse": float(mse)})
+                history.append({"step": pos["step"], "epoch": pos["epoch"], "kind": kind, "loss": float(loss.detach()),
+                                "mse": float(mse.detach())})
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(kind=kind, loss=f"{float(loss):.4f}")
+                    bar.set_postfix(kind=kind, loss=f"{float(loss.detach()):.4f}")
                 if cfg.run.checkpoint_every_steps and pos["step"] % cfg.run.checkpoint_every_steps == 0:
                     save()
                 if opt.kill_after_steps and pos["step"] >= opt.kill_after_steps:
