@@ -63,13 +63,14 @@ def armour(builder: Builder, rng: np.random.Generator, count: int, n: int = 3) -
     out = []
     for i in rng.permutation(order)[:count]:
         a, b, r0, r1, _ = caps[i]
-        r = max(r0, r1)
+        s = 0.25 if r0 >= r1 else 0.75  # centre of the thicker half of a tapered bone
+        r = r0 + s * (r1 - r0)
         axes = P.frame_from_direction(b - a, (0.0, 0.0, 1.0))
         normal = axes[rng.integers(0, 2)] * rng.choice([-1.0, 1.0])
-        c = (a + b) / 2 + normal * (r * 1.1 + 0.05 * r)
+        c = a + s * (b - a) + normal * (r * 1.15)
         t = 0.08 * r
         plate_axes = np.stack([unit(np.cross(normal, axes[2])), normal, axes[2]])
-        out.append(P.box(c, plate_axes, (r * 0.7, t, np.linalg.norm(b - a) * 0.4 + 0.2 * r), n))
+        out.append(P.box(c, plate_axes, (r * 0.7, t, np.linalg.norm(b - a) * 0.22 + 0.2 * r), n))
     return out
 
 
