@@ -228,6 +228,19 @@ def test_generator_checkpoint_errors(tmp_path):
         load_generator_checkpoint(tmp_path / "missing.pt")
 
 
+def run_cmd(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run in its own process group; on timeout kill the whole group (torchrun's workers too)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
@@ -240,7 +253,7 @@ def test_two_process_torchrun_gloo(tmp_path, data_dir):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "backend", "train", "--config", str(cfg), "--data", str(data_dir), "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    proc = run_cmd(cmd, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert start["world"] == 2
@@ -250,10 +263,9 @@ def test_two_process_torchrun_gloo(tmp_path, data_dir):
 
 
 def test_cli_reports_bad_input(tmp_path, data_dir):
-    proc = subprocess.run([sys.executable, "-m", "backend", "train", "--data", str(data_dir), "--out",
-                           str(tmp_path / "r"), "--set", "optim.nope=1"], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=120)
+    proc = run_cmd([sys.executable, "-m", "backend", "train", "--data", str(data_dir), "--out",
+                    str(tmp_path / "r"), "--set", "optim.nope=1"], timeout=120)
     assert proc.returncode == 2 and "optim.nope" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "backend", "train", "--data", str(tmp_path / "none"), "--out",
-                           str(tmp_path / "r")], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = run_cmd([sys.executable, "-m", "backend", "train", "--data", str(tmp_path / "none"), "--out",
+                    str(tmp_path / "r")], timeout=120)
     assert proc.returncode == 2 and "no such data folder" in proc.stderr

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of rig .npz used without weights (repeatable), e.g. synthetic creatures")
     parser.add_argument("--benchmark", action="store_true",
                         help="time one epoch of stage-1 and stage-2 steps on the train split and exit")
+    parser.add_argument("--benchmark-batches", type=int, default=0,
+                        help="with --benchmark: time only this many batches and extrapolate to the epoch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
     try:
         if args.benchmark:
-            result = trainer.benchmark()
+            result = trainer.benchmark(args.benchmark_batches)
             if trainer.main:
                 print(json.dumps(result, indent=1))
             return 0

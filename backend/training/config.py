@@ -31,7 +31,7 @@ class FeaturesConfig:
 
 @dataclass
 class DataConfig:
-    vertex_budget: int = 60000  # vertices per batch (several rigs are collated up to this)
+    vertex_budget: int = 20000  # vertices per batch (several rigs are collated up to this)
     max_vertices: int = 10000  # larger rigs are cropped to a random connected patch of this size
     labeled_fraction: float = 1.0  # the rest of the train split is used without its weights
     unlabeled_dirs: list[str] = field(default_factory=list)  # folders of rig .npz used without weights
