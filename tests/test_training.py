@@ -269,3 +269,21 @@ def test_cli_reports_bad_input(tmp_path, data_dir):
     proc = run_cmd([sys.executable, "-m", "backend", "train", "--data", str(tmp_path / "none"), "--out",
                     str(tmp_path / "r")], timeout=120)
     assert proc.returncode == 2 and "no such data folder" in proc.stderr
+
+
+def test_cli_flags_map_to_the_config(tmp_path):
+    import argparse
+
+    from backend.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["--data", "d", "--out", "o", "--config", str(ROOT / "configs" / "tiny.toml"),
+                              "--no-adversarial", "--no-consistency", "--no-physical", "--labeled-fraction", "0.25",
+                              "--unlabeled-dir", "u1", "--unlabeled-dir", "u2", "--cache-dir", str(tmp_path),
+                              "--set", "stages.patience=3"])
+    cfg = train_cli.build_config(args)
+    assert (cfg.ablation.adversarial, cfg.ablation.consistency, cfg.ablation.physical) == (False, False, False)
+    assert cfg.data.labeled_fraction == 0.25 and cfg.data.unlabeled_dirs == ["u1", "u2"]
+    assert cfg.data.cache_dir == str(tmp_path) and cfg.stages.patience == 3
+    assert cfg.model.hidden == 32  # from tiny.toml

@@ -33,10 +33,8 @@ def neighbor_candidate_weights(w: torch.Tensor, cand: torch.Tensor, neighbors: t
     with nb = neighbors[v, n]. Neighbours have their own candidate lists; bones that are not among
     the neighbour's candidates get 0.
     """
-    nb_cand = cand[neighbors]  # (V, N, K')
-    nb_w = w[neighbors]  # (V, N, K')
-    same = (cand[:, None, :, None] == nb_cand[:, :, None, :]).to(w.dtype)  # (V, N, K, K')
-    return (same * nb_w[:, :, None, :]).sum(-1)
+    same = (cand[:, None, :, None] == cand[neighbors][:, :, None, :]).to(w.dtype)  # (V, N, K, K')
+    return torch.einsum("vnkj,vnj->vnk", same, w[neighbors])
 
 
 def neighbor_l1(w: torch.Tensor, cand: torch.Tensor, neighbors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
