@@ -187,6 +187,7 @@ class Trainer:
         if stage == 2:
             groups.update(ds=(self.Ds, o.lr_d), du=(self.Du, o.lr_d))
         self.opts, self.scheds = {}, {}
+        self.norms = {k: deque(maxlen=50) for k in ("g", "ds", "du")}  # spike reference restarts with the stage
         for name, (model, lr) in groups.items():
             opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
             self.opts[name] = opt
