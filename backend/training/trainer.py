@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import math
 import statistics
 import time
@@ -31,6 +32,7 @@ from backend.models.critic import Critic
 from backend.models.generator import Generator
 from backend.rig import RigError
 from backend.training import distributed as dd
+from backend.io.atomic import atomic_path
 from backend.training.checkpoint import load_state, rng_state, save_generator, save_torch, set_rng_state, state_dict_finite
 from backend.training.config import TrainConfig, config_from_dict
 from backend.training.data import Batch, FeatureStore, RigSet, epoch_batches, list_rigs, split_labeled
@@ -424,6 +426,14 @@ class Trainer:
             except RigError as exc:
                 self.event("best_refused", reason=str(exc))
 
+    def snapshot_stage_best(self, stage: int) -> None:
+        """Keep the best generator so far as best_stage{N}_generator.pt when stage N ends (for ablations:
+        the stage-1 snapshot is the supervised + physical model, before any adversarial training)."""
+        best = self.out / "best_generator.pt"
+        if self.main and best.is_file():
+            with atomic_path(self.out / f"best_stage{stage}_generator.pt") as tmp:
+                shutil.copyfile(best, tmp)
+
     # ------------------------------------------------------------------ main loop
     def prepare_data(self) -> None:
         """Compute this rank's share of the feature cache, then load everything."""
@@ -526,6 +536,7 @@ class Trainer:
                     stop_stage = True
                 self.pos.update(epoch=epoch + 1, batch=0)
                 if stop_stage:
+                    self.snapshot_stage_best(stage)
                     stage += 1
                     self.pos.update(stage=stage, epoch=0, batch=0)
                     self.bad_epochs = 0
@@ -534,6 +545,7 @@ class Trainer:
                 if self.main and self.make_plots and cfg.run.plot_every and (epoch + 1) % cfg.run.plot_every == 0:
                     self.plot()
             if not stop_stage and not killed:
+                self.snapshot_stage_best(stage)
                 stage += 1
                 self.pos.update(stage=stage, epoch=0, batch=0)
                 self.bad_epochs = 0
