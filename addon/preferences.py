@@ -56,6 +56,45 @@ def option_properties(operator: bool) -> dict:
     }
 
 
+_VERSION_ITEMS: list = []  # Blender needs the strings of dynamic enum items kept alive
+
+
+def _model_versions(models_dir: str) -> list:
+    """Complete model versions in ``models_dir`` (oldest first); [] when unset or unreadable."""
+    if not models_dir:
+        return []
+    _bootstrap.ensure_backend()
+    from backend.inference.model_store import list_models
+
+    try:
+        return list_models(bpy.path.abspath(models_dir))
+    except OSError:
+        return []
+
+
+def _version_items(self, context):
+    items = [("BUNDLED", "Bundled", "The model shipped with the extension"),
+             ("NEWEST", "Newest", "The newest complete version in the models folder")]
+    for i, m in enumerate(_model_versions(getattr(self, "models_dir", ""))):
+        items.append((f"V{m.version}", m.label, str(m.onnx), i + 2))
+    items[0] = (*items[0], 0)
+    items[1] = (*items[1], 1)
+    _VERSION_ITEMS[:] = items
+    return _VERSION_ITEMS
+
+
+def chosen_model(prefs) -> str:
+    """The model file the preferences choose: a version of the models folder, or the bundled one."""
+    choice = getattr(prefs, "model_version", "BUNDLED") if prefs is not None else "BUNDLED"
+    versions = _model_versions(getattr(prefs, "models_dir", "")) if prefs is not None else []
+    if choice == "NEWEST" and versions:
+        return str(versions[-1].onnx)
+    for m in versions:
+        if choice == f"V{m.version}":
+            return str(m.onnx)
+    return _bootstrap.default_model_path()
+
+
 def default_export_dir() -> str:
     """<Blender user data folder>/autoskin/corrections."""
     base = bpy.utils.user_resource("DATAFILES", path="autoskin")
@@ -66,6 +105,13 @@ class AUTOSKIN_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
     __annotations__ = {
         **option_properties(operator=False),
+        "models_dir": StringProperty(
+            name="Models Folder", subtype="DIR_PATH", default="",
+            description="Folder of versioned models published by 'python -m backend finetune' "
+                        "(autoskin-vN.onnx + card); empty: only the bundled model"),
+        "model_version": EnumProperty(
+            name="Model Version", items=_version_items,
+            description="Which model Learned mode uses when no model file is given"),
         "export_dir": StringProperty(
             name="Corrections Folder", subtype="DIR_PATH", default="",
             description="Where 'Export Corrected Weights' writes training files (empty: Blender's "
@@ -81,6 +127,8 @@ class AUTOSKIN_AP_preferences(bpy.types.AddonPreferences):
                 col.prop(self, name)
         layout.prop(self, "model_path")
         layout.label(text=f"Bundled model: {_bootstrap.default_model_path()}")
+        layout.prop(self, "models_dir")
+        layout.prop(self, "model_version")
         layout.prop(self, "export_dir")
         layout.label(text=f"Export folder in use: {export_dir(self)}")
 
@@ -99,5 +147,6 @@ def export_dir(prefs) -> str:
 
 
 def model_path(path: str) -> str:
-    """An absolute model path: ``path`` (Blender-relative allowed) or the bundled model."""
-    return bpy.path.abspath(path) if path else _bootstrap.default_model_path()
+    """An absolute model path: ``path`` (Blender-relative allowed), else the version the
+    preferences choose (bundled by default)."""
+    return bpy.path.abspath(path) if path else chosen_model(get_preferences())

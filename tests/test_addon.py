@@ -550,3 +550,28 @@ def test_installed_zip_runs_its_vendored_backend(zip_path, tmp_path):
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "/extensions/user_default/autoskin/vendor/backend/" in info["backend"]
     assert info["groups"] == ["Bone"] and info["parent"] == "Armature"
+
+
+def test_preferences_choose_a_model_version(fresh, tmp_path):
+    """The models folder that finetune publishes into: Newest and a chosen version resolve to their files."""
+    for n in (1, 2):
+        (tmp_path / f"autoskin-v{n}.onnx").write_bytes(b"onnx")
+        (tmp_path / f"autoskin-v{n}.json").write_text(json.dumps({"created": f"2026-01-0{n}", "corrections": []}))
+    (tmp_path / "autoskin-v3.onnx").write_bytes(b"partial")  # no card: incomplete, never offered
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    pref_mod = sys.modules[PKG + ".preferences"]
+    boot = sys.modules[PKG + "._bootstrap"]
+    try:
+        prefs.models_dir = str(tmp_path)
+        offered = [item[0] for item in pref_mod._version_items(prefs, bpy.context)]
+        assert offered == ["BUNDLED", "NEWEST", "V1", "V2"]
+        prefs.model_version = "NEWEST"
+        assert pref_mod.model_path("") == str(tmp_path / "autoskin-v2.onnx")
+        prefs.model_version = "V1"
+        assert pref_mod.model_path("") == str(tmp_path / "autoskin-v1.onnx")
+        assert pref_mod.model_path(str(tmp_path / "x.onnx")) == str(tmp_path / "x.onnx")  # a file given wins
+        prefs.model_version = "BUNDLED"
+        assert pref_mod.model_path("") == boot.default_model_path()
+    finally:
+        prefs.model_version = "BUNDLED"
+        prefs.models_dir = ""
