@@ -1,0 +1,149 @@
+"""Write the model card (Markdown + JSON) of a shipped model from its run and its evaluations.
+
+Example::
+
+    python -m backend model-card --model models/autoskin.onnx --run runs/shipped \\
+        --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \\
+        --ablation docs/ablation.md --notes docs/model_notes.md --command "python -m backend train ..."
+
+writes ``models/MODEL_CARD.md`` and ``models/model_card.json`` beside the model (atomically).
+The JSON holds, per evaluation and method, the mean of every metric over rigs (from the
+evaluation's results.jsonl), so the numbers can be checked by re-running ``evaluate``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+from collections import defaultdict
+from pathlib import Path
+
+NAME = "model-card"
+HELP = "write models/MODEL_CARD.md + model_card.json from a training run and its evaluations"
+
+METRICS = ("l1", "precision", "recall", "dominant_acc", "cosine", "mse", "deform_mean", "deform_max",
+           "artefact_frac", "unweighted", "seconds")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="the shipped .onnx file")
+    p.add_argument("--run", required=True, help="training run folder (config.json, summary.json, log.jsonl)")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
+                   help="an evaluate output folder (results.jsonl, summary.md); repeatable")
+    p.add_argument("--ablation", default=None, help="Markdown file with the ablation table")
+    p.add_argument("--notes", default=None, help="Markdown file with known weaknesses (and pictures)")
+    p.add_argument("--command", default="", help="the exact command that trained the model")
+    p.add_argument("--data-view", default=None, help="view.json of the data view used for training")
+    p.add_argument("--out", default=None, help="output folder (default: the model's folder)")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def aggregate(results_jsonl: Path) -> dict[str, dict]:
+    """{method: {"rigs": n, metric: mean over rigs, "by_kind": {kind: {...}}, "unweighted_rigs": n}}."""
+    rows = [json.loads(line) for line in results_jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if not r.get("error")]
+    by_method: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r)
+
+    def means(rs: list[dict]) -> dict:
+        out = {"rigs": len(rs)}
+        for m in METRICS:
+            vals = [float(r[m]) for r in rs if r.get(m) is not None]
+            if vals:
+                out[m] = sum(vals) / len(vals)
+        out["unweighted_rigs"] = sum(1 for r in rs if r.get("unweighted", 0) > 0)
+        return out
+
+    agg = {}
+    for method, rs in by_method.items():
+        kinds: dict[str, list] = defaultdict(list)
+        for r in rs:
+            kinds[str(r.get("kind", "unknown"))].append(r)
+        agg[method] = {**means(rs), "by_kind": {k: means(v) for k, v in sorted(kinds.items())}}
+    return agg
+
+
+def headline_table(agg: dict[str, dict]) -> str:
+    head = "| method | rigs | L1 ↓ | precision ↑ | recall ↑ | dominant acc ↑ | deform mean % ↓ | deform max % ↓ | rigs left unweighted ↓ |\n"
+    head += "|---|---|---|---|---|---|---|---|---|\n"
+    lines = []
+    for method, a in agg.items():
+        lines.append(f"| `{method}` | {a['rigs']} | {a.get('l1', float('nan')):.3f} | {a.get('precision', float('nan')):.3f} | "
+                     f"{a.get('recall', float('nan')):.3f} | {a.get('dominant_acc', float('nan')):.3f} | "
+                     f"{a.get('deform_mean', float('nan')):.2f} | {a.get('deform_max', float('nan')):.2f} | "
+                     f"{a['unweighted_rigs']} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def kind_table(agg: dict[str, dict]) -> str:
+    kinds = sorted({k for a in agg.values() for k in a["by_kind"]})
+    head = "| kind | method | rigs | L1 ↓ | deform mean % ↓ | deform max % ↓ |\n|---|---|---|---|---|---|\n"
+    lines = []
+    for k in kinds:
+        for method, a in agg.items():
+            b = a["by_kind"].get(k)
+            if b:
+                lines.append(f"| {k} | `{method}` | {b['rigs']} | {b.get('l1', float('nan')):.3f} | "
+                             f"{b.get('deform_mean', float('nan')):.2f} | {b.get('deform_max', float('nan')):.2f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.io.atomic import atomic_path
+
+    model = Path(args.model)
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else model.parent
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    view = json.loads(Path(args.data_view).read_text()) if args.data_view else None
+    evals = {}
+    for spec in args.eval:
+        name, _, folder = spec.partition("=")
+        evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
+    card = {
+        "model": model.name,
+        "sha256": sha256(model),
+        "size_bytes": model.stat().st_size,
+        "command": args.command,
+        "config": config,
+        "data_view": view,
+        "training": {k: summary.get(k) for k in ("seconds", "steps", "best_score", "last_epoch", "world")},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "evaluations": evals,
+    }
+    md = [f"# Model card: `{model.name}`", "",
+          f"- file: `{model.name}`, {model.stat().st_size / 1e6:.2f} MB, sha256 `{card['sha256']}` "
+          "(the runtime also checks the weights hash stored in the file's metadata)",
+          f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
+          f"{(summary.get('seconds') or 0) / 60:.1f} min, {summary.get('steps')} steps, seed {config.get('run', {}).get('seed')}",
+          f"- command: `{args.command}`" if args.command else "- command: see docs/model.md", ""]
+    if view:
+        md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
+               f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
+               "never seen in training.", ""]
+    md += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in config if k in ("model", "features", "loss", "optim", "stages", "data", "ablation")}, indent=1), "```", ""]
+    for name, ev in evals.items():
+        md += [f"## Results: {name}", "", f"From `{ev['folder']}` (`python -m backend evaluate`; means over rigs).", "",
+               headline_table(ev["aggregate"]), "", "Per kind:", "", kind_table(ev["aggregate"]), ""]
+    if args.ablation:
+        md += ["## Ablation", "", Path(args.ablation).read_text(), ""]
+    if args.notes:
+        md += ["## Known weaknesses", "", Path(args.notes).read_text(), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model_card.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=1, default=str))
+    with atomic_path(out / "MODEL_CARD.md") as tmp:
+        tmp.write_text("\n".join(md))
+    print(f"wrote {out / 'MODEL_CARD.md'} and {out / 'model_card.json'}")
+    return 0

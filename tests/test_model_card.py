@@ -1,0 +1,44 @@
+"""model-card: aggregates are the means of the evaluation rows; files are written."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from backend.cli import model_card
+
+
+def rows():
+    return [
+        {"rig": "a", "kind": "human", "method": "ours", "l1": 0.2, "deform_mean": 0.5, "unweighted": 0, "error": None},
+        {"rig": "b", "kind": "animal", "method": "ours", "l1": 0.4, "deform_mean": 1.5, "unweighted": 0, "error": None},
+        {"rig": "a", "kind": "human", "method": "boneheat", "l1": 0.6, "deform_mean": 1.0, "unweighted": 3, "error": None},
+        {"rig": "b", "kind": "animal", "method": "boneheat", "l1": None, "error": "failed"},
+    ]
+
+
+def test_aggregate_means_and_unweighted_rigs(tmp_path):
+    p = tmp_path / "results.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows()))
+    agg = model_card.aggregate(p)
+    assert agg["ours"]["rigs"] == 2 and agg["ours"]["l1"] == pytest.approx(0.3)
+    assert agg["ours"]["by_kind"]["animal"]["deform_mean"] == pytest.approx(1.5)
+    assert agg["boneheat"]["rigs"] == 1 and agg["boneheat"]["unweighted_rigs"] == 1
+
+
+def test_card_files_written(tmp_path):
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 3}}))
+    (run / "summary.json").write_text(json.dumps({"seconds": 120, "steps": 10}))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"123")
+    args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
+                           command="train it", data_view=None, out=None)
+    assert model_card.run(args) == 0
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["sha256"] == model_card.sha256(model) and card["evaluations"]["test"]["aggregate"]["ours"]["rigs"] == 2
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "| `ours` | 2 | 0.300 |" in text and "seed 3" in text
