@@ -68,24 +68,19 @@ def run(args: argparse.Namespace) -> int:
     npz_path = save_npz(skinned, out / "skinned.npz")
     print(f"[demo] weights: {npz_path}")
 
-    missing = []
-    try:
-        from backend.blender.files import save_blend
+    from backend.blender.files import save_blend
 
-        blend = save_blend(skinned, out / "skinned.blend")
-        print(f"[demo] Blender file: {blend}")
-    except ImportError as exc:
-        missing.append(f".blend export ({exc})")
-    try:
-        from backend.evaluation.pictures import render_comparison
+    blend = save_blend(skinned, out / "skinned.blend")
+    print(f"[demo] Blender file: {blend}")
+    from backend.evaluation.pictures import poses_figure, weights_figure
 
-        methods = {"Auto Skin": w}
-        if truth is not None:
-            methods = {"ground truth": truth, **methods}
-        png = render_comparison(rig, methods, out / "demo.png")
+    label = f"Auto Skin ({pred.mode})"
+    if truth is not None:  # a weighted input: compare with its painted weights
+        pics = [weights_figure(rig, {label: w}, out / "weights.png"),
+                poses_figure(rig, {label: w}, out / "poses.png")]
+    else:
+        pics = [weights_figure(skinned, {}, out / "weights.png", truth_label=label),
+                poses_figure(skinned, {}, out / "poses.png", truth_label=label)]
+    for png in pics:
         print(f"[demo] picture: {png}")
-    except ImportError as exc:
-        missing.append(f"pictures ({exc})")
-    if missing:
-        print("[demo] not available yet: " + "; ".join(missing))
     return 0

@@ -103,15 +103,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def weights_figure(rig: Rig, preds: dict[str, np.ndarray], path: str | Path, n_heat: int = 3) -> Path:
-    """Rows: dominant bone, then heat maps of ``n_heat`` bones; columns: ground truth, then each method."""
+def weights_figure(rig: Rig, preds: dict[str, np.ndarray], path: str | Path, n_heat: int = 3,
+                   truth_label: str = "ground truth") -> Path:
+    """Rows: dominant bone, then heat maps of ``n_heat`` bones; columns: ``rig.weights`` (titled
+    ``truth_label``), then each method."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from backend.evaluation.metrics import l1_per_vertex, restrict
 
-    cols = {"ground truth": rig.weights, **preds}
+    cols = {truth_label: rig.weights, **preds}
     deform = rig.deform_indices
     palette = np.zeros((rig.num_bones, 3))
     palette[deform] = bone_palette(len(deform))
@@ -122,7 +124,7 @@ def weights_figure(rig: Rig, preds: dict[str, np.ndarray], path: str | Path, n_h
     fig, axs = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.2 * nrow), squeeze=False)
     for c, (label, w) in enumerate(cols.items()):
         title = label
-        if label != "ground truth":
+        if label != truth_label:
             t, p, _ = restrict(rig.weights, w, rig.is_deform)
             unw = int((p.sum(axis=1) <= EMPTY_ROW_TOL).sum())
             title += f"\nL1 {l1_per_vertex(t, p):.3f}" + (f", {unw} unweighted" if unw else "")
@@ -142,14 +144,14 @@ def weights_figure(rig: Rig, preds: dict[str, np.ndarray], path: str | Path, n_h
 
 
 def poses_figure(rig: Rig, preds: dict[str, np.ndarray], path: str | Path, num_poses: int = 3,
-                 max_angle_deg: float = 30.0, seed: int = 0) -> Path:
+                 max_angle_deg: float = 30.0, seed: int = 0, truth_label: str = "ground truth") -> Path:
     """Rows: random poses; columns: ground truth (dominant-bone colours, posed skeleton) then each method
     coloured by vertex distance to the ground-truth skinning (grey 0 .. red >= 3% of the bbox diagonal)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = {"ground truth": rig.weights, **preds}
+    cols = {truth_label: rig.weights, **preds}
     deform = rig.deform_indices
     palette = np.zeros((rig.num_bones, 3))
     palette[deform] = bone_palette(len(deform))
@@ -168,18 +170,18 @@ def poses_figure(rig: Rig, preds: dict[str, np.ndarray], path: str | Path, num_p
         limits = (allp[:, [h, v]].min(0), allp[:, [h, v]].max(0))
         for c, (label, p) in enumerate(posed.items()):
             ax = axs[r, c]
-            if label == "ground truth":
+            if label == truth_label:
                 draw_mesh(ax, p, faces, dominant_face_colors(rig.weights, faces, palette), axes, limits)
                 heads = np.einsum("jab,jb->ja", A, rig.joints) + b
                 tails = np.einsum("jab,jb->ja", A, rig.tails) + b
                 for j in deform:
                     ax.plot([heads[j, h], tails[j, h]], [heads[j, v], tails[j, v]], color="k", lw=1.0)
             else:
-                err = 100.0 * np.linalg.norm(p - posed["ground truth"], axis=1) / diag
+                err = 100.0 * np.linalg.norm(p - posed[truth_label], axis=1) / diag
                 draw_mesh(ax, p, faces, error_face_colors(err, faces, vmax), axes, limits)
                 label = f"{label}\nmean {err.mean():.2f}%, max {err.max():.1f}%"
-            if r == 0 or label != "ground truth":
-                ax.set_title(label if r == 0 or label != "ground truth" else "", fontsize=9)
+            if r == 0 or label != truth_label:
+                ax.set_title(label if r == 0 or label != truth_label else "", fontsize=9)
         axs[r, 0].set_ylabel(f"pose {r + 1}", fontsize=8)
     fig.suptitle(f"{Path(rig.name).stem}: random poses (colour: distance to ground truth, "
                  f"grey 0 .. red >= {vmax:g}% of the bbox diagonal)", fontsize=10)
