@@ -155,3 +155,22 @@ def test_total_loss_weights_and_skips():
     assert total_loss(terms, {"sup": 1.0}).item() == pytest.approx(2.0)
     with pytest.raises(ValueError):
         total_loss(terms, {"const": 1.0})
+
+
+def test_cross_entropy_term_of_the_supervised_loss():
+    """ce_lambda adds -sum t log p per valid row (hand value) and nothing when 0."""
+    import math
+
+    import torch
+
+    from backend.training.losses import row_cross_entropy, supervised_loss
+
+    pred = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    valid = torch.tensor([True, False])
+    ce = row_cross_entropy(pred, target, valid)
+    assert abs(float(ce) - (-math.log(0.5 + 1e-6))) < 1e-5  # the second row is not valid
+    base, mse, cos = supervised_loss(pred, target, mask, valid, 0.1)
+    with_ce, mse2, _ = supervised_loss(pred, target, mask, valid, 0.1, ce_lambda=2.0)
+    assert abs(float(with_ce - base) - 2.0 * float(ce)) < 1e-5 and float(mse) == float(mse2)

@@ -42,13 +42,14 @@ class Generator(nn.Module):
 
     vertex_feat (V, FV) -> MLP -> 2 GraphSAGE layers -> (V, hidden); bone_feat (Jd, FB) -> MLP -> (Jd, hidden);
     fused per pair by 1x1 layers -> (V, K, fused) ; shared MLP fused -> 256 -> 128 -> 1 scores each pair;
-    Softplus of (score + prior_gain * log prior), then L1 normalisation over the K candidates.
+    Softplus of (score + prior_gain * log max(prior, prior_floor)), then L1 normalisation over the K candidates.
     """
 
     def __init__(self, hidden: int = 256, fused: int = 512, fv: int = FV, fb: int = FB, fp: int = FP,
-                 use_prior: bool = True):
+                 use_prior: bool = True, prior_gain: float = 0.3, prior_floor: float = 1e-4):
         super().__init__()
-        self.config = dict(hidden=hidden, fused=fused, fv=fv, fb=fb, fp=fp, use_prior=use_prior)
+        self.config = dict(hidden=hidden, fused=fused, fv=fv, fb=fb, fp=fp, use_prior=use_prior,
+                           prior_gain=prior_gain, prior_floor=prior_floor)
         self.vertex_in = mlp([fv, 128, 128], last_act=True)
         self.sage1 = NeighborSAGE(128, hidden)
         self.sage2 = NeighborSAGE(hidden, hidden)
@@ -58,7 +59,10 @@ class Generator(nn.Module):
         self.fuse_p = nn.Linear(fp, fused, bias=False)
         self.scorer = mlp([fused, 256, 128, 1])
         self.use_prior = use_prior
-        self.prior_gain = nn.Parameter(torch.tensor(1.0))
+        # A small initial gain and a floor keep the prior's log from pushing candidates so far into
+        # Softplus's flat tail that their gradient vanishes (the prior is sharp: (d_min/d)^16).
+        self.prior_gain = nn.Parameter(torch.tensor(float(prior_gain)))
+        self.prior_floor = float(prior_floor)
 
     def forward(self, vertex_feat: torch.Tensor, neighbors: torch.Tensor, bone_feat: torch.Tensor,
                 cand: torch.Tensor, pair_feat: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -69,8 +73,9 @@ class Generator(nn.Module):
         fused = self.fuse_v(h)[:, None, :] + self.fuse_b(b)[cand] + self.fuse_p(pair_feat)
         score = self.scorer(F.gelu(fused)).squeeze(-1)  # (V, K)
         if self.use_prior:
-            score = score + self.prior_gain * torch.log(prior.clamp_min(1e-6))
-        w = F.softplus(score)
+            score = score + self.prior_gain * torch.log(prior.clamp_min(self.prior_floor))
+        # candidates with no prior at all (padding of rigs with fewer bones than K) get exactly 0
+        w = F.softplus(score) * (prior > 0).to(score.dtype)
         return w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 

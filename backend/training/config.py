@@ -16,6 +16,8 @@ class ModelConfig:
     hidden: int = 256
     fused: int = 512
     use_prior: bool = True
+    prior_gain: float = 0.3   # initial gain of log(prior) in the pair scores (learned)
+    prior_floor: float = 1e-4  # prior values are clamped to this before the log
     critic_hidden: int = 128
 
 
@@ -48,6 +50,7 @@ class LossConfig:
     cons: float = 0.05  # d
     const: float = 0.05  # e
     cos_lambda: float = 0.1
+    ce: float = 0.0  # weight of the row cross-entropy added to L_sup (our addition; 0 = the design's L_sup)
     gp_weight: float = 10.0
     drift: float = 1e-3  # epsilon * D(real)^2 keeps critic scores near 0
     cons_sigma: float = 0.01  # std of the feature noise for the consistency loss
@@ -115,7 +118,8 @@ class TrainConfig:
         return asdict(self)
 
     def generator_kwargs(self) -> dict[str, Any]:
-        return dict(hidden=self.model.hidden, fused=self.model.fused, use_prior=self.model.use_prior)
+        return dict(hidden=self.model.hidden, fused=self.model.fused, use_prior=self.model.use_prior,
+                    prior_gain=self.model.prior_gain, prior_floor=self.model.prior_floor)
 
     def feature_config(self):
         from backend.features.pipeline import FeatureConfig

@@ -28,16 +28,29 @@ def row_cosine(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor
     return (cos * m).sum() / m.sum().clamp_min(1.0)
 
 
-def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
-                    cos_lambda: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """L_sup = MSE(pred, target) - cos_lambda * mean row cosine, over valid rows and real candidates.
+def row_cross_entropy(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean over valid rows of -sum_k target_k log(pred_k + eps) (target rows sum to 1)."""
+    ce = -(target * torch.log(pred + eps)).sum(1)
+    m = row_valid.to(pred.dtype)
+    return (ce * m).sum() / m.sum().clamp_min(1.0)
 
+
+def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
+                    cos_lambda: float = 0.1, ce_lambda: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_sup = MSE(pred, target) - cos_lambda * mean row cosine [+ ce_lambda * row cross-entropy],
+    over valid rows and real candidates.
+
+    The cross-entropy term is our addition (off by default): MSE on weights that sum to 1 gives
+    small gradients to the bones that should win; the shipped configuration turns it on.
     Returns (loss, mse, cosine)."""
     m = mask & row_valid[:, None]
     pred = pred * mask.to(pred.dtype)
     mse = masked_mse(pred, target, m)
     cos = row_cosine(pred, target, row_valid)
-    return mse - cos_lambda * cos, mse, cos
+    loss = mse - cos_lambda * cos
+    if ce_lambda:
+        loss = loss + ce_lambda * row_cross_entropy(pred, target * mask.to(target.dtype), row_valid)
+    return loss, mse, cos
 
 
 def smoothness_loss(w: torch.Tensor, cand: torch.Tensor, neighbors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -266,7 +266,7 @@ class Trainer:
         c = self.cfg.loss
         t = L.tensors
         w = self.generate(t)
-        sup, mse, cos = supervised_loss(w, t["target"], t["pair_mask"], t["row_valid"], c.cos_lambda)
+        sup, mse, cos = supervised_loss(w, t["target"], t["pair_mask"], t["row_valid"], c.cos_lambda, c.ce)
         loss = sup
         rec = {"sup": _f(sup), "mse": _f(mse), "cos": _f(cos)}
         if self.cfg.ablation.physical and const_weight > 0:
@@ -311,7 +311,7 @@ class Trainer:
                 rec["grad_du"] = self.apply("du", self.Du, loss_du, L)
         # G
         terms: dict[str, torch.Tensor] = {}
-        sup, mse, cos = supervised_loss(w_l, lt["target"], lt["pair_mask"], lt["row_valid"], c.cos_lambda)
+        sup, mse, cos = supervised_loss(w_l, lt["target"], lt["pair_mask"], lt["row_valid"], c.cos_lambda, c.ce)
         terms["sup"] = sup
         rec.update(mse=_f(mse), cos=_f(cos))
         critics = (self.Ds, self.Du)
