@@ -4,14 +4,12 @@ Nothing here changes the scene (modifier visibility is toggled for the evaluatio
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import bpy
 import numpy as np
 
-from backend.blender.scene import read_rig, read_vertex_group_weights
+from backend.blender.scene import modifiers_hidden_from, read_rig, read_vertex_group_weights
 from backend.rig import Rig, RigError, validate_rig
 
 
@@ -101,27 +99,12 @@ def armature_insert_index(obj: bpy.types.Object) -> int:
     return i
 
 
-@contextmanager
-def _modifiers_from(objs_and_index: list) -> Iterator[None]:
-    """Hide in the viewport every modifier at or after the given index of each object."""
-    saved = []
-    for obj, index in objs_and_index:
-        for m in list(obj.modifiers)[index:]:
-            saved.append((m, m.show_viewport))
-            m.show_viewport = False
-    try:
-        yield
-    finally:
-        for m, state in saved:
-            m.show_viewport = state
-
-
 def pre_armature_vertices(context, meshes: list, warnings: list) -> list:
     """World-space (V_i, 3) float32 vertices of each mesh evaluated by the modifiers in front of
     its Armature modifier (shape keys included). A mesh whose modifiers change the vertex count
     is read without them (and a warning is added)."""
     out = []
-    with _modifiers_from([(o, armature_insert_index(o)) for o in meshes]):
+    with modifiers_hidden_from([(o, armature_insert_index(o)) for o in meshes]):
         depsgraph = context.evaluated_depsgraph_get()
         depsgraph.update()
         for obj in meshes:

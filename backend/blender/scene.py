@@ -254,15 +254,12 @@ def _armature_modifiers(obj: bpy.types.Object) -> list:
 
 
 @contextmanager
-def _without_armature_stack(objs: Iterable[bpy.types.Object]) -> Iterator[None]:
-    """Disable, in the viewport, each object's first Armature modifier and every modifier after it."""
+def modifiers_hidden_from(objs_and_index: Iterable[tuple[bpy.types.Object, int]]) -> Iterator[None]:
+    """Disable in the viewport every modifier at or after the given index of each object,
+    restoring them on exit."""
     saved = []
-    for obj in objs:
-        mods = list(obj.modifiers)
-        first = next((i for i, m in enumerate(mods) if m.type == "ARMATURE"), None)
-        if first is None:
-            continue
-        for m in mods[first:]:
+    for obj, index in objs_and_index:
+        for m in list(obj.modifiers)[index:]:
             saved.append((m, m.show_viewport))
             m.show_viewport = False
     try:
@@ -270,6 +267,16 @@ def _without_armature_stack(objs: Iterable[bpy.types.Object]) -> Iterator[None]:
     finally:
         for m, state in saved:
             m.show_viewport = state
+
+
+def _without_armature_stack(objs: Iterable[bpy.types.Object]):
+    """Disable, in the viewport, each object's first Armature modifier and every modifier after it."""
+    firsts = []
+    for obj in objs:
+        first = next((i for i, m in enumerate(obj.modifiers) if m.type == "ARMATURE"), None)
+        if first is not None:
+            firsts.append((obj, first))
+    return modifiers_hidden_from(firsts)
 
 
 def _mesh_arrays(obj: bpy.types.Object, me: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray]:

@@ -434,6 +434,15 @@ class Trainer:
             with atomic_path(self.out / f"best_stage{stage}_generator.pt") as tmp:
                 shutil.copyfile(best, tmp)
 
+    def advance_stage(self, stage: int) -> int:
+        """End ``stage``: keep its best generator, start the next stage with fresh optimisers."""
+        self.snapshot_stage_best(stage)
+        stage += 1
+        self.pos.update(stage=stage, epoch=0, batch=0)
+        self.bad_epochs = 0
+        self.opts, self.scheds = {}, {}
+        return stage
+
     # ------------------------------------------------------------------ main loop
     def prepare_data(self) -> None:
         """Compute this rank's share of the feature cache, then load everything."""
@@ -536,20 +545,12 @@ class Trainer:
                     stop_stage = True
                 self.pos.update(epoch=epoch + 1, batch=0)
                 if stop_stage:
-                    self.snapshot_stage_best(stage)
-                    stage += 1
-                    self.pos.update(stage=stage, epoch=0, batch=0)
-                    self.bad_epochs = 0
-                    self.opts, self.scheds = {}, {}
+                    stage = self.advance_stage(stage)
                 self.save_state()
                 if self.main and self.make_plots and cfg.run.plot_every and (epoch + 1) % cfg.run.plot_every == 0:
                     self.plot()
             if not stop_stage and not killed:
-                self.snapshot_stage_best(stage)
-                stage += 1
-                self.pos.update(stage=stage, epoch=0, batch=0)
-                self.bad_epochs = 0
-                self.opts, self.scheds = {}, {}
+                stage = self.advance_stage(stage)
                 self.save_state()
         summary = {"killed": killed, "best_score": self.best_score, "steps": self.pos["step"], "events": self.events,
                    "seconds": time.time() - t0, "world": self.dist.world, "replicas_in_sync": self.replicas_in_sync(),
