@@ -102,7 +102,8 @@ def test_run_of_100_covers_kinds_ranges_and_validates(run100):
 
 
 def test_every_joint_is_inside_its_mesh(run100):
-    for r in run100[::3] + [r for r in run100 if r.num_bones >= 150 or str(r.extra["defects"])][:6]:
+    # a spread over kinds (every 8th: the kinds take turns) plus the largest and the defective ones
+    for r in run100[::8] + [r for r in run100 if r.num_bones >= 150 or str(r.extra["defects"])][:6]:
         w = winding_number(r.vertices, r.faces, r.joints)
         assert w.min() > 0.5, (r.name, r.joint_names[int(np.argmin(w))], float(w.min()))
         wt = winding_number(r.vertices, r.faces, r.tails[r.is_deform])
