@@ -146,3 +146,31 @@ def _model_factory(arg: str | None) -> MethodFn:
     except Exception as exc:  # a corrupt or incompatible model file
         raise MethodUnavailable(f"model: {path}: cannot load the model ({type(exc).__name__}: {exc})") from None
     return lambda rig: np.asarray(predictor.predict(rig).weights, dtype=np.float32)
+
+
+@register("heat")
+def _heat_factory(arg: str | None) -> MethodFn:
+    """``heat`` or ``heat:c=0.5,visibility=euclidean,smooth=2,window=1.25`` (backend/features/heat.py)."""
+    try:
+        from backend.features.heat import VISIBILITY, heat_prior_weights
+    except ImportError as exc:
+        raise MethodUnavailable(f"heat: backend/features/heat.py is not available ({exc})") from None
+    kw: dict = {}
+    for item in (arg or "").split(","):
+        if not item.strip():
+            continue
+        key, _, val = item.partition("=")
+        key, val = key.strip(), val.strip()
+        try:
+            if key == "c" or key == "window":
+                kw[key] = float(val)
+            elif key == "smooth":
+                kw["smooth_iters"] = int(val)
+            elif key == "visibility" and val in VISIBILITY:
+                kw["visibility"] = val
+            else:
+                raise ValueError
+        except ValueError:
+            raise MethodUnavailable(f"heat:{arg}: bad setting {item!r}; use c=FLOAT, window=FLOAT, smooth=INT, "
+                                    f"visibility={'|'.join(VISIBILITY)}") from None
+    return lambda rig: heat_prior_weights(rig, **kw)
