@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from backend.evaluation.baselines import MethodUnavailable, make_method
-from backend.features.heat import clean_faces, cotangent_laplacian, heat_prior_weights, heat_weights
+from backend.features.heat import (clean_faces, cotangent_laplacian, facing_distances, heat_prior_weights,
+                                  heat_weights)
 from backend.rig import make_rig
 from conftest import make_capsule_chain
 
@@ -42,7 +43,7 @@ def test_rows_sum_to_one_and_non_deform_column_is_zero():
 
 def test_two_bone_capsule_blends_smoothly_and_monotonically_along_the_axis():
     rig = make_capsule_chain(2, length=3.0, radius=0.3, segments=16, rings=30, with_weights=False)
-    w = heat_prior_weights(rig)
+    w = heat_prior_weights(rig, c=1.0, prune=0.0)  # Baran & Popovic's c, no pruning: the widest blend
     z = rig.vertices[:, 2]
     zs = np.unique(np.round(z, 5))
     ring_w = np.array([w[np.abs(z - q) < 1e-4, 0].mean() for q in zs])
@@ -56,6 +57,11 @@ def test_two_bone_capsule_blends_smoothly_and_monotonically_along_the_axis():
     assert np.abs(np.diff(ring_w)).max() < 0.2
     # a real blend region, not a step: several rings hold intermediate weights
     assert ((ring_w > 0.1) & (ring_w < 0.9)).sum() >= 4
+    # the defaults (larger c, small weights pruned) blend more tightly, still monotone and even
+    wd = heat_prior_weights(rig)
+    ring_d = np.array([wd[np.abs(z - q) < 1e-4, 0].mean() for q in zs])
+    assert (np.diff(ring_d) <= 1e-4).all() and abs(wd[mid, 0].mean() - 0.5) < 0.05
+    assert ((ring_d > 0.1) & (ring_d < 0.9)).sum() < ((ring_w > 0.1) & (ring_w < 0.9)).sum()
 
 
 def test_separate_eye_gets_the_head_bone():
@@ -91,10 +97,21 @@ def test_geodesic_visibility_keeps_a_close_arm_off_the_body():
     facing = (part == 0) & (v[:, 0] > 0.25) & (v[:, 2] > 0.2) & (v[:, 2] < 0.7)
     assert facing.sum() >= 10
     w_geo = heat_prior_weights(rig, visibility="geodesic")
-    w_eu = heat_prior_weights(rig, visibility="euclidean")
+    w_eu = heat_prior_weights(rig, visibility="euclidean", facing=False)
     assert w_geo[facing, 0].min() > 0.85 and w_geo[facing, 0].mean() > 0.93
     assert w_eu[facing, 1].mean() > 0.5  # without the visibility test the arm grabs the body's side
     np.testing.assert_allclose(w_geo.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_facing_distances_lengthen_bones_behind_the_surface():
+    # one vertex of a triangle in the plane z = 0 (normal +z); bones above and below it
+    v = np.array([[0.0, 0, 0], [1.0, 0, 0], [0.0, 1, 0]])
+    f = np.array([[0, 1, 2]])
+    heads = np.array([[0.0, 0, -1.0], [0.0, 0, 2.0], [-3.0, 0, 0]])
+    tails = np.array([[0.0, 0, -2.0], [0.0, 0, 3.0], [-3.0, 1e-9, 0]])
+    d = facing_distances(v, f, heads, tails)
+    # below (normal points away from it): cos = 1; above (normal points at it): cos = -1; beside: cos = 0
+    np.testing.assert_allclose(d[0], [1.0 / 1.0005, 2.0 / 0.0005, 3.0 / 0.5005], rtol=1e-5)
 
 
 def test_deterministic_and_scale_free():

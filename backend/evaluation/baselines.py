@@ -150,7 +150,7 @@ def _model_factory(arg: str | None) -> MethodFn:
 
 @register("heat")
 def _heat_factory(arg: str | None) -> MethodFn:
-    """``heat`` or ``heat:c=0.5,visibility=euclidean,smooth=2,window=1.25`` (backend/features/heat.py)."""
+    """``heat`` or ``heat:c=2,prune=0,facing=0,visibility=euclidean,smooth=2,window=1.25`` (backend/features/heat.py)."""
     try:
         from backend.features.heat import VISIBILITY, heat_prior_weights
     except ImportError as exc:
@@ -162,8 +162,10 @@ def _heat_factory(arg: str | None) -> MethodFn:
         key, _, val = item.partition("=")
         key, val = key.strip(), val.strip()
         try:
-            if key == "c" or key == "window":
+            if key in ("c", "window", "prune"):
                 kw[key] = float(val)
+            elif key == "facing" and val in ("0", "1"):
+                kw["facing"] = val == "1"
             elif key == "smooth":
                 kw["smooth_iters"] = int(val)
             elif key == "visibility" and val in VISIBILITY:
@@ -171,6 +173,6 @@ def _heat_factory(arg: str | None) -> MethodFn:
             else:
                 raise ValueError
         except ValueError:
-            raise MethodUnavailable(f"heat:{arg}: bad setting {item!r}; use c=FLOAT, window=FLOAT, smooth=INT, "
+            raise MethodUnavailable(f"heat:{arg}: bad setting {item!r}; use c=FLOAT, window=FLOAT, prune=FLOAT, facing=0|1, smooth=INT, "
                                     f"visibility={'|'.join(VISIBILITY)}") from None
     return lambda rig: heat_prior_weights(rig, **kw)
