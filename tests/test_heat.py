@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from backend.evaluation.baselines import MethodUnavailable, make_method
-from backend.features.heat import (clean_faces, cotangent_laplacian, facing_distances, heat_prior_weights,
-                                  heat_weights)
+from backend.features.heat import (clean_faces, cotangent_laplacian, face_average_normals, facing_distances,
+                                  heat_prior_weights, heat_weights)
 from backend.rig import make_rig
 from conftest import make_capsule_chain
 
@@ -112,6 +112,16 @@ def test_facing_distances_lengthen_bones_behind_the_surface():
     d = facing_distances(v, f, heads, tails)
     # below (normal points away from it): cos = 1; above (normal points at it): cos = -1; beside: cos = 0
     np.testing.assert_allclose(d[0], [1.0 / 1.0005, 2.0 / 0.0005, 3.0 / 0.5005], rtol=1e-5)
+
+
+def test_face_average_normals_ignore_face_size():
+    # vertex 0 is in a big triangle of the plane z = 0 (normal +z) and a tiny one of x = 0 (normal +x)
+    v = np.array([[0.0, 0, 0], [10.0, 0, 0], [0.0, 10, 0], [0.0, 0.1, 0], [0.0, 0, 0.1], [5.0, 5, 5]])
+    f = np.array([[0, 1, 2], [0, 3, 4]])
+    n = face_average_normals(v, f)
+    np.testing.assert_allclose(n[0], [1 / np.sqrt(2), 0, 1 / np.sqrt(2)], atol=1e-12)
+    np.testing.assert_allclose(n[1], [0, 0, 1], atol=1e-12)
+    assert (n[5] == 0).all()  # in no face
 
 
 def test_deterministic_and_scale_free():

@@ -20,7 +20,7 @@ from scipy.sparse.linalg import splu
 
 from backend.features.frame import canonical_frame
 from backend.features.geodesic import geodesic_bone_distances, smooth_weights
-from backend.features.geometry import point_segment_distance, vertex_normals
+from backend.features.geometry import point_segment_distance
 from backend.rig import Rig, RigError
 
 VISIBILITY = ("geodesic", "geodesic-nearest", "euclidean")
@@ -126,6 +126,22 @@ def nearest_sources(dist: np.ndarray, tie: float = TIE) -> tuple[np.ndarray, np.
     return p / p.sum(axis=1, keepdims=True), dmin
 
 
+def face_average_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, 3) float64 unit vertex normals: the mean of the adjacent faces' *unit* normals (every
+    face counts the same whatever its size; on val this suits facing_distances better than
+    area weighting, docs/heat.md). Zero vectors for vertices in no (non-degenerate) face."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    ln = np.linalg.norm(fn, axis=1, keepdims=True)
+    fn = np.where(ln > 1e-20, fn / np.maximum(ln, 1e-20), 0.0)
+    n = np.zeros_like(v)
+    for i in range(3):
+        np.add.at(n, f[:, i], fn)
+    ln = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(ln > 1e-12, n / np.maximum(ln, 1e-12), 0.0)
+
+
 def facing_distances(v: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
     """Straight-line vertex-to-bone distances lengthened where the surface faces away from the
     bone: d / (0.5 (cos + 1.001)), cos = <vertex normal, unit direction bone -> vertex>.
@@ -134,7 +150,7 @@ def facing_distances(v: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails:
     this part) gets up to ~2000 d. (V, 3), (F, 3), (B, 3), (B, 3) -> (V, B) float64."""
     d, t = point_segment_distance(v, heads, tails)
     d = d.astype(np.float64)
-    n = vertex_normals(v, faces).astype(np.float64)  # (V, 3)
+    n = face_average_normals(v, faces)  # (V, 3)
     # cos = n . (v - closest) / d with closest = head + t (tail - head)
     ab = (tails - heads).astype(np.float64)
     nv = (n * v).sum(axis=1)[:, None]  # (V, 1)
