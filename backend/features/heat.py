@@ -26,14 +26,15 @@ from backend.rig import Rig, RigError
 VISIBILITY = ("geodesic", "geodesic-nearest", "euclidean")
 """How a vertex's heat source is chosen:
 geodesic: the bones whose volumetric geodesic distance is within ``window`` x the nearest one's
-(plus one voxel) are visible; the visible bone nearest in a straight line is the source (exact
+(plus one voxel) are visible; the visible bone nearest in a straight line (facing_distances when
+facing) is the source (near-exact
 straight-line ties split; voxel noise does not decide between a parent and a child bone);
 geodesic-nearest: the bone nearest through the volume (ties within TIE split);
 euclidean: the bone nearest in a straight line (no visibility test; leaks across gaps)."""
 
 DEFAULT_C = 4.0
 """Conductance scale of H = c / d^2 (Baran & Popovic use 1). Chosen on rigs/val among 0.5-16:
-half-way between 2 and 8, which score within 0.02 of it (docs/heat.md)."""
+2 and 8 score 0.02 and 0.01 worse in L1 (docs/heat.md)."""
 WINDOW = 1.25
 """Geodesic distance ratio under which a bone counts as visible for visibility='geodesic'."""
 COT_CLAMP = 1e3
