@@ -31,6 +31,7 @@ class FeatureConfig:
     n_neighbors: int = 12
     geodesic_resolution: int = 64
     distance: str = "geodesic"  # or "euclidean": straight-line bone distance (ablation / fallback)
+    prior: str = "geodesic"  # the prior weights fed to G: "geodesic" falloff or "heat" diffusion (features/heat.py)
 
     def key(self) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
@@ -174,10 +175,27 @@ def candidate_distances(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray,
     return cand.astype(np.int64), np.take_along_axis(edist, cand, axis=1).astype(np.float32)
 
 
-def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFeatures:
-    """All generator inputs for ``rig`` (weights ignored)."""
+def prior_weights(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails: np.ndarray, cand: np.ndarray,
+                  dist: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """(V, K) float32 prior weights over the candidates, rows sum to 1, every entry > 0 (an exact
+    0 marks padding, see features.batch): the geodesic falloff or the heat-diffusion solution."""
     from backend.features.geodesic import geodesic_weights
 
+    if config.prior == "geodesic":
+        prior = geodesic_weights(dist).astype(np.float64)
+    elif config.prior == "heat":
+        from backend.features.heat import heat_weights
+
+        heat = heat_weights(verts, faces, heads, tails, prune=0.0)  # (V, Jd)
+        prior = np.take_along_axis(heat.astype(np.float64), cand, axis=1)
+    else:
+        raise ValueError(f"unknown prior {config.prior!r} (geodesic or heat)")
+    prior = np.maximum(prior, 1e-6)
+    return (prior / prior.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFeatures:
+    """All generator inputs for ``rig`` (weights ignored)."""
     frame = canonical_frame(rig)
     verts = frame.to_canonical(rig.vertices)
     deform_index = rig.deform_indices
@@ -193,7 +211,7 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
 
     all_edist, _ = point_segment_distance(verts, heads, tails)  # (V, Jd)
     cand, gdist = candidate_distances(verts, rig.faces, heads, tails, all_edist, config)
-    prior = geodesic_weights(gdist).astype(np.float32)
+    prior = prior_weights(verts, rig.faces, heads, tails, cand, gdist, config)
     K = cand.shape[1]
 
     # Euclidean segment distance and position along the bone for the candidates only.

@@ -29,6 +29,7 @@ class FeaturesConfig:
     n_neighbors: int = 12
     geodesic_resolution: int = 64
     distance: str = "geodesic"
+    prior: str = "geodesic"  # prior weights fed to G: "geodesic" or "heat"
 
 
 @dataclass
