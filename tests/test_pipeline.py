@@ -79,3 +79,15 @@ def test_collate_offsets_and_pads(chain, feats):
     assert b["cand"][V1:].min() >= J1 and b["neighbors"][V1:].min() >= V1
     assert b["pair_mask"][:V1].all() and not b["pair_mask"][V1:, 2].any()
     assert (b["prior"][V1:, 2] == 0).all()
+
+
+def test_heat_prior_option(chain):
+    """features.prior = heat: the prior over the candidates is the heat solution, positive, rows sum to 1."""
+    f = compute_features(chain, FeatureConfig(k_bones=3, prior="heat"))
+    assert (f.prior > 0).all()
+    np.testing.assert_allclose(f.prior.sum(1), 1.0, atol=1e-5)
+    z = chain.vertices[:, 2]
+    mid = np.abs(z - 0.375) < 0.1  # middle of bone 0: heat puts nearly all weight there
+    assert (f.prior[mid, 0] > 0.8).all() and (f.cand[mid, 0] == 0).all()
+    with pytest.raises(ValueError, match="unknown prior"):
+        compute_features(chain, FeatureConfig(k_bones=3, prior="nope"))
