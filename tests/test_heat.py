@@ -207,3 +207,16 @@ def test_bad_arguments_and_registry():
         make_method("heat:visibility=rays")
     with pytest.raises(MethodUnavailable):
         make_method("heat:c=abc")
+
+
+def test_reused_geodesic_candidates_give_the_same_weights():
+    """heat_weights(geodesic=(cand, dist)) equals the weights with its own geodesic solve."""
+    from backend.features.frame import canonical_frame
+    from backend.features.geodesic import geodesic_bone_distances
+
+    rig = make_capsule_chain(4, with_weights=False)
+    fr = canonical_frame(rig)
+    v, h, t = fr.to_canonical(rig.vertices), fr.to_canonical(rig.joints), fr.to_canonical(rig.tails)
+    own = heat_weights(v, rig.faces, h, t, prune=0.0)
+    geo = geodesic_bone_distances(v, rig.faces, h, t, 8, 64)
+    np.testing.assert_array_equal(heat_weights(v, rig.faces, h, t, prune=0.0, geodesic=geo), own)

@@ -162,7 +162,8 @@ def facing_distances(v: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails:
 
 
 def _visible_distances(v: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails: np.ndarray,
-                       visibility: str, window: float, geodesic_k: int, resolution: int, facing: bool
+                       visibility: str, window: float, geodesic_k: int, resolution: int, facing: bool,
+                       geodesic: tuple[np.ndarray, np.ndarray] | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Distances used to pick each vertex's heat source: ((V, Jd) float64 with inf for bones that
     are not visible, (V,) float64 distance d(v) for H)."""
@@ -172,7 +173,10 @@ def _visible_distances(v: np.ndarray, faces: np.ndarray, heads: np.ndarray, tail
         eu = point_segment_distance(v, heads, tails)[0].astype(np.float64)
     if visibility == "euclidean":
         return eu, eu.min(axis=1)
-    cand, gd = geodesic_bone_distances(v, faces, heads, tails, geodesic_k, resolution)
+    if geodesic is None:
+        cand, gd = geodesic_bone_distances(v, faces, heads, tails, geodesic_k, resolution)
+    else:  # the caller's nearest-first geodesic candidates (same resolution): their first k columns
+        cand, gd = geodesic[0][:, :geodesic_k], geodesic[1][:, :geodesic_k]
     gd = gd.astype(np.float64)
     V = len(v)
     vis = np.full(eu.shape, np.inf)
@@ -194,13 +198,15 @@ def heat_weights(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray, tai
                  visibility: str = "geodesic", c: float = DEFAULT_C, smooth_iters: int = 0,
                  window: float = WINDOW, geodesic_k: int = GEODESIC_K,
                  resolution: int = GEODESIC_RESOLUTION, prune: float = PRUNE,
-                 facing: bool = FACING) -> np.ndarray:
+                 facing: bool = FACING, geodesic: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Bone-heat weights over the given bones.
 
     vertices (V, 3) (canonical frame expected: inside the unit sphere; see heat_prior_weights),
     faces (F, 3) int, heads / tails (Jd, 3) of the deform bones. visibility: one of VISIBILITY;
     c: conductance scale; smooth_iters: neighbour-averaging passes after the solve; prune: drop
-    weights below it (prune_weights), last.
+    weights below it (prune_weights), last. geodesic: optional precomputed nearest-first
+    ((V, K) candidates, (V, K) distances) from geodesic_bone_distances at ``resolution`` with
+    K >= geodesic_k, reused instead of a second geodesic solve (the result is identical).
     Returns (V, Jd) float32, non-negative, every row summing to 1. Deterministic.
     """
     v = np.asarray(vertices, np.float64).reshape(-1, 3)
@@ -219,7 +225,7 @@ def heat_weights(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray, tai
     if Jd == 1:
         return np.ones((len(v), 1), np.float32)
 
-    vis, d = _visible_distances(v, f, heads, tails, visibility, window, geodesic_k, resolution, facing)
+    vis, d = _visible_distances(v, f, heads, tails, visibility, window, geodesic_k, resolution, facing, geodesic)
     p, _ = nearest_sources(vis)
     L, mass = cotangent_laplacian(v, f)
     mh = mass * float(c) / np.maximum(d, D_FLOOR) ** 2  # (V,) M H, > 0 everywhere

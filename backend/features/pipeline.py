@@ -186,7 +186,9 @@ def prior_weights(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails
     elif config.prior == "heat":
         from backend.features.heat import heat_weights
 
-        heat = heat_weights(verts, faces, heads, tails, prune=0.0)  # (V, Jd)
+        geodesic = (cand, dist) if config.distance == "geodesic" else None  # reuse: identical, one solve less
+        heat = heat_weights(verts, faces, heads, tails, prune=0.0, resolution=config.geodesic_resolution,
+                            geodesic=geodesic)  # (V, Jd)
         prior = np.take_along_axis(heat.astype(np.float64), cand, axis=1)
     else:
         raise ValueError(f"unknown prior {config.prior!r} (geodesic or heat)")
