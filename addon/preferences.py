@@ -33,7 +33,7 @@ def option_properties(operator: bool) -> dict:
             name="Max Influences", default=4, min=0, max=16,
             description="Most bones per vertex (0: no limit); 4 is what game engines accept", **opts),
         "prune_threshold": FloatProperty(
-            name="Prune", default=0.01, min=0.0, max=0.5, precision=3,
+            name="Prune", default=0.05, min=0.0, max=0.5, precision=3,
             description="Weights below this are removed (the rest renormalised)", **opts),
         "smoothing": IntProperty(
             name="Smoothing", default=0, min=0, max=20,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from backend.inference.postprocess import DEFAULT_PRUNE
+
 NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
@@ -19,7 +21,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="learned model (default) or the model-free volumetric geodesic prior")
     p.add_argument("--model", default=None, help="ONNX model (default: $AUTOSKIN_MODEL or models/autoskin.onnx)")
     p.add_argument("--max-influences", type=int, default=4, help="bones per vertex at most, 0 = no limit (4)")
-    p.add_argument("--prune", type=float, default=0.01, help="fade out weights below this (0.01)")
+    p.add_argument("--prune", type=float, default=DEFAULT_PRUNE, help=f"fade out weights below this ({DEFAULT_PRUNE})")
     p.add_argument("--smooth", type=int, default=0, help="Laplacian smoothing iterations over the mesh (0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.inference.model_meta import ModelError
-from backend.inference.postprocess import postprocess
+from backend.inference.postprocess import DEFAULT_PRUNE, postprocess
 from backend.inference.session import LoadedModel, default_threads, get_session
 from backend.rig import Rig, validate_rig
 
@@ -109,7 +109,7 @@ class Predictor:
         info.update(feature_seconds=t1 - t0, model_seconds=t2 - t1)
         return feats.to_dense(w_vk), info
 
-    def predict(self, rig: Rig, max_influences: int = 4, prune: float = 0.01, smooth: int = 0) -> Prediction:
+    def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE, smooth: int = 0) -> Prediction:
         """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
 
         max_influences: at most this many bones per vertex (0 = no limit), cut continuously;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Reproduce the shipped model from ../shared/data (docs/model.md): data view, synthetic unlabelled
+# creatures, training (resumable), export, evaluation against the baselines, ablation, model card.
+# Usage: bash scripts/ship_model.sh [DATA_ROOT]   (default ../shared/data). Steps whose output
+# exists are skipped, so a killed run continues where it stopped.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/env.sh"
+cd "$ROOT"
+DATA="${1:-../shared/data}"
+VIEW=runs/views/shipped
+TRAIN_CMD="python -m backend train --config configs/shipped.toml --data $VIEW --out runs/shipped --cache-dir runs/cache --unlabeled-dir runs/synth400"
+METHODS="boneheat,nearest,envelope,geodesic,heat"
+
+[ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
+    --holdout-group makehuman_basemesh --holdout-group q_mech_pack
+[ -f runs/synth400/manifest.jsonl ] || python -m backend synth --count 400 --seed 1 --out runs/synth400
+if [ ! -f runs/shipped/summary.json ]; then
+  if [ -f runs/shipped/state.pt ]; then $TRAIN_CMD --resume; else $TRAIN_CMD; fi
+fi
+python -m backend export runs/shipped/best_generator.pt models/autoskin.onnx --model-version 1.0
+cp runs/shipped/best_generator.pt models/autoskin.pth
+python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
+python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
+python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabeled-dir runs/synth400 \
+    --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
+    --out runs/ablation --table docs/ablation.md
+python -m backend model-card --model models/autoskin.onnx --run runs/shipped --data-view $VIEW/view.json \
+    --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
+    --ablation docs/ablation.md --notes docs/model_notes.md --command "$TRAIN_CMD"
