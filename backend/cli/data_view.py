@@ -7,7 +7,8 @@ that training never sees)::
         --holdout-group makehuman_basemesh --holdout-group q_mech_pack
 
 writes ``OUT/train`` (train split minus the held-out groups), ``OUT/val``, ``OUT/test`` and
-``OUT/out_of_style`` (the held-out groups), each a folder of symbolic links, plus ``OUT/view.json``.
+``OUT/out_of_style`` (the held-out groups), each a folder of symbolic links, plus ``OUT/view.json``
+and a copy of ``manifest.jsonl`` (so ``evaluate`` finds each rig's kind).
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         for name in files:
             src_split = by_file[name]["split"]
             os.symlink(data / "rigs" / src_split / name, folder / name)
+    # the manifest beside the split folders, so `evaluate` finds each rig's kind by itself
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "view.json").write_text(json.dumps({"data": str(data), "holdout_groups": args.holdout_group,
                                                "counts": {k: len(v) for k, v in view.items()}}, indent=2))
     print(json.dumps({k: len(v) for k, v in view.items()}))
