@@ -13,6 +13,8 @@ ADDON_ID = __package__
 MODE_ITEMS = [
     ("LEARNED", "Learned", "The trained network (ONNX model), refined by the geodesic prior"),
     ("GEODESIC", "Geodesic", "Volumetric geodesic distances only (no model needed)"),
+    ("HEAT", "Heat", "Heat diffusion from the bones, like Blender's bone heat but never failing (no model needed); "
+                     "the most robust on characters unlike the training data"),
 ]
 DEVICE_ITEMS = [
     ("AUTO", "Auto", "CUDA when onnxruntime offers it, else CPU"),

@@ -575,3 +575,13 @@ def test_preferences_choose_a_model_version(fresh, tmp_path):
     finally:
         prefs.model_version = "BUNDLED"
         prefs.models_dir = ""
+
+
+def test_auto_skin_heat_mode(fresh):
+    """The model-free Heat mode from the operator: one group per deform bone, rows sum to 1."""
+    mesh, arm, rig = make_scene(3)
+    res, msg = run(mode="HEAT", max_influences=3)
+    assert res == {"FINISHED"}, msg
+    w = weights(mesh, ["bone_0", "bone_1", "bone_2"])
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
+    assert ((w > 0).sum(axis=1) <= 3).all()

@@ -233,3 +233,19 @@ def test_cuda_run_failure_switches_to_cpu(model_path):
     p.model.session, p.model.provider = FailingCuda(), session_mod.CPU
     with pytest.raises(RuntimeError, match="out of memory"):
         p.predict(rig)
+
+
+def test_heat_mode_needs_no_model_and_weights_every_vertex():
+    """mode='heat': model-free heat diffusion; rows sum to 1, at most k influences, non-deform columns zero."""
+    from backend.inference.predictor import Predictor
+    from conftest import make_capsule_chain
+
+    rig = make_capsule_chain(3, with_weights=False)
+    rig.is_deform[2] = False
+    pred = Predictor(mode="heat").predict(rig, max_influences=2)
+    w = pred.weights
+    assert pred.mode == "heat" and pred.provider == "numpy"
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
+    assert (w[:, 2] == 0).all() and ((w > 0).sum(axis=1) <= 2).all()
+    bottom = rig.vertices[:, 2] < 0.3
+    assert (w[bottom, 0] > 0.9).all()  # the first bone owns the bottom of the chain

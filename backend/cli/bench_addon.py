@@ -16,7 +16,7 @@ HELP = "time Auto Skin vs Blender's automatic weights on one generated scene"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vertices", type=int, default=50000, help="mesh size (default: %(default)s)")
     parser.add_argument("--bones", type=int, default=60, help="bones (default: %(default)s)")
-    parser.add_argument("--mode", choices=("auto", "learned", "geodesic"), default="auto",
+    parser.add_argument("--mode", choices=("auto", "learned", "geodesic", "heat"), default="auto",
                         help="Auto Skin mode; auto: learned when the model file exists, else geodesic")
     parser.add_argument("--model", default="", help="ONNX model (default: models/autoskin.onnx)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

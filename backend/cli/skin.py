@@ -17,8 +17,8 @@ HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options shared with ``predict``."""
-    p.add_argument("--mode", choices=("learned", "geodesic"), default="learned",
-                   help="learned model (default) or the model-free volumetric geodesic prior")
+    p.add_argument("--mode", choices=("learned", "geodesic", "heat"), default="learned",
+                   help="learned model (default), or model-free: geodesic prior or heat diffusion")
     p.add_argument("--model", default=None, help="ONNX model (default: $AUTOSKIN_MODEL or models/autoskin.onnx)")
     p.add_argument("--max-influences", type=int, default=4, help="bones per vertex at most, 0 = no limit (4)")
     p.add_argument("--prune", type=float, default=DEFAULT_PRUNE, help=f"fade out weights below this ({DEFAULT_PRUNE})")

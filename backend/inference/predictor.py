@@ -20,7 +20,7 @@ from backend.rig import Rig, validate_rig
 #: The shipped model, relative to the repository root.
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "autoskin.onnx"
 MODEL_ENV = "AUTOSKIN_MODEL"
-MODES = ("learned", "geodesic")
+MODES = ("learned", "geodesic", "heat")
 DEFAULT_VERTEX_BUDGET = 10_000
 
 
@@ -55,8 +55,8 @@ def _simplifier():
 class Predictor:
     """Skin weights for rigs; the ONNX session is created once (and cached per file across predictors).
 
-    model_path: .onnx file (default :func:`default_model_path`); mode: "learned" or "geodesic"
-    (model-free, needs no file); device: "auto" | "cpu" | "cuda"; threads: onnxruntime intra-op
+    model_path: .onnx file (default :func:`default_model_path`); mode: "learned", or the model-free
+    "geodesic" (volumetric geodesic falloff) or "heat" (heat diffusion, features/heat.py); device: "auto" | "cpu" | "cuda"; threads: onnxruntime intra-op
     threads (None: ``$AUTOSKIN_THREADS`` or onnxruntime's default); vertex_budget: meshes with more
     vertices are predicted on a simplified copy and transferred back (when simplification exists).
     """
@@ -89,11 +89,16 @@ class Predictor:
     def raw_weights(self, rig: Rig) -> tuple[np.ndarray, dict]:
         """(V, J) float32 weights before post-processing, and timing info."""
         info: dict = {}
-        if self.model is None:
-            from backend.features.geodesic import geodesic_prior_weights
-
+        if self.model is None:  # model-free modes
             t0 = time.perf_counter()
-            w = geodesic_prior_weights(rig, resolution=self.geodesic_resolution)
+            if self.mode == "heat":
+                from backend.features.heat import heat_prior_weights
+
+                w = heat_prior_weights(rig, resolution=self.geodesic_resolution)
+            else:
+                from backend.features.geodesic import geodesic_prior_weights
+
+                w = geodesic_prior_weights(rig, resolution=self.geodesic_resolution)
             info["prior_seconds"] = time.perf_counter() - t0
             return np.asarray(w, np.float32), info
         from backend.features.pipeline import compute_features
