@@ -94,7 +94,8 @@ def test_metadata_written(exported):
     assert meta[mm.KEY_FEATURE_VERSION] == FEATURE_VERSION
     assert meta[mm.KEY_FEATURE_HASH] == feature_code_hash()
     assert json.loads(meta[mm.KEY_FEATURE_CONFIG]) == {"k_bones": 4, "n_neighbors": 12,
-                                                         "geodesic_resolution": 64, "distance": "euclidean"}
+                                                         "geodesic_resolution": 64, "distance": "euclidean",
+                                                         "prior": "geodesic"}
     assert json.loads(meta[mm.KEY_TRAIN_SUMMARY]) == {"epochs": 3, "rigs": 12}
     assert json.loads(meta[mm.KEY_MODEL_CONFIG])["hidden"] == 32
     assert meta[mm.KEY_MODEL_VERSION] == "test-1"
