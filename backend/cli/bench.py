@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         from backend.blender.boneheat import bone_heat_weights as boneheat
     print(f"model: {model}")
     head = (f"{'V':>7} {'J':>4} | {'learned s':>9} {'geodesic s':>10} {'bone heat s':>11} | "
-            f"{'heat/learned':>12} {'heat/geodesic':>13} | {'traced MiB':>10} {'peak RSS MiB':>12}")
+            f"{'bh/learned':>12} {'bh/geodesic':>13} | {'traced MiB':>10} {'peak RSS MiB':>12}")
     print(head)
     print("-" * len(head))
     for nv in [int(v) for v in args.vertices.split(",")]:
