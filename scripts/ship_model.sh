@@ -27,4 +27,4 @@ python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabel
     --out runs/ablation --table docs/ablation.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
-    --ablation docs/ablation.md --notes docs/model_notes.md --command "$TRAIN_CMD"
+    --ablation docs/ablation.md --notes docs/model_notes.md --train-command "$TRAIN_CMD"

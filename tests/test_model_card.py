@@ -36,7 +36,7 @@ def test_card_files_written(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"123")
     args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
-                           command="train it", data_view=None, out=None)
+                           train_command="train it", data_view=None, out=None)
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert card["sha256"] == model_card.sha256(model) and card["evaluations"]["test"]["aggregate"]["ours"]["rigs"] == 2

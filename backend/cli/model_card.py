@@ -4,7 +4,7 @@ Example::
 
     python -m backend model-card --model models/autoskin.onnx --run runs/shipped \\
         --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \\
-        --ablation docs/ablation.md --notes docs/model_notes.md --command "python -m backend train ..."
+        --ablation docs/ablation.md --notes docs/model_notes.md --train-command "python -m backend train ..."
 
 writes ``models/MODEL_CARD.md`` and ``models/model_card.json`` beside the model (atomically).
 The JSON holds, per evaluation and method, the mean of every metric over rigs (from the
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an evaluate output folder (results.jsonl, summary.md); repeatable")
     p.add_argument("--ablation", default=None, help="Markdown file with the ablation table")
     p.add_argument("--notes", default=None, help="Markdown file with known weaknesses (and pictures)")
-    p.add_argument("--command", default="", help="the exact command that trained the model")
+    p.add_argument("--train-command", default="", help="the exact command that trained the model")
     p.add_argument("--data-view", default=None, help="view.json of the data view used for training")
     p.add_argument("--out", default=None, help="output folder (default: the model's folder)")
 
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         "model": model.name,
         "sha256": sha256(model),
         "size_bytes": model.stat().st_size,
-        "command": args.command,
+        "command": args.train_command,
         "config": config,
         "data_view": view,
         "training": {k: summary.get(k) for k in ("seconds", "steps", "best_score", "last_epoch", "world")},
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
           "(the runtime also checks the weights hash stored in the file's metadata)",
           f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
           f"{(summary.get('seconds') or 0) / 60:.1f} min, {summary.get('steps')} steps, seed {config.get('run', {}).get('seed')}",
-          f"- command: `{args.command}`" if args.command else "- command: see docs/model.md", ""]
+          f"- command: `{args.train_command}`" if args.train_command else "- command: see docs/model.md", ""]
     if view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
                f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
