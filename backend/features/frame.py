@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.rig import Rig
+from backend.rig import Rig, RigError
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,15 @@ def canonical_frame(rig: Rig) -> CanonicalFrame:
     if not np.isfinite(scale) or scale <= 1e-12:
         scale = 1.0
     return CanonicalFrame(origin=origin, scale=scale)
+
+
+def canonical_deform_arrays(rig: Rig) -> tuple[CanonicalFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rig in its canonical frame, deform bones only: (frame, (V, 3) float32 vertices,
+    (Jd, 3) float32 heads, (Jd, 3) float32 tails, (Jd,) int64 deform bone indices).
+    Raises RigError when the skeleton has no deform bone."""
+    deform = rig.deform_indices
+    if len(deform) == 0:
+        raise RigError(f"{rig.name}: the skeleton has no deform bone")
+    frame = canonical_frame(rig)
+    return (frame, frame.to_canonical(rig.vertices), frame.to_canonical(rig.joints[deform]),
+            frame.to_canonical(rig.tails[deform]), deform)

@@ -12,10 +12,10 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
-from backend.features.frame import canonical_frame
+from backend.features.frame import canonical_deform_arrays
 from backend.features.geometry import point_segment_distance
 from backend.features.voxel import VoxelGrid, make_grid, voxelize
-from backend.rig import Rig, RigError
+from backend.rig import Rig
 
 DEFAULT_FALLOFF = 16.0
 """Inverse-power exponent: w_j ~ (d_min / d_j) ** falloff (see geodesic_weights). Chosen on
@@ -311,13 +311,7 @@ def geodesic_prior_weights(rig: Rig, k: int = 8, resolution: int = 64, falloff: 
                            smooth_iters: int = 2) -> np.ndarray:
     """The model-free skinning: (V, J) float32 over ALL rig bones (zero columns for non-deform
     bones); every row sums to 1. Computed in the canonical frame, then smoothed over mesh edges."""
-    deform = rig.deform_indices
-    if len(deform) == 0:
-        raise RigError(f"{rig.name}: the skeleton has no deform bone")
-    frame = canonical_frame(rig)
-    v = frame.to_canonical(rig.vertices)
-    heads = frame.to_canonical(rig.joints[deform])
-    tails = frame.to_canonical(rig.tails[deform])
+    _, v, heads, tails, deform = canonical_deform_arrays(rig)
     cand, dist = geodesic_bone_distances(v, rig.faces, heads, tails, k, resolution)
     w = geodesic_weights(dist, falloff)
     V, J = rig.num_vertices, rig.num_bones

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import splu
 
-from backend.features.frame import canonical_frame
+from backend.features.frame import canonical_deform_arrays
 from backend.features.geodesic import geodesic_bone_distances, smooth_weights
 from backend.features.geometry import point_segment_distance
 from backend.rig import Rig, RigError
@@ -265,13 +265,7 @@ def heat_prior_weights(rig: Rig, **kw) -> np.ndarray:
     """Bone-heat skinning of a rig: (V, J) float32 over ALL rig bones, zero columns for
     non-deform bones, rows summing to 1. Computed in the canonical frame (scale free).
     Keyword arguments go to heat_weights."""
-    deform = rig.deform_indices
-    if len(deform) == 0:
-        raise RigError(f"{rig.name}: the skeleton has no deform bone")
-    frame = canonical_frame(rig)
-    v = frame.to_canonical(rig.vertices)
-    heads = frame.to_canonical(rig.joints[deform])
-    tails = frame.to_canonical(rig.tails[deform])
+    _, v, heads, tails, deform = canonical_deform_arrays(rig)
     try:
         wd = heat_weights(v, rig.faces, heads, tails, **kw)
     except ValueError as exc:
