@@ -20,7 +20,7 @@ from backend.evaluation.baselines import MethodFn
 from backend.evaluation.deformation import DEFAULT_MAX_ANGLE_DEG, DEFAULT_POSES, deformation_error
 from backend.evaluation.metrics import weight_metrics
 from backend.io.atomic import atomic_path
-from backend.io.npz import load_npz
+from backend.io.npz import list_rig_files, load_npz
 from backend.rig import Rig, RigError
 
 #: (column, header, higher is better?, scale for display, digits)
@@ -58,15 +58,7 @@ class EvalOutcome:
 
 def find_rig_files(data: str | Path) -> list[Path]:
     """Sorted .npz files of a folder (or the one file given). Raises RigError if there are none."""
-    data = Path(data)
-    if data.is_file():
-        return [data]
-    if not data.is_dir():
-        raise RigError(f"{data}: no such folder or file")
-    files = sorted(data.glob("*.npz"))
-    if not files:
-        raise RigError(f"{data}: holds no .npz rigs")
-    return files
+    return list_rig_files(data, allow_file=True, what="folder or file")
 
 
 def find_manifest(data: str | Path) -> Optional[Path]:

@@ -55,6 +55,22 @@ def load_npz(path: str | Path, validate: bool = True) -> Rig:
     return rig
 
 
+def list_rig_files(path: str | Path, allow_file: bool = False, what: str = "folder") -> list[Path]:
+    """Sorted ``*.npz`` files of a folder (or ``[path]`` when ``allow_file`` and it is a file).
+
+    Raises RigError naming the path when it is missing or holds no rigs (``what`` names it in
+    the message, e.g. "data folder")."""
+    path = Path(path)
+    if allow_file and path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise RigError(f"{path}: no such {what}")
+    files = sorted(path.glob("*.npz"))
+    if not files:
+        raise RigError(f"{path}: holds no .npz rigs")
+    return files
+
+
 def rig_arrays(rig: Rig, include_weights: bool = True) -> dict[str, np.ndarray]:
     """The rig as the dict of arrays the .npz layout holds."""
     out = {

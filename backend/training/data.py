@@ -20,7 +20,7 @@ import torch
 from backend.features.batch import collate
 from backend.features.cache import cached
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, RigFeatures, compute_features, feature_code_hash
-from backend.io.npz import load_npz
+from backend.io.npz import list_rig_files, load_npz
 from backend.rig import RigError
 
 ARRAYS = ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior", "deform_index")
@@ -60,13 +60,7 @@ class Sample:
 
 def list_rigs(folder: str | Path) -> list[Path]:
     """Sorted ``*.npz`` files of a folder; RigError if the folder is missing or empty."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise RigError(f"{folder}: no such data folder")
-    files = sorted(folder.glob("*.npz"))
-    if not files:
-        raise RigError(f"{folder}: holds no .npz rigs")
-    return files
+    return list_rig_files(folder, what="data folder")
 
 
 def candidate_targets(weights: np.ndarray, cand: np.ndarray, deform_index: np.ndarray
