@@ -28,14 +28,9 @@ def _load_input(args) -> "Rig":  # noqa: F821
         from backend.synth import sample_character
 
         return sample_character(kind="humanoid", seed=args.seed)
-    path = Path(args.input)
-    if path.suffix.lower() == ".npz":
-        from backend.io.npz import load_npz
+    from backend.inference.rigfiles import read_rig_for_prediction
 
-        return load_npz(path)
-    from backend.blender.files import import_rig
-
-    return import_rig(path)
+    return read_rig_for_prediction(args.input, keep_weights=True)
 
 
 def run(args: argparse.Namespace) -> int:

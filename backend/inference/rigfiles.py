@@ -19,20 +19,23 @@ def _blender_files(path: Path):
     return files
 
 
-def read_rig_for_prediction(path: str | Path) -> Rig:
-    """A rig without weights (any weights in the file are ignored) from .npz / .glb / .gltf / .fbx / .blend."""
+def read_rig_for_prediction(path: str | Path, keep_weights: bool = False) -> Rig:
+    """A rig from .npz / .glb / .gltf / .fbx / .blend; any weights in the file are dropped unless
+    ``keep_weights`` (the demo compares with them)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == NPZ:
         from backend.io.npz import load_npz
 
-        rig = load_npz(path, validate=False).without_weights()
+        rig = load_npz(path, validate=False)
     elif suffix in BLENDER_INPUTS:
         if not path.is_file():
             raise RigError(f"{path}: no such file")
-        rig = _blender_files(path).load_rig_file(path, require_weights=False).without_weights()
+        rig = _blender_files(path).load_rig_file(path, require_weights=False)
     else:
         raise RigError(f"{path}: unsupported input type '{suffix}' (expected .npz, {', '.join(BLENDER_INPUTS)})")
+    if not keep_weights:
+        rig = rig.without_weights()
     validate_rig(rig)
     return rig
 
