@@ -52,6 +52,7 @@ class LossConfig:
     const: float = 0.05  # e
     cos_lambda: float = 0.1
     ce: float = 0.0  # weight of the row cross-entropy added to L_sup (our addition; 0 = the design's L_sup)
+    rig_balance: bool = False  # L_sup weights every rig of a batch equally instead of every vertex
     gp_weight: float = 10.0
     drift: float = 1e-3  # epsilon * D(real)^2 keeps critic scores near 0
     cons_sigma: float = 0.01  # std of the feature noise for the consistency loss

@@ -16,40 +16,56 @@ from backend.models.critic import neighbor_candidate_weights
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of (pred - target)^2 over the entries where ``mask`` is True."""
+    """Mean of (pred - target)^2 over the entries where ``mask`` is True (a float mask weights them)."""
     m = mask.to(pred.dtype)
     return ((pred - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
 
 
 def row_cosine(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Mean over valid rows of cos(pred_v, target_v)."""
+    """Mean over valid rows of cos(pred_v, target_v) (float ``row_valid``: weighted mean)."""
     cos = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1)).clamp_min(eps)
     m = row_valid.to(pred.dtype)
     return (cos * m).sum() / m.sum().clamp_min(1.0)
 
 
 def row_cross_entropy(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Mean over valid rows of -sum_k target_k log(pred_k + eps) (target rows sum to 1)."""
+    """Mean over valid rows of -sum_k target_k log(pred_k + eps) (target rows sum to 1; float ``row_valid``: weighted)."""
     ce = -(target * torch.log(pred + eps)).sum(1)
     m = row_valid.to(pred.dtype)
     return (ce * m).sum() / m.sum().clamp_min(1.0)
 
 
+def rig_balance_weights(graph: torch.Tensor, row_valid: torch.Tensor) -> torch.Tensor:
+    """(V,) row weights giving every rig in a batch the same total weight: 1 / (valid rows of its rig).
+
+    graph: (V,) int64 rig id per vertex; row_valid: (V,) bool. Without it a batch's per-vertex
+    means let a 6000-vertex character outweigh a 300-vertex animal twenty times."""
+    valid = row_valid.to(torch.float32)
+    n_rigs = int(graph.max().item()) + 1 if graph.numel() else 0
+    counts = torch.zeros(n_rigs, dtype=valid.dtype, device=valid.device).scatter_add_(0, graph, valid)
+    return valid / counts.clamp_min(1.0)[graph]
+
+
 def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
-                    cos_lambda: float = 0.1, ce_lambda: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    cos_lambda: float = 0.1, ce_lambda: float = 0.0,
+                    row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """L_sup = MSE(pred, target) - cos_lambda * mean row cosine [+ ce_lambda * row cross-entropy],
     over valid rows and real candidates.
 
     The cross-entropy term is our addition (off by default): MSE on weights that sum to 1 gives
     small gradients to the bones that should win; the shipped configuration turns it on.
+    row_weight: optional (V,) float weights of the rows in every mean (e.g. :func:`rig_balance_weights`).
     Returns (loss, mse, cosine)."""
-    m = mask & row_valid[:, None]
+    rw = row_valid.to(pred.dtype)
+    if row_weight is not None:
+        rw = rw * row_weight.to(pred.dtype)
+    m = mask.to(pred.dtype) * rw[:, None]
     pred = pred * mask.to(pred.dtype)
     mse = masked_mse(pred, target, m)
-    cos = row_cosine(pred, target, row_valid)
+    cos = row_cosine(pred, target, rw)
     loss = mse - cos_lambda * cos
     if ce_lambda:
-        loss = loss + ce_lambda * row_cross_entropy(pred, target * mask.to(target.dtype), row_valid)
+        loss = loss + ce_lambda * row_cross_entropy(pred, target * mask.to(target.dtype), rw)
     return loss, mse, cos
 
 

@@ -37,6 +37,7 @@ from backend.training.checkpoint import load_state, rng_state, save_generator, s
 from backend.training.config import TrainConfig, config_from_dict
 from backend.training.data import Batch, FeatureStore, RigSet, epoch_batches, list_rigs, split_labeled
 from backend.training.losses import (consistency_loss, gradient_penalty, perturb_inputs, physical_loss, pooled_pairs,
+                                     rig_balance_weights,
                                      smoothness_loss, supervised_loss, total_loss, wgan_critic_loss,
                                      wgan_generator_loss)
 
@@ -201,6 +202,12 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
+    def row_weight(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(V,) per-row weights of L_sup when ``loss.rig_balance`` is on (every rig counts once), else None."""
+        if not self.cfg.loss.rig_balance:
+            return None
+        return rig_balance_weights(tensors["vertex_graph"], tensors["row_valid"])
+
     def generate(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """G on a batch dict -> (V, K) float32 (autocast / activation checkpointing on CUDA)."""
         args = (tensors["vertex_feat"], tensors["neighbors"], tensors["bone_feat"], tensors["cand"],
@@ -266,7 +273,8 @@ class Trainer:
         c = self.cfg.loss
         t = L.tensors
         w = self.generate(t)
-        sup, mse, cos = supervised_loss(w, t["target"], t["pair_mask"], t["row_valid"], c.cos_lambda, c.ce)
+        sup, mse, cos = supervised_loss(w, t["target"], t["pair_mask"], t["row_valid"], c.cos_lambda, c.ce,
+                                        self.row_weight(t))
         loss = sup
         rec = {"sup": _f(sup), "mse": _f(mse), "cos": _f(cos)}
         if self.cfg.ablation.physical and const_weight > 0:
@@ -311,7 +319,8 @@ class Trainer:
                 rec["grad_du"] = self.apply("du", self.Du, loss_du, L)
         # G
         terms: dict[str, torch.Tensor] = {}
-        sup, mse, cos = supervised_loss(w_l, lt["target"], lt["pair_mask"], lt["row_valid"], c.cos_lambda, c.ce)
+        sup, mse, cos = supervised_loss(w_l, lt["target"], lt["pair_mask"], lt["row_valid"], c.cos_lambda, c.ce,
+                                        self.row_weight(lt))
         terms["sup"] = sup
         rec.update(mse=_f(mse), cos=_f(cos))
         critics = (self.Ds, self.Du)
