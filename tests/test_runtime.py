@@ -249,3 +249,31 @@ def test_heat_mode_needs_no_model_and_weights_every_vertex():
     assert (w[:, 2] == 0).all() and ((w > 0).sum(axis=1) <= 2).all()
     bottom = rig.vertices[:, 2] < 0.3
     assert (w[bottom, 0] > 0.9).all()  # the first bone owns the bottom of the chain
+
+
+def test_prior_blend_mixes_generator_and_prior(model_path, tmp_path):
+    """The stored prior_blend mixes G's output with its prior input; 0 gives the prior exactly."""
+    from backend.features.pipeline import compute_features
+
+    rig = make_capsule_chain(4, with_weights=False)
+    assert Predictor(model_path).model.info.prior_blend == 1.0  # exported default
+    feats = compute_features(rig, FCFG)
+    prior = feats.to_dense(feats.prior)
+    w_gen, info = Predictor(model_path).raw_weights(rig)
+    assert info["prior_blend"] == 1.0 and not np.allclose(w_gen, prior, atol=1e-3)
+    w_prior, _ = Predictor(model_path, prior_blend=0.0).raw_weights(rig)
+    np.testing.assert_allclose(w_prior, prior, atol=1e-6)
+    stored = rewrite_meta(model_path, tmp_path / "blend.onnx", **{mm.KEY_PRIOR_BLEND: "0.25"})
+    w_mix, info = Predictor(stored).raw_weights(rig)
+    assert info["prior_blend"] == 0.25
+    np.testing.assert_allclose(w_mix, 0.25 * w_gen + 0.75 * prior, atol=1e-5)
+    np.testing.assert_allclose(w_mix.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "lots"])
+def test_bad_prior_blend_is_refused(model_path, tmp_path, value):
+    bad = rewrite_meta(model_path, tmp_path / "bad_blend.onnx", **{mm.KEY_PRIOR_BLEND: value})
+    with pytest.raises(ModelError, match="prior_blend"):
+        Predictor(bad)
+    with pytest.raises(ValueError, match="prior_blend"):
+        Predictor(model_path, prior_blend=2.0)

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="ONNX exporter (auto: dynamo, then torchscript)")
     p.add_argument("--model-version", default=None, help="version string stored in the model")
+    p.add_argument("--prior-blend", type=float, default=1.0,
+                   help="share of the generator in the runtime weights, the rest is its prior input "
+                        "(0..1, default 1: the generator alone; choose it on val)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,18 +37,23 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         print(f"error: {out}: the output must end in .onnx", flush=True)
         return 2
+    if not 0.0 <= args.prior_blend <= 1.0:
+        print(f"error: --prior-blend must be in [0, 1], got {args.prior_blend}", flush=True)
+        return 2
     model, ckpt = load_checkpoint(args.checkpoint)
     fcfg = feature_config_of(ckpt, str(args.checkpoint))
     try:
         res = export_generator(model, out, fcfg, train_summary=ckpt.get("train_summary"),
-                               model_version=args.model_version, method=args.method)
+                               model_version=args.model_version, method=args.method,
+                               prior_blend=args.prior_blend)
     except RuntimeError as exc:
         print(f"error: {args.checkpoint}: {exc}", file=sys.stderr)
         return 1
     for note in res.failed:
         print(f"note: exporter {note[:300]}")
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {res.method} exporter, "
-          f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']})")
+          f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']}, "
+          f"prior blend {args.prior_blend})")
     if args.quantize == "int8":
         from backend.export.quantize import quantize_with_report
 

@@ -32,11 +32,14 @@ def _to_numpy(t: object) -> np.ndarray:
 
 def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict: Mapping[str, object],
                    train_summary: dict | None = None, model_version: str | None = None,
-                   quantization: str = "none") -> dict[str, str]:
+                   quantization: str = "none", prior_blend: float = 1.0) -> dict[str, str]:
     """All metadata_props of an exported model, as strings.
 
-    ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``.
+    ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``; ``prior_blend`` in [0, 1]
+    is the generator's share of the runtime weights (see model_meta.KEY_PRIOR_BLEND).
     """
+    if not 0.0 <= prior_blend <= 1.0:
+        raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
     whash = weights_hash(state_dict)
     return {
         mm.KEY_FORMAT: mm.MODEL_FORMAT,
@@ -49,6 +52,7 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
         mm.KEY_MODEL_VERSION: model_version or f"g-{whash[:12]}",
         mm.KEY_WEIGHTS_HASH: whash,
         mm.KEY_QUANTIZATION: quantization,
+        mm.KEY_PRIOR_BLEND: repr(float(prior_blend)),
     }
 
 

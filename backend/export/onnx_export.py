@@ -143,12 +143,14 @@ def onnx_parity(model: Generator, onnx_path: str | Path, sizes=CHECK_SIZES, thre
 
 def export_generator(model: Generator, out_path: str | Path, feature_config: FeatureConfig,
                      train_summary: dict | None = None, model_version: str | None = None,
-                     opset: int = OPSET, method: str = "auto", atol: float = 1e-5) -> ExportResult:
+                     opset: int = OPSET, method: str = "auto", atol: float = 1e-5,
+                     prior_blend: float = 1.0) -> ExportResult:
     """Write ``model`` to ``out_path`` (atomically) as a single .onnx with metadata.
 
     method: "auto" (dynamo, then torchscript if dynamo fails or disagrees with torch),
     "dynamo" or "torchscript". Raises RuntimeError when no method gives a graph that matches torch
-    to ``atol`` or the graph contains a scatter op.
+    to ``atol`` or the graph contains a scatter op. ``prior_blend``: stored in the metadata
+    (the generator's share of the runtime weights, see backend.inference.model_meta).
     """
     out_path = Path(out_path)
     model = model.eval().cpu()
@@ -167,7 +169,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                 if bad:
                     raise RuntimeError(f"graph contains scatter ops {bad}")
                 meta = build_metadata(feature_config, dict(model.config), model.state_dict(), train_summary,
-                                      model_version)
+                                      model_version, prior_blend=prior_blend)
                 meta["exporter"] = f"torch {torch.__version__} {m}"
                 set_metadata(proto, meta)
                 onnx.checker.check_model(proto)

@@ -28,6 +28,9 @@ KEY_TRAIN_SUMMARY = "train_summary"
 KEY_DATE = "export_date"
 KEY_MODEL_VERSION = "model_version"
 KEY_WEIGHTS_HASH = "weights_sha256"
+KEY_PRIOR_BLEND = "prior_blend"
+"""Share of the generator's output in the runtime weights; the rest is the prior input (the heat or
+geodesic field the generator was given). Absent means 1.0 (the generator alone)."""
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -50,6 +53,7 @@ class ModelInfo:
     quantization: str
     model_config: dict
     train_summary: dict
+    prior_blend: float = 1.0
 
     def as_dict(self) -> dict:
         return {
@@ -58,6 +62,7 @@ class ModelInfo:
             "export_date": self.export_date,
             "weights_sha256": self.weights_hash,
             "quantization": self.quantization,
+            "prior_blend": self.prior_blend,
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -114,7 +119,16 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
             return {}
         return val if isinstance(val, dict) else {"value": val}
 
+    try:
+        blend = float(meta.get(KEY_PRIOR_BLEND, "1.0"))
+    except ValueError:
+        blend = float("nan")
+    if not 0.0 <= blend <= 1.0:
+        raise ModelError(f"{source}: {KEY_PRIOR_BLEND} metadata must be a number in [0, 1], "
+                         f"got {meta.get(KEY_PRIOR_BLEND)!r}")
+
     return ModelInfo(
+        prior_blend=blend,
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

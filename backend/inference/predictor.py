@@ -56,16 +56,21 @@ class Predictor:
     """Skin weights for rigs; the ONNX session is created once (and cached per file across predictors).
 
     model_path: .onnx file (default :func:`default_model_path`); mode: "learned", or the model-free
-    "geodesic" (volumetric geodesic falloff) or "heat" (heat diffusion, features/heat.py); device: "auto" | "cpu" | "cuda"; threads: onnxruntime intra-op
+    "geodesic" (volumetric geodesic falloff) or "heat" (heat diffusion, features/heat.py); device: "auto" | "cpu" | "cuda";
+    prior_blend: share of the generator's output in the learned mode's weights, the rest being the
+    prior the generator was given (None: the value stored in the model, 1.0 when absent); threads: onnxruntime intra-op
     threads (None: ``$AUTOSKIN_THREADS`` or onnxruntime's default); vertex_budget: meshes with more
     vertices are predicted on a simplified copy and transferred back (when simplification exists).
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, mode: str = "learned", device: str = "auto",
                  threads: int | None = None, vertex_budget: int = DEFAULT_VERTEX_BUDGET,
-                 geodesic_resolution: int = 64):
+                 geodesic_resolution: int = 64, prior_blend: float | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
+            raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
+        self.prior_blend = prior_blend
         self.mode = mode
         self.device = device
         self.threads = threads if threads is not None else default_threads()
@@ -111,6 +116,10 @@ class Predictor:
         if w_vk.shape != feats.cand.shape or not np.all(np.isfinite(w_vk)):
             raise ModelError(f"{self.model_path}: the model returned {w_vk.shape} weights "
                              f"(finite: {bool(np.all(np.isfinite(w_vk)))}) for {feats.cand.shape} candidates")
+        blend = self.prior_blend if self.prior_blend is not None else self.model.info.prior_blend
+        if blend < 1.0:  # both rows sum to 1 over the candidates, so the mix does too
+            w_vk = blend * w_vk + (1.0 - blend) * feats.prior
+        info["prior_blend"] = blend
         info.update(feature_seconds=t1 - t0, model_seconds=t2 - t1)
         return feats.to_dense(w_vk), info
 
