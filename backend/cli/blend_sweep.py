@@ -1,0 +1,56 @@
+"""Choose a model's prior blend on validation rigs (one-standard-error rule).
+
+Scores ``w = b * G + (1 - b) * prior`` for each blend b on the weighted rigs of DATA, prints a
+Markdown table and the chosen blend (the lowest b whose mean L1 is within one standard error of
+the best), and writes the table and per-rig numbers to --out (JSON). Export the model with
+``python -m backend export CKPT OUT.onnx --prior-blend B`` to ship the choice. Example:
+
+  python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val --out docs/blend_val.json
+"""
+from __future__ import annotations
+
+import argparse
+
+NAME = "blend-sweep"
+HELP = "choose the generator/prior blend of a model on validation rigs"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="exported .onnx model")
+    p.add_argument("data", help="folder of weighted .npz rigs (validation split)")
+    p.add_argument("--blends", default="1,0.9,0.75,0.6,0.5,0.25,0",
+                   help="comma-separated blends in [0, 1] (default 1,0.9,0.75,0.6,0.5,0.25,0)")
+    p.add_argument("--out", default=None, help="write the summary as JSON here")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from backend.evaluation.blend import sweep_blends
+    from backend.io.atomic import atomic_path
+    from backend.io.npz import list_rig_files
+
+    try:
+        blends = [float(x) for x in args.blends.split(",") if x.strip()]
+    except ValueError:
+        print(f"error: --blends must be comma-separated numbers, got {args.blends!r}", file=sys.stderr)
+        return 2
+    if not blends or not all(0.0 <= b <= 1.0 for b in blends):
+        print(f"error: --blends must be numbers in [0, 1], got {args.blends!r}", file=sys.stderr)
+        return 2
+    files = list_rig_files(args.data, allow_file=True, what="data folder")
+    summary = sweep_blends(files, args.model, blends, threads=args.threads)
+    print(f"{len(summary.rigs)} rigs of {args.data}, model {args.model}")
+    print(summary.table())
+    print(f"best L1 at blend {summary.best:.2f}; chosen (one-standard-error rule): {summary.chosen:.2f}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out, suffix=".json") as tmp:
+            Path(tmp).write_text(json.dumps(summary.as_dict() | {"model": str(args.model), "data": str(args.data)},
+                                            indent=1))
+        print(f"wrote {out}")
+    return 0

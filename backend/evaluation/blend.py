@@ -1,0 +1,95 @@
+"""Choosing a model's prior blend on validation rigs (numpy + onnxruntime, no torch).
+
+The runtime mixes the generator's weights with the prior it was given:
+``w = b * G + (1 - b) * prior`` (``backend.inference.model_meta.KEY_PRIOR_BLEND``). Lower b
+trusts the style-free physical prior more. :func:`choose_blend` applies the one-standard-error
+rule (Breiman et al.'s rule for picking the simplest model the data cannot tell from the best):
+the lowest b whose mean per-rig L1 exceeds the best blend's by at most the standard error of
+the paired per-rig differences.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from backend.evaluation.metrics import weight_metrics
+from backend.inference.predictor import Predictor
+from backend.io.npz import load_npz
+
+METRICS = ("l1", "precision", "recall", "dominant_acc")
+
+
+@dataclass
+class BlendSummary:
+    """Mean metrics per blend over the rigs, and the rule's verdict.
+
+    blends: (B,) float; means: metric -> (B,) float; l1: (R, B) per-rig L1; se: (B,) standard
+    error of the paired L1 difference to the best blend; chosen: the selected blend."""
+
+    blends: np.ndarray
+    means: dict[str, np.ndarray]
+    l1: np.ndarray
+    se: np.ndarray
+    best: float
+    chosen: float
+    rigs: list[str]
+
+    def table(self) -> str:
+        """Markdown table: one row per blend."""
+        lines = ["| prior blend | L1 ↓ | Δ L1 vs best | SE of Δ | precision ↑ | recall ↑ | dom. acc ↑ | |",
+                 "|---|---|---|---|---|---|---|---|"]
+        best_l1 = self.means["l1"].min()
+        for i, b in enumerate(self.blends):
+            mark = "chosen" if b == self.chosen else ("best L1" if b == self.best else "")
+            lines.append(f"| {b:.2f} | {self.means['l1'][i]:.3f} | {self.means['l1'][i] - best_l1:+.3f} | "
+                         f"{self.se[i]:.3f} | {self.means['precision'][i]:.3f} | {self.means['recall'][i]:.3f} | "
+                         f"{self.means['dominant_acc'][i]:.3f} | {mark} |")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"blends": self.blends.tolist(), "means": {k: v.tolist() for k, v in self.means.items()},
+                "se": self.se.tolist(), "best": self.best, "chosen": self.chosen, "rigs": self.rigs,
+                "per_rig_l1": self.l1.tolist(),
+                "rule": "lowest blend with mean L1 - best mean L1 <= SE of the paired per-rig differences"}
+
+
+def choose_blend(blends: Sequence[float], l1: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """One-standard-error choice. blends (B,), l1 (R, B) per-rig L1 -> (best, chosen, (B,) SE)."""
+    blends = np.asarray(blends, np.float64)
+    l1 = np.asarray(l1, np.float64)
+    if l1.ndim != 2 or l1.shape[1] != len(blends) or len(l1) == 0:
+        raise ValueError(f"l1 must be (rigs, {len(blends)}) with at least one rig, got {l1.shape}")
+    mean = l1.mean(axis=0)
+    ib = int(np.argmin(mean))
+    diff = l1 - l1[:, [ib]]
+    se = diff.std(axis=0, ddof=1) / np.sqrt(len(l1)) if len(l1) > 1 else np.zeros(len(blends))
+    ok = (mean - mean[ib]) <= se + 1e-12
+    chosen = float(blends[ok].min())
+    return float(blends[ib]), chosen, se
+
+
+def sweep_blends(files: Iterable[str | Path], model_path: str | Path, blends: Sequence[float],
+                 threads: int | None = None) -> BlendSummary:
+    """Predict every rig once per blend through the runtime (``Predictor(prior_blend=b).predict``)
+    and score it against the rig's painted weights."""
+    blends = sorted({float(b) for b in blends}, reverse=True)
+    if not blends or min(blends) < 0 or max(blends) > 1:
+        raise ValueError(f"blends must be numbers in [0, 1], got {blends}")
+    predictors = [Predictor(model_path, prior_blend=b, threads=threads) for b in blends]
+    names: list[str] = []
+    rows: list[list[dict]] = []
+    for f in files:
+        rig = load_npz(f)
+        if rig.weights is None:
+            raise ValueError(f"{f}: has no painted weights to compare with")
+        names.append(Path(f).stem)
+        rows.append([weight_metrics(rig, p.predict(rig).weights) for p in predictors])
+    if not rows:
+        raise ValueError("no rigs to sweep")
+    per = {m: np.array([[r[m] for r in rig_rows] for rig_rows in rows]) for m in METRICS}
+    best, chosen, se = choose_blend(blends, per["l1"])
+    return BlendSummary(blends=np.array(blends), means={m: v.mean(axis=0) for m, v in per.items()},
+                        l1=per["l1"], se=se, best=best, chosen=chosen, rigs=names)
