@@ -2,9 +2,15 @@
 import json
 from types import SimpleNamespace
 
+import numpy as np
+import onnx
 import pytest
 
 from backend.cli import model_card
+from backend.evaluation.blend import BlendSummary
+from backend.export.metadata import set_metadata
+from backend.export.onnx_export import export_random_generator
+from backend.features.pipeline import FeatureConfig
 
 
 def rows():
@@ -34,11 +40,21 @@ def test_card_files_written(tmp_path):
     (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 3}}))
     (run / "summary.json").write_text(json.dumps({"seconds": 120, "steps": 10}))
     model = tmp_path / "m.onnx"
-    model.write_bytes(b"123")
+    export_random_generator(model, hidden=8, fused=8, seed=0, feature_config=FeatureConfig(k_bones=4, distance="euclidean"))
+    proto = onnx.load(str(model))
+    set_metadata(proto, {"prior_blend": "0.5"})
+    onnx.save_model(proto, str(model))
+    blend = BlendSummary(blends=np.array([1.0, 0.5]), means={m: np.array([0.40, 0.41]) for m in
+                                                             ("l1", "precision", "recall", "dominant_acc")},
+                         l1=np.array([[0.4, 0.41], [0.4, 0.41]]), se=np.array([0.0, 0.02]), best=1.0, chosen=0.5,
+                         rigs=["a", "b"])
+    (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict()))
     args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
-                           train_command="train it", data_view=None, out=None)
+                           train_command="train it", data_view=None, out=None, blend=str(tmp_path / "blend.json"))
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert card["sha256"] == model_card.sha256(model) and card["evaluations"]["test"]["aggregate"]["ours"]["rigs"] == 2
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| `ours` | 2 | 0.300 |" in text and "seed 3" in text
+    assert card["prior_blend"] == 0.5 and "prior blend 0.5" in text
+    assert "| 0.50 | 0.410 | +0.010 | 0.020 |" in text and "chosen: 0.5" in text

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes", default=None, help="Markdown file with known weaknesses (and pictures)")
     p.add_argument("--train-command", default="", help="the exact command that trained the model")
     p.add_argument("--data-view", default=None, help="view.json of the data view used for training")
+    p.add_argument("--blend", default=None, help="blend-sweep JSON (--out of `python -m backend blend-sweep`) "
+                   "that chose the model's prior blend on val")
     p.add_argument("--out", default=None, help="output folder (default: the model's folder)")
 
 
@@ -111,8 +113,15 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.eval:
         name, _, folder = spec.partition("=")
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    prior_blend = float(meta.get("prior_blend", "1.0"))
+    blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     card = {
         "model": model.name,
+        "prior_blend": prior_blend,
+        "blend_sweep": blend,
         "sha256": sha256(model),
         "size_bytes": model.stat().st_size,
         "command": args.train_command,
@@ -127,12 +136,21 @@ def run(args: argparse.Namespace) -> int:
           "(the runtime also checks the weights hash stored in the file's metadata)",
           f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
           f"{(summary.get('seconds') or 0) / 60:.1f} min, {summary.get('steps')} steps, seed {config.get('run', {}).get('seed')}",
-          f"- command: `{args.train_command}`" if args.train_command else "- command: see docs/model.md", ""]
+          f"- command: `{args.train_command}`" if args.train_command else "- command: see docs/model.md",
+          f"- prior blend {prior_blend:g}: the runtime weights are {prior_blend:g} x the generator's output + "
+          f"{1 - prior_blend:g} x the prior it is given (metadata `prior_blend`)", ""]
     if view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
                f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
                "never seen in training.", ""]
     md += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in config if k in ("model", "features", "loss", "optim", "stages", "data", "ablation")}, indent=1), "```", ""]
+    if blend:
+        from backend.evaluation.blend import BlendSummary
+
+        md += ["## Prior blend (chosen on val)", "",
+               f"`python -m backend blend-sweep` on {len(blend['rigs'])} rigs of `{blend.get('data', 'val')}`: "
+               "the lowest blend whose mean L1 is within one standard error (paired over rigs) of the best "
+               f"is chosen: {blend['chosen']:g}.", "", BlendSummary.from_dict(blend).table(), ""]
     for name, ev in evals.items():
         md += [f"## Results: {name}", "", f"From `{ev['folder']}` (`python -m backend evaluate`; means over rigs).", "",
                headline_table(ev["aggregate"]), "", "Per kind:", "", kind_table(ev["aggregate"]), ""]

@@ -49,6 +49,14 @@ class BlendSummary:
                          f"{self.means['dominant_acc'][i]:.3f} | {mark} |")
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "BlendSummary":
+        """Inverse of :meth:`as_dict` (e.g. a blend-sweep --out file read back)."""
+        return cls(blends=np.array(data["blends"], np.float64),
+                   means={k: np.array(v, np.float64) for k, v in data["means"].items()},
+                   l1=np.array(data["per_rig_l1"], np.float64), se=np.array(data["se"], np.float64),
+                   best=float(data["best"]), chosen=float(data["chosen"]), rigs=list(data["rigs"]))
+
     def as_dict(self) -> dict:
         return {"blends": self.blends.tolist(), "means": {k: v.tolist() for k, v in self.means.items()},
                 "se": self.se.tolist(), "best": self.best, "chosen": self.chosen, "rigs": self.rigs,
