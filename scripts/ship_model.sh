@@ -18,7 +18,11 @@ METHODS="boneheat,nearest,envelope,geodesic,heat"
 if [ ! -f runs/shipped/summary.json ]; then
   if [ -f runs/shipped/state.pt ]; then $TRAIN_CMD --resume; else $TRAIN_CMD; fi
 fi
-python -m backend export runs/shipped/best_generator.pt models/autoskin.onnx --model-version 1.0
+# the generator alone, then its blend with the prior chosen on val (one-standard-error rule)
+python -m backend export runs/shipped/best_generator.pt runs/shipped/generator.onnx
+python -m backend blend-sweep runs/shipped/generator.onnx $VIEW/val --out docs/blend_val.json
+BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
+python -m backend export runs/shipped/best_generator.pt models/autoskin.onnx --model-version 1.1 --prior-blend "$BLEND"
 cp runs/shipped/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
 python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
@@ -27,4 +31,4 @@ python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabel
     --out runs/ablation --table docs/ablation.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
-    --ablation docs/ablation.md --notes docs/model_notes.md --train-command "$TRAIN_CMD"
+    --ablation docs/ablation.md --notes docs/model_notes.md --blend docs/blend_val.json --train-command "$TRAIN_CMD"

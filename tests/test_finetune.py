@@ -85,6 +85,23 @@ def tip_to_bone2(rig, pred: np.ndarray, z0: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- pure parts
+def test_fine_tuned_versions_keep_the_prior_blend_in_use(tmp_path):
+    from backend.export.onnx_export import export_random_generator
+    from backend.training.finetune import current_prior_blend
+
+    assert current_prior_blend(tmp_path) == 1.0  # no model in use
+    export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
+    assert current_prior_blend(tmp_path) == 1.0  # stored default
+    import onnx
+
+    proto = onnx.load(str(tmp_path / "autoskin.onnx"))
+    for p in proto.metadata_props:
+        if p.key == "prior_blend":
+            p.value = "0.4"
+    onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
+    assert current_prior_blend(tmp_path) == pytest.approx(0.4)
+
+
 def test_weighted_loss_known_values():
     g = torch.Generator().manual_seed(0)
     pred = torch.rand(6, 3, generator=g, dtype=torch.float64)

@@ -418,13 +418,33 @@ def reserve_version(folder: Path) -> int:
         return n
 
 
+def current_prior_blend(models_dir: Path) -> float:
+    """The ``prior_blend`` stored in ``models_dir/autoskin.onnx`` (the model in use); 1.0 when there is
+    no such file or it stores none. A fine-tuned version keeps the blend the shipped model was given."""
+    import onnx
+
+    from backend.inference.model_meta import KEY_PRIOR_BLEND
+
+    cur = Path(models_dir) / model_store.CURRENT_NAME
+    if not cur.is_file():
+        return 1.0
+    meta = {p.key: p.value for p in onnx.load(str(cur), load_external_data=False).metadata_props}
+    try:
+        blend = float(meta.get(KEY_PRIOR_BLEND, "1.0"))
+    except ValueError:
+        return 1.0
+    return blend if 0.0 <= blend <= 1.0 else 1.0
+
+
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
             activate: bool = True) -> model_store.ModelVersion:
     """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
-    it the model in use. A model in use that has no version yet is kept as one first."""
+    it the model in use. A model in use that has no version yet is kept as one first. The new ONNX
+    keeps the prior blend of the model in use (:func:`current_prior_blend`)."""
     from backend.export.onnx_export import export_generator
 
     models_dir = Path(models_dir)
+    blend = current_prior_blend(models_dir)
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
@@ -433,9 +453,9 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
                    "val_l1": card["metrics"]["val_new"]["l1"], "version": n}
         save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
         res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
-                               model_version=f"autoskin-v{n}", method=export_method)
+                               model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend)
         card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
-                    checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}",
+                    checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", prior_blend=blend,
                     export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
         model_store.write_text_atomic(paths["md"], model_card_text(card))
         model_store.write_json_atomic(paths["json"], card)
