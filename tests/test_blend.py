@@ -50,6 +50,22 @@ def test_one_standard_error_rule():
         choose_blend(blends, np.zeros((0, 3)))
 
 
+def test_choice_across_sets_weights_each_set_equally():
+    from backend.evaluation.blend import BlendSummary, choose_across
+
+    def summary(l1s):
+        return BlendSummary(blends=np.array([1.0, 0.5, 0.0]), means={"l1": np.array(l1s)}, l1=np.zeros((1, 3)),
+                            se=np.zeros(3), best=0.0, chosen=0.0, rigs=["r"])
+
+    # in style the model wins, out of style the prior: the middle blend is best on average
+    assert choose_across([summary([0.30, 0.33, 0.50]), summary([0.80, 0.62, 0.60])]) == 0.5
+    assert choose_across([summary([0.30, 0.33, 0.50])]) == 1.0
+    other = summary([0.3, 0.3, 0.3])
+    other.blends = np.array([1.0, 0.4, 0.0])
+    with pytest.raises(ValueError, match="different blends"):
+        choose_across([summary([0.30, 0.33, 0.50]), other])
+
+
 def test_sweep_scores_the_runtime_mix(model_path, rig_dir):
     files = sorted(rig_dir.glob("*.npz"))
     s = sweep_blends(files, model_path, [0.0, 1.0, 0.5], threads=1)
@@ -67,11 +83,14 @@ def test_sweep_scores_the_runtime_mix(model_path, rig_dir):
 def test_cli_writes_summary_and_refuses_bad_blends(model_path, rig_dir, tmp_path):
     out = tmp_path / "blend.json"
     run = subprocess.run([sys.executable, "-m", "backend", "blend-sweep", str(model_path), str(rig_dir),
-                          "--blends", "1,0", "--out", str(out), "--threads", "1"], capture_output=True, text=True)
+                          "--blends", "1,0", "--out", str(out), "--threads", "1", "--check", str(rig_dir / "chain3.npz")],
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     data = json.loads(out.read_text())
-    assert data["blends"] == [1.0, 0.0] and len(data["per_rig_l1"]) == 3 and data["chosen"] in (0.0, 1.0)
-    assert "chosen (one-standard-error rule)" in run.stdout
+    assert data["blends"] == [1.0, 0.0] and len(data["per_rig_l1"]) == 3 and len(data["check"]["per_rig_l1"]) == 1
+    avg = (np.array(data["means"]["l1"]) + np.array(data["check"]["means"]["l1"])) / 2
+    assert data["chosen"] == data["blends"][int(np.argmin(avg))]
+    assert "one-standard-error rule" in run.stdout and "averaged over" in run.stdout
     bad = subprocess.run([sys.executable, "-m", "backend", "blend-sweep", str(model_path), str(rig_dir),
                           "--blends", "1,1.5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "[0, 1]" in bad.stderr

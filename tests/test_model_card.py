@@ -48,7 +48,10 @@ def test_card_files_written(tmp_path):
                                                              ("l1", "precision", "recall", "dominant_acc")},
                          l1=np.array([[0.4, 0.41], [0.4, 0.41]]), se=np.array([0.0, 0.02]), best=1.0, chosen=0.5,
                          rigs=["a", "b"])
-    (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict()))
+    check = BlendSummary.from_dict(blend.as_dict())
+    check.means = {m: np.array([0.70, 0.60]) for m in check.means}
+    (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"check": check.as_dict(), "check_data": "oos",
+                                                                       "rule": "lowest mean"}))
     args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
                            train_command="train it", data_view=None, out=None, blend=str(tmp_path / "blend.json"))
     assert model_card.run(args) == 0
@@ -58,3 +61,4 @@ def test_card_files_written(tmp_path):
     assert "| `ours` | 2 | 0.300 |" in text and "seed 3" in text
     assert card["prior_blend"] == 0.5 and "prior blend 0.5" in text
     assert "| 0.50 | 0.410 | +0.010 | 0.020 |" in text and "chosen: 0.5" in text
+    assert "rule: lowest mean" in text and "| 0.50 | 0.600 | +0.000 |" in text

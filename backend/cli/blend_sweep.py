@@ -2,7 +2,7 @@
 
 Scores ``w = b * G + (1 - b) * prior`` for each blend b on the weighted rigs of DATA, prints a
 Markdown table and the chosen blend (the lowest b whose mean L1 is within one standard error of
-the best), and writes the table and per-rig numbers to --out (JSON). Export the model with
+the best; with --check OUT_OF_STYLE_DIR, the b with the lowest L1 averaged over both sets), and writes the table and per-rig numbers to --out (JSON). Export the model with
 ``python -m backend export CKPT OUT.onnx --prior-blend B`` to ship the choice. Example:
 
   python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val --out docs/blend_val.json
@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder of weighted .npz rigs (validation split)")
     p.add_argument("--blends", default="1,0.9,0.75,0.6,0.5,0.25,0",
                    help="comma-separated blends in [0, 1] (default 1,0.9,0.75,0.6,0.5,0.25,0)")
+    p.add_argument("--check", default=None, metavar="DIR",
+                   help="an out-of-style set of weighted rigs: the blend is then chosen by the L1 averaged over "
+                        "DATA and this set (each counts equally) instead of the one-standard-error rule on DATA")
     p.add_argument("--out", default=None, help="write the summary as JSON here")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
 
@@ -45,12 +48,26 @@ def run(args: argparse.Namespace) -> int:
     summary = sweep_blends(files, args.model, blends, threads=args.threads)
     print(f"{len(summary.rigs)} rigs of {args.data}, model {args.model}")
     print(summary.table())
-    print(f"best L1 at blend {summary.best:.2f}; chosen (one-standard-error rule): {summary.chosen:.2f}")
+    print(f"best L1 at blend {summary.best:.2f}; one-standard-error rule: {summary.chosen:.2f}")
+    result = summary.as_dict() | {"model": str(args.model), "data": str(args.data),
+                                  "rule": "one-standard-error rule on DATA"}
+    if args.check:
+        from backend.evaluation.blend import choose_across
+
+        check = sweep_blends(list_rig_files(args.check, allow_file=True, what="check folder"), args.model, blends,
+                             threads=args.threads)
+        chosen = choose_across([summary, check])
+        check.chosen = summary.chosen = chosen
+        print(f"\n{len(check.rigs)} rigs of {args.check} (out-of-style check)")
+        print(check.table())
+        print(f"chosen (lowest L1 averaged over {args.data} and {args.check}): {chosen:.2f}")
+        result = summary.as_dict() | {"model": str(args.model), "data": str(args.data), "check_data": str(args.check),
+                                      "check": check.as_dict(), "chosen": chosen,
+                                      "rule": "lowest L1 averaged over DATA and the out-of-style check"}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out, suffix=".json") as tmp:
-            Path(tmp).write_text(json.dumps(summary.as_dict() | {"model": str(args.model), "data": str(args.data)},
-                                            indent=1))
+            Path(tmp).write_text(json.dumps(result, indent=1))
         print(f"wrote {out}")
     return 0

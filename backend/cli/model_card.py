@@ -147,10 +147,13 @@ def run(args: argparse.Namespace) -> int:
     if blend:
         from backend.evaluation.blend import BlendSummary
 
-        md += ["## Prior blend (chosen on val)", "",
-               f"`python -m backend blend-sweep` on {len(blend['rigs'])} rigs of `{blend.get('data', 'val')}`: "
-               "the lowest blend whose mean L1 is within one standard error (paired over rigs) of the best "
-               f"is chosen: {blend['chosen']:g}.", "", BlendSummary.from_dict(blend).table(), ""]
+        md += ["## Prior blend", "",
+               f"`python -m backend blend-sweep` on {len(blend['rigs'])} rigs of `{blend.get('data', 'val')}`"
+               + (f" and {len(blend['check']['rigs'])} rigs of `{blend.get('check_data')}`" if blend.get("check") else "")
+               + f"; rule: {blend.get('rule', 'one-standard-error rule')}; chosen: {blend['chosen']:g}.", "",
+               BlendSummary.from_dict(blend).table(), ""]
+        if blend.get("check"):
+            md += [f"On `{blend.get('check_data')}`:", "", BlendSummary.from_dict(blend["check"]).table(), ""]
     for name, ev in evals.items():
         md += [f"## Results: {name}", "", f"From `{ev['folder']}` (`python -m backend evaluate`; means over rigs).", "",
                headline_table(ev["aggregate"]), "", "Per kind:", "", kind_table(ev["aggregate"]), ""]

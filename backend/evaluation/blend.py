@@ -5,7 +5,9 @@ The runtime mixes the generator's weights with the prior it was given:
 trusts the style-free physical prior more. :func:`choose_blend` applies the one-standard-error
 rule (Breiman et al.'s rule for picking the simplest model the data cannot tell from the best):
 the lowest b whose mean per-rig L1 exceeds the best blend's by at most the standard error of
-the paired per-rig differences.
+the paired per-rig differences. With a second, out-of-style set, :func:`choose_across` instead
+takes the blend with the lowest L1 averaged over both sets (training style and other styles count
+equally).
 """
 from __future__ import annotations
 
@@ -60,8 +62,7 @@ class BlendSummary:
     def as_dict(self) -> dict:
         return {"blends": self.blends.tolist(), "means": {k: v.tolist() for k, v in self.means.items()},
                 "se": self.se.tolist(), "best": self.best, "chosen": self.chosen, "rigs": self.rigs,
-                "per_rig_l1": self.l1.tolist(),
-                "rule": "lowest blend with mean L1 - best mean L1 <= SE of the paired per-rig differences"}
+                "per_rig_l1": self.l1.tolist()}
 
 
 def choose_blend(blends: Sequence[float], l1: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -77,6 +78,19 @@ def choose_blend(blends: Sequence[float], l1: np.ndarray) -> tuple[float, float,
     ok = (mean - mean[ib]) <= se + 1e-12
     chosen = float(blends[ok].min())
     return float(blends[ib]), chosen, se
+
+
+def choose_across(summaries: Sequence[BlendSummary]) -> float:
+    """The blend with the lowest mean over the sets of each set's mean per-rig L1 (every set counts
+    equally, e.g. val in the training style and an out-of-style check). All sets must share blends."""
+    if not summaries:
+        raise ValueError("no sets to choose across")
+    blends = summaries[0].blends
+    for s in summaries[1:]:
+        if not np.array_equal(s.blends, blends):
+            raise ValueError("the sets were swept over different blends")
+    score = np.mean([s.means["l1"] for s in summaries], axis=0)
+    return float(blends[int(np.argmin(score))])
 
 
 def sweep_blends(files: Iterable[str | Path], model_path: str | Path, blends: Sequence[float],
