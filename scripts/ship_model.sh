@@ -18,9 +18,10 @@ METHODS="boneheat,nearest,envelope,geodesic,heat"
 if [ ! -f runs/shipped/summary.json ]; then
   if [ -f runs/shipped/state.pt ]; then $TRAIN_CMD --resume; else $TRAIN_CMD; fi
 fi
-# the generator alone, then its blend with the prior chosen on val (one-standard-error rule)
+# the generator alone, then its blend with the prior: lowest L1 averaged over val and the out-of-style check
 python -m backend export runs/shipped/best_generator.pt runs/shipped/generator.onnx
-python -m backend blend-sweep runs/shipped/generator.onnx $VIEW/val --out docs/blend_val.json
+python -m backend blend-sweep runs/shipped/generator.onnx $VIEW/val --check $VIEW/out_of_style \
+    --blends 1,0.9,0.75,0.6,0.5,0.4,0.3,0.2,0 --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
 python -m backend export runs/shipped/best_generator.pt models/autoskin.onnx --model-version 1.1 --prior-blend "$BLEND"
 cp runs/shipped/best_generator.pt models/autoskin.pth
