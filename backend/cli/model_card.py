@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
                f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
-               "never seen in training.", ""]
+               "never seen in training" + (" (it was used to choose the prior blend, see below)" if blend and blend.get("check") else "")
+               + ".", ""]
     md += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in config if k in ("model", "features", "loss", "optim", "stages", "data", "ablation")}, indent=1), "```", ""]
     if blend:
         from backend.evaluation.blend import BlendSummary
