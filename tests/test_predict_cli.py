@@ -115,3 +115,24 @@ def test_skin_glb_to_blend(model_path, tmp_path):
 
     ref = Predictor(model_path).predict(load_rig_file(src, require_weights=False), max_influences=2)
     assert np.abs(back.weights - ref.weights).max() < 1e-3
+
+
+def test_prior_blend_option(model_path, tmp_path, capsys):
+    """--prior-blend 0 gives the model's prior (post-processed); a value outside [0, 1] is refused."""
+    from backend.features.pipeline import compute_features
+    from backend.inference.postprocess import postprocess
+
+    rig = make_capsule_chain(4, with_weights=False)
+    src = tmp_path / "rig.npz"
+    save_npz(rig, src)
+    outs = {}
+    for b in ("0", "1"):
+        dst = tmp_path / f"b{b}.npz"
+        assert main(["skin", str(src), str(dst), "--model", str(model_path), "--prior-blend", b]) == 0
+        outs[b] = load_npz(dst).weights
+    feats = compute_features(rig, FeatureConfig(k_bones=4, distance="euclidean"))
+    np.testing.assert_allclose(outs["0"], postprocess(feats.to_dense(feats.prior), rig.faces), atol=1e-5)
+    assert not np.allclose(outs["0"], outs["1"], atol=1e-3)
+    with pytest.raises(SystemExit) as exc:
+        main(["skin", str(src), str(tmp_path / "x.npz"), "--model", str(model_path), "--prior-blend", "1.5"])
+    assert exc.value.code == 2 and "[0, 1]" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from backend.cli.skin import add_common
+from backend.cli.skin import add_common, make_predictor
 
 NAME = "predict"
 HELP = "predict weights for every .npz of a folder (OUT_DIR/<name>.npz with key 'weights')"
@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from backend.inference.predictor import Predictor
     from backend.inference.rigfiles import read_rig_for_prediction
     from backend.io.npz import save_arrays
     from backend.rig import RigError
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: {in_dir}: no .npz files", file=sys.stderr)
         return 1
-    predictor = Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads)
+    predictor = make_predictor(args)
     written, failed = 0, []
     bar = tqdm(files, desc=f"predict ({args.mode})", unit="rig", file=sys.stderr)
     for path in bar:

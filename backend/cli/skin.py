@@ -15,6 +15,17 @@ NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
 
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options shared with ``predict``."""
     p.add_argument("--mode", choices=("learned", "geodesic", "heat"), default="learned",
@@ -25,6 +36,17 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=int, default=0, help="Laplacian smoothing iterations over the mesh (0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
+    p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
+                   help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the value stored "
+                        "in the model; 1 = the network alone)")
+
+
+def make_predictor(args: argparse.Namespace):
+    """The Predictor the common options ask for."""
+    from backend.inference.predictor import Predictor
+
+    return Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads,
+                     prior_blend=args.prior_blend)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,10 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.inference.predictor import Predictor
     from backend.inference.rigfiles import read_rig_for_prediction, write_skinned_rig
 
-    predictor = Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads)
+    predictor = make_predictor(args)
     rig = read_rig_for_prediction(args.input)
     pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth)
     out = write_skinned_rig(rig.with_weights(pred.weights), args.output)
