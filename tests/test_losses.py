@@ -174,3 +174,24 @@ def test_cross_entropy_term_of_the_supervised_loss():
     base, mse, cos = supervised_loss(pred, target, mask, valid, 0.1)
     with_ce, mse2, _ = supervised_loss(pred, target, mask, valid, 0.1, ce_lambda=2.0)
     assert abs(float(with_ce - base) - 2.0 * float(ce)) < 1e-5 and float(mse) == float(mse2)
+
+
+def test_rig_balance_gives_every_rig_equal_weight():
+    import torch
+
+    from backend.training.losses import masked_mse, rig_balance_weights, supervised_loss
+
+    torch.manual_seed(0)
+    graph = torch.tensor([0, 1, 1, 1, 1])
+    valid = torch.tensor([True, True, True, True, False])  # rig 1 has 3 valid rows
+    rw = rig_balance_weights(graph, valid)
+    assert torch.allclose(rw, torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3, 0.0]))
+    pred = torch.softmax(torch.randn(5, 4), 1)
+    target = torch.softmax(torch.randn(5, 4), 1)
+    mask = torch.ones(5, 4, dtype=torch.bool)
+    _, mse_bal, _ = supervised_loss(pred, target, mask, valid, row_weight=rw)
+    per_rig = [masked_mse(pred[i], target[i], mask[i]) for i in ([0], [1, 2, 3])]
+    assert torch.allclose(mse_bal, (per_rig[0] + per_rig[1]) / 2)
+    _, mse_plain, _ = supervised_loss(pred, target, mask, valid)
+    assert torch.allclose(mse_plain, masked_mse(pred[:4], target[:4], mask[:4]))
+    assert not torch.allclose(mse_bal, mse_plain)
