@@ -34,18 +34,21 @@ def _import_predictor():
     return Predictor
 
 
-def get_predictor(mode: str, model_file: str, device: str):
-    """A cached ``Predictor`` for (mode, model file and its mtime, device); raises RigError subclasses."""
+def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None):
+    """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend); raises RigError
+    subclasses. ``prior_blend`` None: the blend stored in the model."""
     if mode == "LEARNED" and not os.path.isfile(model_file):
         raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
                          f"add-on preferences, or use the Geodesic mode (no model needed)")
     key = (mode, model_file if mode == "LEARNED" else "",
-           os.path.getmtime(model_file) if mode == "LEARNED" else 0.0, device)
+           os.path.getmtime(model_file) if mode == "LEARNED" else 0.0, device,
+           prior_blend if mode == "LEARNED" else None)
     if key not in _PREDICTORS:
         Predictor = _import_predictor()
         _PREDICTORS.clear()
         _PREDICTORS[key] = Predictor(model_path=model_file if mode == "LEARNED" else None,
-                                     mode=mode.lower(), device=device.lower())
+                                     mode=mode.lower(), device=device.lower(),
+                                     prior_blend=prior_blend if mode == "LEARNED" else None)
     return _PREDICTORS[key]
 
 
@@ -92,7 +95,9 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         layout = self.layout
         layout.use_property_split = True
         for name in preferences.OPTION_NAMES:
-            if name == "model_path" and self.mode != "LEARNED":
+            if name in preferences.LEARNED_ONLY and self.mode != "LEARNED":
+                continue
+            if name == "network_share" and not self.set_network_share:
                 continue
             layout.prop(self, name)
 
@@ -103,7 +108,9 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
             try:
                 target = read_target(context, opt["only_selected_bones"], opt["respect_locked"])
                 progress.update(10)
-                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"])
+                blend = float(opt["network_share"]) if opt["set_network_share"] else None
+                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"],
+                                          blend)
                 progress.update(20)
                 pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
                                          prune=opt["prune_threshold"], smooth=opt["smoothing"])

@@ -22,7 +22,10 @@ DEVICE_ITEMS = [
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
 OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "device", "model_path",
+                "set_network_share", "network_share",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
+LEARNED_ONLY = ("model_path", "set_network_share", "network_share")
+"""Options that mean something in the Learned mode only (hidden in the others)."""
 
 
 def option_properties(operator: bool) -> dict:
@@ -44,6 +47,14 @@ def option_properties(operator: bool) -> dict:
         "model_path": StringProperty(
             name="Model", subtype="FILE_PATH", default="",
             description="ONNX model file (empty: the model bundled with the extension)", **opts),
+        "set_network_share": BoolProperty(
+            name="Set Network Share", default=False,
+            description="Learned mode: choose how much of the result comes from the network and how "
+                        "much from the heat prior, instead of the mix stored in the model", **opts),
+        "network_share": FloatProperty(
+            name="Network Share", default=0.4, min=0.0, max=1.0, precision=2, subtype="FACTOR",
+            description="1: the network alone (closest to the training artists' style); 0: the heat "
+                        "prior alone (physically based, no style)", **opts),
         "only_selected_bones": BoolProperty(
             name="Only Selected Bones", default=False,
             description="Weight only the selected bones (pose or edit mode selection); the other "

@@ -482,6 +482,30 @@ def test_learned_mode_with_tiny_model(fresh, tmp_path):
     assert mesh[sys.modules[PKG + ".export_corrections"].KEY_VERSION] != "geodesic"
 
 
+def test_network_share_overrides_the_model_blend(fresh, tmp_path):
+    """Set Network Share 0 gives the model's heat prior, as the runtime computes it; unset keeps the model's mix."""
+    export = pytest.importorskip("backend.export.onnx_export")
+    from backend.features.pipeline import FeatureConfig
+    from backend.inference.predictor import Predictor
+
+    path = tmp_path / "tiny.onnx"
+    export.export_random_generator(path, hidden=16, fused=16, seed=1,
+                                   feature_config=FeatureConfig(k_bones=3, distance="euclidean"))
+    mesh, arm, rig = make_scene(3)
+    names = ["bone_0", "bone_1", "bone_2"]
+    got = {}
+    for key, kw in (("model", {}), ("prior", {"set_network_share": True, "network_share": 0.0}),
+                    ("net", {"set_network_share": True, "network_share": 1.0})):
+        select(mesh, arm)
+        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
+        assert res == {"FINISHED"}, msg
+        got[key] = weights(mesh, names)
+    np.testing.assert_allclose(got["model"], got["net"], atol=1e-6)  # the tiny model stores blend 1
+    expected = Predictor(path, prior_blend=0.0, device="cpu").predict(rig, max_influences=0, prune=0.0).weights
+    np.testing.assert_allclose(got["prior"], expected, atol=1e-3)
+    assert np.abs(got["prior"] - got["net"]).max() > 1e-2
+
+
 def test_export_corrected_weights(fresh, tmp_path):
     mesh, arm, rig = make_scene(3)
     assert run()[0] == {"FINISHED"}
