@@ -37,18 +37,17 @@ def _import_predictor():
 def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None):
     """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend); raises RigError
     subclasses. ``prior_blend`` None: the blend stored in the model."""
-    if mode == "LEARNED" and not os.path.isfile(model_file):
+    learned = mode == "LEARNED"
+    prior_blend = prior_blend if learned else None
+    if learned and not os.path.isfile(model_file):
         raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
                          f"add-on preferences, or use the Geodesic mode (no model needed)")
-    key = (mode, model_file if mode == "LEARNED" else "",
-           os.path.getmtime(model_file) if mode == "LEARNED" else 0.0, device,
-           prior_blend if mode == "LEARNED" else None)
+    key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device, prior_blend)
     if key not in _PREDICTORS:
         Predictor = _import_predictor()
         _PREDICTORS.clear()
-        _PREDICTORS[key] = Predictor(model_path=model_file if mode == "LEARNED" else None,
-                                     mode=mode.lower(), device=device.lower(),
-                                     prior_blend=prior_blend if mode == "LEARNED" else None)
+        _PREDICTORS[key] = Predictor(model_path=model_file if learned else None, mode=mode.lower(),
+                                     device=device.lower(), prior_blend=prior_blend)
     return _PREDICTORS[key]
 
 

@@ -4,6 +4,7 @@
   never read or write the user's Blender configuration.
 * ``small_rig`` is a fixture factory building a capsule chain :class:`backend.rig.Rig` in numpy
   (``make_capsule_chain`` is importable as a plain function too).
+* ``export_tiny_model`` writes a random (untrained) generator as an ONNX model.
 * ``DATA_DIR`` / ``needs_data``: the shared data folder and a skip marker for when it is absent.
 """
 from __future__ import annotations
@@ -96,3 +97,14 @@ def make_capsule_chain(
 def small_rig():
     """Factory: ``small_rig(n_bones=3, **kw) -> Rig`` (see :func:`make_capsule_chain`)."""
     return make_capsule_chain
+
+
+def export_tiny_model(path: str | Path, seed: int = 0, width: int = 32, k_bones: int = 4) -> Path:
+    """Export a randomly initialised generator (hidden = fused = ``width``, ``k_bones`` Euclidean
+    candidates) to ``path`` as an ONNX model; returns the path. Needs torch."""
+    from backend.export.onnx_export import export_random_generator
+    from backend.features.pipeline import FeatureConfig
+
+    export_random_generator(path, hidden=width, fused=width, seed=seed,
+                            feature_config=FeatureConfig(k_bones=k_bones, distance="euclidean"))
+    return Path(path)

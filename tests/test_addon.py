@@ -466,13 +466,16 @@ def test_failed_rerun_keeps_the_first_result_and_its_stored_prediction(fresh, mo
 
 
 # ----------------------------------------------------------------------------- learned mode, export
-def test_learned_mode_with_tiny_model(fresh, tmp_path):
-    export = pytest.importorskip("backend.export.onnx_export")
-    from backend.features.pipeline import FeatureConfig
+def tiny_model(tmp_path, seed: int) -> Path:
+    """A random 3-candidate generator as ONNX (skips without torch)."""
+    pytest.importorskip("backend.export.onnx_export")
+    from conftest import export_tiny_model
 
-    path = tmp_path / "tiny.onnx"
-    export.export_random_generator(path, hidden=16, fused=16, seed=0,
-                                   feature_config=FeatureConfig(k_bones=3, distance="euclidean"))
+    return export_tiny_model(tmp_path / "tiny.onnx", seed=seed, width=16, k_bones=3)
+
+
+def test_learned_mode_with_tiny_model(fresh, tmp_path):
+    path = tiny_model(tmp_path, seed=0)
     mesh, arm, rig = make_scene(3)
     res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=2)
     assert res == {"FINISHED"}, msg
@@ -484,13 +487,9 @@ def test_learned_mode_with_tiny_model(fresh, tmp_path):
 
 def test_network_share_overrides_the_model_blend(fresh, tmp_path):
     """Set Network Share 0 gives the model's heat prior, as the runtime computes it; unset keeps the model's mix."""
-    export = pytest.importorskip("backend.export.onnx_export")
-    from backend.features.pipeline import FeatureConfig
+    path = tiny_model(tmp_path, seed=1)
     from backend.inference.predictor import Predictor
 
-    path = tmp_path / "tiny.onnx"
-    export.export_random_generator(path, hidden=16, fused=16, seed=1,
-                                   feature_config=FeatureConfig(k_bones=3, distance="euclidean"))
     mesh, arm, rig = make_scene(3)
     names = ["bone_0", "bone_1", "bone_2"]
     got = {}

@@ -10,20 +10,17 @@ import pytest
 
 from backend.evaluation.blend import choose_blend, sweep_blends
 from backend.evaluation.metrics import weight_metrics
-from backend.export.onnx_export import export_random_generator
 from backend.features.pipeline import FeatureConfig, compute_features
 from backend.inference.postprocess import postprocess
 from backend.io.npz import save_npz
-from conftest import make_capsule_chain
+from conftest import export_tiny_model, make_capsule_chain
 
 FCFG = FeatureConfig(k_bones=4, distance="euclidean")
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("blend_model") / "tiny.onnx"
-    export_random_generator(path, hidden=32, fused=32, seed=3, feature_config=FCFG)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp("blend_model") / "tiny.onnx", seed=3)
 
 
 @pytest.fixture(scope="module")

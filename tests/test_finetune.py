@@ -100,6 +100,14 @@ def test_fine_tuned_versions_keep_the_prior_blend_in_use(tmp_path):
             p.value = "0.4"
     onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
     assert current_prior_blend(tmp_path) == pytest.approx(0.4)
+    for p in proto.metadata_props:
+        if p.key == "prior_blend":
+            p.value = "lots"
+    onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
+    from backend.inference.model_meta import ModelError
+
+    with pytest.raises(ModelError, match="prior_blend"):  # never silently replaced by another mix
+        current_prior_blend(tmp_path)
 
 
 def test_weighted_loss_known_values():

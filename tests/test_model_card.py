@@ -9,8 +9,7 @@ import pytest
 from backend.cli import model_card
 from backend.evaluation.blend import BlendSummary
 from backend.export.metadata import set_metadata
-from backend.export.onnx_export import export_random_generator
-from backend.features.pipeline import FeatureConfig
+from conftest import export_tiny_model
 
 
 def rows():
@@ -40,7 +39,7 @@ def test_card_files_written(tmp_path):
     (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 3}}))
     (run / "summary.json").write_text(json.dumps({"seconds": 120, "steps": 10}))
     model = tmp_path / "m.onnx"
-    export_random_generator(model, hidden=8, fused=8, seed=0, feature_config=FeatureConfig(k_bones=4, distance="euclidean"))
+    export_tiny_model(model, width=8)
     proto = onnx.load(str(model))
     set_metadata(proto, {"prior_blend": "0.5"})
     onnx.save_model(proto, str(model))

@@ -5,17 +5,15 @@ import numpy as np
 import pytest
 
 from backend.__main__ import main
-from backend.export.onnx_export import export_random_generator
 from backend.features.pipeline import FeatureConfig
 from backend.inference.session import clear_cache
 from backend.io.npz import load_npz, rig_arrays, save_npz
-from conftest import make_capsule_chain
+from conftest import export_tiny_model, make_capsule_chain
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_random_generator(path, hidden=32, fused=32, feature_config=FeatureConfig(k_bones=4, distance="euclidean"))
+    path = export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
     clear_cache()
     return path
 

@@ -9,7 +9,6 @@ import onnx
 import pytest
 
 from backend.export.metadata import get_metadata, set_metadata
-from backend.export.onnx_export import export_random_generator
 from backend.features.pipeline import FeatureConfig
 from backend.inference import model_meta as mm
 from backend.inference import predictor as predictor_mod
@@ -17,16 +16,14 @@ from backend.inference import session as session_mod
 from backend.inference.model_meta import ModelError
 from backend.inference.predictor import Predictor
 from backend.rig import RigError, make_rig
-from conftest import make_capsule_chain
+from conftest import export_tiny_model, make_capsule_chain
 
 FCFG = FeatureConfig(k_bones=4, distance="euclidean")
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_random_generator(path, hidden=32, fused=32, seed=0, feature_config=FCFG)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(autouse=True)

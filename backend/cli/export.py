@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from backend.cli.skin import unit_interval
+
 NAME = "export"
 HELP = "export a generator checkpoint to ONNX (optionally int8-quantised)"
 
@@ -21,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="ONNX exporter (auto: dynamo, then torchscript)")
     p.add_argument("--model-version", default=None, help="version string stored in the model")
-    p.add_argument("--prior-blend", type=float, default=1.0,
+    p.add_argument("--prior-blend", type=unit_interval, default=1.0,
                    help="share of the generator in the runtime weights, the rest is its prior input "
                         "(0..1, default 1: the generator alone; choose it on val)")
 
@@ -36,9 +38,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         print(f"error: {out}: the output must end in .onnx", flush=True)
-        return 2
-    if not 0.0 <= args.prior_blend <= 1.0:
-        print(f"error: --prior-blend must be in [0, 1], got {args.prior_blend}", flush=True)
         return 2
     model, ckpt = load_checkpoint(args.checkpoint)
     fcfg = feature_config_of(ckpt, str(args.checkpoint))

@@ -115,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
     import onnxruntime as ort
 
+    from backend.inference.model_meta import parse_prior_blend
+
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    prior_blend = float(meta.get("prior_blend", "1.0"))
+    prior_blend = parse_prior_blend(meta, model)
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     card = {
         "model": model.name,

@@ -91,6 +91,19 @@ def feature_config_from_json(text: str, source: str) -> FeatureConfig:
         raise ModelError(f"{source}: bad feature_config metadata ({exc})") from None
 
 
+def parse_prior_blend(meta: Mapping[str, str], source: str | Path) -> float:
+    """The ``prior_blend`` of a model's metadata (1.0 when absent); ModelError naming ``source`` unless
+    it is a number in [0, 1]."""
+    text = meta.get(KEY_PRIOR_BLEND, "1.0")
+    try:
+        blend = float(text)
+    except ValueError:
+        blend = float("nan")
+    if not 0.0 <= blend <= 1.0:
+        raise ModelError(f"{source}: {KEY_PRIOR_BLEND} metadata must be a number in [0, 1], got {text!r}")
+    return blend
+
+
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
     """Check ``meta`` (the model's metadata_props) against the installed feature code.
 
@@ -119,16 +132,8 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
             return {}
         return val if isinstance(val, dict) else {"value": val}
 
-    try:
-        blend = float(meta.get(KEY_PRIOR_BLEND, "1.0"))
-    except ValueError:
-        blend = float("nan")
-    if not 0.0 <= blend <= 1.0:
-        raise ModelError(f"{source}: {KEY_PRIOR_BLEND} metadata must be a number in [0, 1], "
-                         f"got {meta.get(KEY_PRIOR_BLEND)!r}")
-
     return ModelInfo(
-        prior_blend=blend,
+        prior_blend=parse_prior_blend(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

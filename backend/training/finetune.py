@@ -420,20 +420,17 @@ def reserve_version(folder: Path) -> int:
 
 def current_prior_blend(models_dir: Path) -> float:
     """The ``prior_blend`` stored in ``models_dir/autoskin.onnx`` (the model in use); 1.0 when there is
-    no such file or it stores none. A fine-tuned version keeps the blend the shipped model was given."""
+    no such file or it stores none (ModelError for an invalid one). A fine-tuned version keeps the
+    blend the shipped model was given."""
     import onnx
 
-    from backend.inference.model_meta import KEY_PRIOR_BLEND
+    from backend.export.metadata import get_metadata
+    from backend.inference.model_meta import parse_prior_blend
 
     cur = Path(models_dir) / model_store.CURRENT_NAME
     if not cur.is_file():
         return 1.0
-    meta = {p.key: p.value for p in onnx.load(str(cur), load_external_data=False).metadata_props}
-    try:
-        blend = float(meta.get(KEY_PRIOR_BLEND, "1.0"))
-    except ValueError:
-        return 1.0
-    return blend if 0.0 <= blend <= 1.0 else 1.0
+    return parse_prior_blend(get_metadata(onnx.load(str(cur), load_external_data=False)), cur)
 
 
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
