@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.features.augment import AugmentConfig, augment_rig, axis_angle_matrix, pose_rig
+from backend.features.augment import (AugmentConfig, augment_rig, axis_angle_matrix, pose_rig, remesh_rig,
+                                      subdivide_rig)
 from backend.rig import RigError, validate_rig
 from conftest import make_capsule_chain
 
@@ -98,3 +99,50 @@ def test_needs_weights():
     rig = make_capsule_chain(2, with_weights=False)
     with pytest.raises(RigError, match="weights"):
         augment_rig(rig, np.random.default_rng(0))
+
+
+def _area(rig) -> float:
+    v = rig.vertices.astype(np.float64)[rig.faces.astype(np.int64)]
+    return float(0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1).sum())
+
+
+def test_subdivision_keeps_the_surface_and_interpolates_weights():
+    rig = make_capsule_chain(3)
+    out = subdivide_rig(rig)
+    edges = {tuple(sorted(e)) for f in rig.faces.tolist() for e in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    assert out.num_vertices == rig.num_vertices + len(edges)
+    assert len(out.faces) == 4 * len(rig.faces)
+    np.testing.assert_allclose(_area(out), _area(rig), rtol=1e-5)
+    validate_rig(out, require_weights=True)
+    assert np.array_equal(out.vertices[:rig.num_vertices], rig.vertices)
+    # every new vertex is the midpoint of one original edge and carries the mean of its ends' weights
+    a, b = np.array(sorted(edges)).T
+    mids = 0.5 * (rig.vertices[a] + rig.vertices[b])
+    new = out.vertices[rig.num_vertices:]
+    order = np.lexsort(new.T)
+    ref = np.lexsort(mids.T)
+    np.testing.assert_allclose(new[order], mids[ref], atol=1e-6)
+    np.testing.assert_allclose(out.weights[rig.num_vertices:][order],
+                               0.5 * (rig.weights[a] + rig.weights[b])[ref], atol=1e-6)
+
+
+def test_remesh_changes_density_within_its_bounds():
+    rig = make_capsule_chain(3, segments=24, rings=40)
+    sizes = set()
+    for seed in range(8):
+        out = remesh_rig(rig, np.random.default_rng(seed), max_vertices=10**6)
+        validate_rig(out, require_weights=True)
+        sizes.add(out.num_vertices)
+        assert out.num_vertices > 2 * rig.num_vertices or out.num_vertices <= 0.7 * rig.num_vertices
+    assert max(sizes) > 2 * rig.num_vertices and min(sizes) <= 0.7 * rig.num_vertices  # both ways drawn
+    # no subdivision past the cap: only decimation is left
+    for seed in range(4):
+        assert remesh_rig(rig, np.random.default_rng(seed), max_vertices=rig.num_vertices).num_vertices < rig.num_vertices
+
+
+def test_augmentation_with_remeshing_gives_a_consistent_rig():
+    rig = make_capsule_chain(3)
+    out = augment_rig(rig, np.random.default_rng(0), AugmentConfig(remesh=1.0))
+    assert out.num_vertices != rig.num_vertices
+    validate_rig(out, require_weights=True)
+    np.testing.assert_allclose(out.weights.sum(axis=1), 1.0, atol=1e-5)

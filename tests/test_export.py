@@ -147,6 +147,23 @@ def test_export_command_from_checkpoint(tmp_path, capsys):
     assert json.loads(meta[mm.KEY_FEATURE_CONFIG])["k_bones"] == 4
 
 
+def test_relative_inputs_model_round_trips_through_checkpoint_and_onnx(tmp_path):
+    torch.manual_seed(2)
+    model = Generator(hidden=16, fused=16, relative_inputs=True).eval()
+    ckpt = tmp_path / "g.pt"
+    torch.save(checkpoint_dict(model, FCFG, {"epochs": 1}), ckpt)
+    loaded, _ = load_checkpoint(ckpt)
+    assert loaded.relative_inputs
+    res = export_generator(loaded, tmp_path / "g.onnx", FCFG)
+    assert res.max_abs_diff <= 1e-5
+    inputs = compute_features(make_capsule_chain(3, segments=8), FCFG).model_inputs()
+    shifted = dict(inputs, vertex_feat=inputs["vertex_feat"] + np.float32(0.25) * (np.arange(10) < 3))
+    sess = ort_session(tmp_path / "g.onnx")
+    a, b = sess.run(["weights"], inputs)[0], sess.run(["weights"], shifted)[0]
+    np.testing.assert_allclose(a, torch_forward(model, inputs), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_export_command_refuses_other_feature_version(tmp_path, capsys):
     model = Generator(hidden=8, fused=8)
     d = checkpoint_dict(model, FCFG)

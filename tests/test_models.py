@@ -59,6 +59,30 @@ def test_generator_is_bone_permutation_equivariant(feats):
     assert torch.allclose(d1, d2[:, inv], atol=1e-6)
 
 
+def test_relative_inputs_ignore_where_the_character_sits(feats):
+    from backend.features.pipeline import BONE_POSITION_COLUMNS, VERTEX_POSITION_COLUMNS
+
+    b = tensors(feats[0].model_inputs())
+    moved = dict(b)
+    moved["vertex_feat"] = b["vertex_feat"].clone()
+    moved["vertex_feat"][:, list(VERTEX_POSITION_COLUMNS)] += torch.tensor([0.3, -0.2, 0.5])
+    moved["bone_feat"] = b["bone_feat"].clone()
+    moved["bone_feat"][:, list(BONE_POSITION_COLUMNS)] += torch.tensor([0.3, -0.2, 0.5] * 2)
+    for relative in (False, True):
+        torch.manual_seed(0)
+        G = Generator(hidden=16, fused=16, relative_inputs=relative).eval()
+        with torch.no_grad():
+            diff = (G(*gen_inputs(b)) - G(*gen_inputs(moved))).abs().max().item()
+        if relative:
+            assert diff < 1e-6
+        else:
+            assert diff > 1e-4  # the default model does see absolute positions
+    # the masks follow the config and are not part of the weights
+    G = Generator(hidden=16, fused=16, relative_inputs=True)
+    assert "vertex_mask" not in G.state_dict()
+    assert Generator(**G.config).relative_inputs
+
+
 def random_weights(shape, seed):
     w = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
     return w / w.sum(1, keepdim=True)

@@ -132,6 +132,21 @@ def test_crop_sample_and_targets(tmp_path, data_dir):
     assert not unl.labeled and not unl.row_valid.any()
 
 
+def test_remeshed_variants_have_their_own_cache_entries(tmp_path, data_dir):
+    from backend.features.augment import AugmentConfig
+    from backend.features.pipeline import FeatureConfig
+
+    fc = FeatureConfig(distance="euclidean", k_bones=3)
+    path = data_dir / "train" / "train_2.npz"
+    plain = FeatureStore(tmp_path, fc)
+    remesh = FeatureStore(tmp_path, fc, AugmentConfig(remesh=1.0))
+    assert plain.key_parts(path, 0) == remesh.key_parts(path, 0)  # the rig itself is shared
+    assert plain.key_parts(path, 1) != remesh.key_parts(path, 1)
+    a, b = plain.sample(path, 1), remesh.sample(path, 1)
+    assert a.num_vertices != b.num_vertices  # the remeshed variant has another tessellation
+    assert np.allclose(b.target[b.row_valid].sum(1), 1.0, atol=1e-5)
+
+
 def test_candidate_targets_renormalise_over_candidates():
     w = np.array([[0.5, 0.3, 0.2], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], np.float32)
     cand = np.array([[0, 1], [0, 1], [1, 0]])

@@ -28,6 +28,8 @@ class AugmentConfig:
     rotation_deg: float = 5.0  # per-bone rotation angle drawn in [-a, a] degrees, random axis
     translation_sigma: float = 0.02  # root translation, canonical units
     label_smoothing: float = 0.1  # w <- (1 - s) w + s * mean of mesh neighbours' w
+    remesh: float = 0.0  # probability of a tessellation change: midpoint subdivision or decimation
+    remesh_max_vertices: int = 12000  # subdivision only when the result stays below this
 
 
 def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -91,13 +93,58 @@ def _thicken(rig: Rig, factors: np.ndarray) -> np.ndarray:
     return out
 
 
+def subdivide_rig(rig: Rig) -> Rig:
+    """Midpoint subdivision: every triangle -> 4, one new vertex per edge whose weights (and
+    mesh part) are the mean of the edge's two ends. The surface does not change; the density
+    goes up about 4x. Returns a new Rig."""
+    f = np.asarray(rig.faces, np.int64)
+    V = rig.num_vertices
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])  # (3F, 2) edge k of face i at k*F + i
+    key = np.sort(e, axis=1)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    mid = V + inv.reshape(3, -1).T  # (F, 3) new vertex on edges 01, 12, 20
+    a, b, c = f.T
+    m01, m12, m20 = mid.T
+    faces = np.concatenate([
+        np.stack([a, m01, m20], 1), np.stack([m01, b, m12], 1),
+        np.stack([m20, m12, c], 1), np.stack([m01, m12, m20], 1)])
+    out = rig.copy()
+    v = rig.vertices.astype(np.float64)
+    out.vertices = np.concatenate([v, 0.5 * (v[uniq[:, 0]] + v[uniq[:, 1]])]).astype(np.float32)
+    out.faces = faces.astype(np.int32)
+    if rig.weights is not None:
+        w = rig.weights.astype(np.float64)
+        out.weights = np.concatenate([w, 0.5 * (w[uniq[:, 0]] + w[uniq[:, 1]])]).astype(np.float32)
+    if rig.mesh_part is not None:
+        out.mesh_part = np.concatenate([rig.mesh_part, rig.mesh_part[uniq[:, 0]]])
+    return out
+
+
+def remesh_rig(rig: Rig, rng: np.random.Generator, max_vertices: int = 12000) -> Rig:
+    """A random tessellation change that keeps the shape: midpoint subdivision (when the result
+    stays under ``max_vertices``) or vertex-clustering decimation to 30-70 % of the vertices."""
+    from backend.features.simplify import simplify_rig
+
+    V = rig.num_vertices
+    grow_ok = V + 1.5 * len(rig.faces) <= max_vertices  # about one new vertex per 2/3 face
+    if grow_ok and (rng.random() < 0.5 or V < 400):
+        return subdivide_rig(rig)
+    if V < 400:
+        return rig
+    small, _ = simplify_rig(rig, int(V * rng.uniform(0.3, 0.7)))
+    return small
+
+
 def augment_rig(rig: Rig, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> Rig:
     """One random augmented copy of a weighted rig (the input is not modified)."""
     if rig.weights is None:
         raise RigError(f"{rig.name}: augmentation needs the rig's true weights")
     scale = canonical_frame(rig).scale
     out = rig.copy()
-    J, V = rig.num_bones, rig.num_vertices
+    if config.remesh > 0 and rng.random() < config.remesh:
+        out = remesh_rig(out, rng, config.remesh_max_vertices)
+    J, V = out.num_bones, out.num_vertices
     if config.thickness > 0:
         f = rng.uniform(1 - config.thickness, 1 + config.thickness, J)
         out.vertices = _thicken(out, f).astype(np.float32)

@@ -21,6 +21,10 @@ FV = 10  # vertex features
 FB = 14  # bone features
 FP = 10  # (vertex, candidate bone) pair features
 EPS = 1e-6
+#: Columns that hold absolute canonical positions (vertex xyz; bone head and tail xyz). A generator
+#: built with ``relative_inputs`` ignores them and sees only pose- and layout-free quantities.
+VERTEX_POSITION_COLUMNS = (0, 1, 2)
+BONE_POSITION_COLUMNS = (0, 1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)

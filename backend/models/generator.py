@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backend.features.pipeline import FB, FP, FV
+from backend.features.pipeline import BONE_POSITION_COLUMNS, FB, FP, FV, VERTEX_POSITION_COLUMNS
 
 
 class NeighborSAGE(nn.Module):
@@ -43,13 +43,24 @@ class Generator(nn.Module):
     vertex_feat (V, FV) -> MLP -> 2 GraphSAGE layers -> (V, hidden); bone_feat (Jd, FB) -> MLP -> (Jd, hidden);
     fused per pair by 1x1 layers -> (V, K, fused) ; shared MLP fused -> 256 -> 128 -> 1 scores each pair;
     Softplus of (score + prior_gain * log max(prior, prior_floor)), then L1 normalisation over the K candidates.
+    ``relative_inputs`` zeroes the absolute-position columns of vertex_feat and bone_feat (where a part sits
+    in the character's frame), so the scores depend only on shape and on vertex-to-bone relations.
     """
 
     def __init__(self, hidden: int = 256, fused: int = 512, fv: int = FV, fb: int = FB, fp: int = FP,
-                 use_prior: bool = True, prior_gain: float = 0.3, prior_floor: float = 1e-4):
+                 use_prior: bool = True, prior_gain: float = 0.3, prior_floor: float = 1e-4,
+                 relative_inputs: bool = False):
         super().__init__()
         self.config = dict(hidden=hidden, fused=fused, fv=fv, fb=fb, fp=fp, use_prior=use_prior,
-                           prior_gain=prior_gain, prior_floor=prior_floor)
+                           prior_gain=prior_gain, prior_floor=prior_floor, relative_inputs=relative_inputs)
+        vmask, bmask = torch.ones(fv), torch.ones(fb)
+        if relative_inputs:
+            vmask[list(VERTEX_POSITION_COLUMNS)] = 0.0
+            bmask[list(BONE_POSITION_COLUMNS)] = 0.0
+        # derived from the config, so not stored in checkpoints
+        self.register_buffer("vertex_mask", vmask, persistent=False)
+        self.register_buffer("bone_mask", bmask, persistent=False)
+        self.relative_inputs = relative_inputs
         self.vertex_in = mlp([fv, 128, 128], last_act=True)
         self.sage1 = NeighborSAGE(128, hidden)
         self.sage2 = NeighborSAGE(hidden, hidden)
@@ -66,6 +77,9 @@ class Generator(nn.Module):
 
     def forward(self, vertex_feat: torch.Tensor, neighbors: torch.Tensor, bone_feat: torch.Tensor,
                 cand: torch.Tensor, pair_feat: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        if self.relative_inputs:
+            vertex_feat = vertex_feat * self.vertex_mask
+            bone_feat = bone_feat * self.bone_mask
         h = self.vertex_in(vertex_feat)
         h = self.sage1(h, neighbors)
         h = self.sage2(h, neighbors)  # (V, hidden)

@@ -18,6 +18,7 @@ class ModelConfig:
     use_prior: bool = True
     prior_gain: float = 0.3   # initial gain of log(prior) in the pair scores (learned)
     prior_floor: float = 1e-4  # prior values are clamped to this before the log
+    relative_inputs: bool = False  # G ignores absolute positions (vertex xyz, bone head/tail xyz)
     critic_hidden: int = 128
 
 
@@ -39,6 +40,7 @@ class DataConfig:
     labeled_fraction: float = 1.0  # the rest of the train split is used without its weights
     unlabeled_dirs: list[str] = field(default_factory=list)  # folders of rig .npz used without weights
     augment_variants: int = 0  # >0: that many augmented copies per rig (cached), one drawn per epoch
+    augment_remesh: float = 0.0  # probability that a variant is re-tessellated (subdivided or decimated)
     cache_dir: str = ""  # "" -> <out>/../cache (i.e. runs/cache)
     plot_rigs: int = 3  # validation characters drawn in the weight-map plots
 
@@ -121,7 +123,8 @@ class TrainConfig:
 
     def generator_kwargs(self) -> dict[str, Any]:
         return dict(hidden=self.model.hidden, fused=self.model.fused, use_prior=self.model.use_prior,
-                    prior_gain=self.model.prior_gain, prior_floor=self.model.prior_floor)
+                    prior_gain=self.model.prior_gain, prior_floor=self.model.prior_floor,
+                    relative_inputs=self.model.relative_inputs)
 
     def feature_config(self):
         from backend.features.pipeline import FeatureConfig

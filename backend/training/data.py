@@ -81,9 +81,12 @@ class FeatureStore:
     ``backend.features.augment.augment_rig`` with a generator seeded from (file hash, variant).
     """
 
-    def __init__(self, cache_dir: str | Path, feature_config: FeatureConfig):
+    def __init__(self, cache_dir: str | Path, feature_config: FeatureConfig, augment_config=None):
+        from backend.features.augment import AugmentConfig
+
         self.cache_dir = Path(cache_dir)
         self.feature_config = feature_config
+        self.augment_config = augment_config or AugmentConfig()
         self.memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self._digests: dict[str, str] = {}
 
@@ -94,8 +97,11 @@ class FeatureStore:
         return self._digests[key]
 
     def key_parts(self, path: Path, variant: int) -> dict:
-        return {"kind": "training-sample", "file": self.digest(path), "features": self.feature_config,
-                "feature_version": FEATURE_VERSION, "feature_code": feature_code_hash(), "variant": variant}
+        key = {"kind": "training-sample", "file": self.digest(path), "features": self.feature_config,
+               "feature_version": FEATURE_VERSION, "feature_code": feature_code_hash(), "variant": variant}
+        if variant > 0 and self.augment_config.remesh > 0:  # older caches stay valid without remeshing
+            key["augment"] = self.augment_config
+        return key
 
     def arrays(self, path: str | Path, variant: int = 0) -> dict[str, np.ndarray]:
         """Features + targets of one file (computed once, then read from the cache)."""
@@ -111,7 +117,7 @@ class FeatureStore:
             from backend.features.augment import augment_rig
 
             rng = np.random.default_rng([int(self.digest(path), 16) % (2**32), variant])
-            rig = augment_rig(rig, rng)
+            rig = augment_rig(rig, rng, self.augment_config)
         f = compute_features(rig, self.feature_config)
         out = {k: getattr(f, k) for k in ARRAYS}
         out["num_bones"] = np.int64(rig.num_bones)

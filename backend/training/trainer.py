@@ -139,7 +139,9 @@ class Trainer:
 
         data_dir = Path(data_dir)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out.parent / "cache"
-        self.store = FeatureStore(cache, cfg.feature_config())
+        from backend.features.augment import AugmentConfig
+
+        self.store = FeatureStore(cache, cfg.feature_config(), AugmentConfig(remesh=cfg.data.augment_remesh))
         train = list_rigs(data_dir / "train")
         flags = split_labeled(len(train), cfg.data.labeled_fraction, cfg.run.seed)
         lab = [p for p, f in zip(train, flags) if f]
