@@ -274,3 +274,19 @@ def test_bad_prior_blend_is_refused(model_path, tmp_path, value):
         Predictor(bad)
     with pytest.raises(ValueError, match="prior_blend"):
         Predictor(model_path, prior_blend=2.0)
+
+
+@pytest.mark.parametrize("budget", [0, 300])
+def test_predict_blends_equals_one_predictor_per_blend(model_path, budget):
+    """predict_blends runs features and network once; each result matches its own predictor,
+    also through simplification."""
+    rig = make_capsule_chain(3, segments=24, rings=40, with_weights=False)
+    blends = [1.0, 0.4, 0.0, None]
+    many = Predictor(model_path, vertex_budget=budget, prior_blend=0.7).predict_blends(rig, blends)
+    for b, pred in zip(blends, many):
+        one = Predictor(model_path, vertex_budget=budget, prior_blend=0.7 if b is None else b).predict(rig)
+        np.testing.assert_allclose(pred.weights, one.weights, atol=1e-6)
+        assert pred.info["prior_blend"] == (0.7 if b is None else b)
+    assert not np.allclose(many[0].weights, many[2].weights, atol=1e-3)
+    with pytest.raises(ValueError, match="prior_blend"):
+        Predictor(model_path).predict_blends(rig, [1.5])

@@ -95,12 +95,12 @@ def choose_across(summaries: Sequence[BlendSummary]) -> float:
 
 def sweep_blends(files: Iterable[str | Path], model_path: str | Path, blends: Sequence[float],
                  threads: int | None = None) -> BlendSummary:
-    """Predict every rig once per blend through the runtime (``Predictor(prior_blend=b).predict``)
-    and score it against the rig's painted weights."""
+    """Predict every rig at every blend through the runtime (``Predictor.predict_blends``: features
+    and network once per rig) and score it against the rig's painted weights."""
     blends = sorted({float(b) for b in blends}, reverse=True)
     if not blends or min(blends) < 0 or max(blends) > 1:
         raise ValueError(f"blends must be numbers in [0, 1], got {blends}")
-    predictors = [Predictor(model_path, prior_blend=b, threads=threads) for b in blends]
+    predictor = Predictor(model_path, threads=threads)
     names: list[str] = []
     rows: list[list[dict]] = []
     for f in files:
@@ -108,7 +108,7 @@ def sweep_blends(files: Iterable[str | Path], model_path: str | Path, blends: Se
         if rig.weights is None:
             raise ValueError(f"{f}: has no painted weights to compare with")
         names.append(Path(f).stem)
-        rows.append([weight_metrics(rig, p.predict(rig).weights) for p in predictors])
+        rows.append([weight_metrics(rig, p.weights) for p in predictor.predict_blends(rig, blends)])
     if not rows:
         raise ValueError("no rigs to sweep")
     per = {m: np.array([[r[m] for r in rig_rows] for rig_rows in rows]) for m in METRICS}

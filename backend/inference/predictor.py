@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -93,6 +94,12 @@ class Predictor:
 
     def raw_weights(self, rig: Rig) -> tuple[np.ndarray, dict]:
         """(V, J) float32 weights before post-processing, and timing info."""
+        ws, info = self._raw_for_blends(rig, [self.prior_blend])
+        return ws[0], info
+
+    def _raw_for_blends(self, rig: Rig, blends: Sequence[float | None]) -> tuple[list[np.ndarray], dict]:
+        """One (V, J) float32 raw weight matrix per prior blend (None: this predictor's, else the
+        model's); the features and the network run once. The model-free modes ignore the blends."""
         info: dict = {}
         if self.model is None:  # model-free modes
             t0 = time.perf_counter()
@@ -105,7 +112,7 @@ class Predictor:
 
                 w = geodesic_prior_weights(rig, resolution=self.geodesic_resolution)
             info["prior_seconds"] = time.perf_counter() - t0
-            return np.asarray(w, np.float32), info
+            return [np.asarray(w, np.float32)] * len(blends), info
         from backend.features.pipeline import compute_features
 
         t0 = time.perf_counter()
@@ -116,12 +123,24 @@ class Predictor:
         if w_vk.shape != feats.cand.shape or not np.all(np.isfinite(w_vk)):
             raise ModelError(f"{self.model_path}: the model returned {w_vk.shape} weights "
                              f"(finite: {bool(np.all(np.isfinite(w_vk)))}) for {feats.cand.shape} candidates")
-        blend = self.prior_blend if self.prior_blend is not None else self.model.info.prior_blend
-        if blend < 1.0:  # both rows sum to 1 over the candidates, so the mix does too
-            w_vk = blend * w_vk + (1.0 - blend) * feats.prior
-        info["prior_blend"] = blend
+        out = []
+        for b in blends:
+            blend = self._blend(b)
+            # both rows sum to 1 over the candidates, so the mix does too
+            out.append(feats.to_dense(w_vk if blend >= 1.0 else blend * w_vk + (1.0 - blend) * feats.prior))
+        info["prior_blend"] = self._blend(blends[0]) if len(blends) == 1 else None
         info.update(feature_seconds=t1 - t0, model_seconds=t2 - t1)
-        return feats.to_dense(w_vk), info
+        return out, info
+
+    def _blend(self, blend: float | None) -> float:
+        """The share of the network in the learned weights: ``blend``, else this predictor's, else the model's."""
+        if blend is None:
+            blend = self.prior_blend
+        if blend is None:
+            blend = self.model.info.prior_blend
+        if not 0.0 <= blend <= 1.0:
+            raise ValueError(f"prior_blend must be in [0, 1], got {blend}")
+        return float(blend)
 
     def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE, smooth: int = 0) -> Prediction:
         """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
@@ -129,26 +148,37 @@ class Predictor:
         max_influences: at most this many bones per vertex (0 = no limit), cut continuously;
         prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges.
         """
+        return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth)[0]
+
+    def predict_blends(self, rig: Rig, blends: Sequence[float | None], max_influences: int = 4,
+                       prune: float = DEFAULT_PRUNE, smooth: int = 0) -> list[Prediction]:
+        """:meth:`predict` once per prior blend (None: the predictor's own), computing the features and
+        running the network only once; ``seconds`` of each counts that shared work."""
         t0 = time.perf_counter()
         rig = rig.without_weights()
         validate_rig(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
                       "deform_bones": int(rig.is_deform.sum()), "simplified_to": None}
         simp = _simplifier() if rig.num_vertices > self.vertex_budget > 0 else None
+        target, index_map = rig, None
         if simp is not None:
-            simplify_rig, transfer_to_rig = simp
-            small, index_map = simplify_rig(rig, self.vertex_budget)
-            w_small, more = self.raw_weights(small)
-            w = np.asarray(transfer_to_rig(rig, index_map, w_small), np.float32)
-            info["simplified_to"] = small.num_vertices
-        else:
-            w, more = self.raw_weights(rig)
+            target, index_map = simp[0](rig, self.vertex_budget)
+            info["simplified_to"] = target.num_vertices
+        raws, more = self._raw_for_blends(target, list(blends))
         info.update(more)
-        t1 = time.perf_counter()
-        w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
-                        allowed=rig.is_deform)
-        info["postprocess_seconds"] = time.perf_counter() - t1
         if self.model is not None:
             info.update(self.model.info.as_dict())
-        return Prediction(weights=w, provider=self.provider, seconds=time.perf_counter() - t0, mode=self.mode,
-                          info=info)
+        shared = time.perf_counter() - t0
+        out = []
+        for w, b in zip(raws, blends):
+            t1 = time.perf_counter()
+            if simp is not None:
+                w = np.asarray(simp[1](rig, index_map, w), np.float32)
+            w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
+                            allowed=rig.is_deform)
+            one = dict(info, postprocess_seconds=time.perf_counter() - t1)
+            if self.model is not None:
+                one["prior_blend"] = self._blend(b)
+            out.append(Prediction(weights=w, provider=self.provider, seconds=shared + time.perf_counter() - t1,
+                                  mode=self.mode, info=one))
+        return out
