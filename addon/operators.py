@@ -34,20 +34,23 @@ def _import_predictor():
     return Predictor
 
 
-def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None):
-    """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend); raises RigError
-    subclasses. ``prior_blend`` None: the blend stored in the model."""
+def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None,
+                  skip_helpers: bool = True):
+    """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend, helper skipping);
+    raises RigError subclasses. ``prior_blend`` None: the blend stored in the model."""
     learned = mode == "LEARNED"
     prior_blend = prior_blend if learned else None
     if learned and not os.path.isfile(model_file):
         raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
                          f"add-on preferences, or use the Geodesic mode (no model needed)")
-    key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device, prior_blend)
+    key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device, prior_blend,
+           bool(skip_helpers))
     if key not in _PREDICTORS:
         Predictor = _import_predictor()
         _PREDICTORS.clear()
         _PREDICTORS[key] = Predictor(model_path=model_file if learned else None, mode=mode.lower(),
-                                     device=device.lower(), prior_blend=prior_blend)
+                                     device=device.lower(), prior_blend=prior_blend,
+                                     skip_helpers=bool(skip_helpers))
     return _PREDICTORS[key]
 
 
@@ -109,7 +112,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 progress.update(10)
                 blend = float(opt["network_share"]) if opt["set_network_share"] else None
                 predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"],
-                                          blend)
+                                          blend, opt["skip_helper_bones"])
                 progress.update(20)
                 pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
                                          prune=opt["prune_threshold"], smooth=opt["smoothing"])
@@ -140,8 +143,10 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         for w in target.warnings:
             self.report({"WARNING"}, w)
         written = int(written.sum())
+        skipped = len(pred.info.get("helper_bones_skipped", []))
+        helpers = f" ({skipped} helper bones left empty)" if skipped else ""
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
-                              f"bones, {opt['mode'].lower()} on {pred.provider}, "
+                              f"bones{helpers}, {opt['mode'].lower()} on {pred.provider}, "
                               f"{time.perf_counter() - t0:.2f} s")
         return {"FINISHED"}
 

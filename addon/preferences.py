@@ -22,7 +22,7 @@ DEVICE_ITEMS = [
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
 OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "device", "model_path",
-                "set_network_share", "network_share",
+                "set_network_share", "network_share", "skip_helper_bones",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
 LEARNED_ONLY = ("model_path", "set_network_share", "network_share")
 """Options that mean something in the Learned mode only (hidden in the others)."""
@@ -55,6 +55,10 @@ def option_properties(operator: bool) -> dict:
             name="Network Share", default=0.4, min=0.0, max=1.0, precision=2, subtype="FACTOR",
             description="1: the network alone (closest to the training artists' style); 0: the heat "
                         "prior alone (physically based, no style)", **opts),
+        "skip_helper_bones": BoolProperty(
+            name="Skip Helper Bones", default=True,
+            description="Leave bones that never carry skin empty even when they are marked Deform: "
+                        "chain-end leaf bones added by exporters (*_end, *Nub) and IK pole targets", **opts),
         "only_selected_bones": BoolProperty(
             name="Only Selected Bones", default=False,
             description="Weight only the selected bones (pose or edit mode selection); the other "

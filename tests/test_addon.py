@@ -53,14 +53,17 @@ def fresh(addon):
     yield addon
 
 
-def make_scene(n_bones: int = 3, mesh_matrix=None, arm_offset=(0.0, 0.0, 0.0), non_deform: bool = False):
+def make_scene(n_bones: int = 3, mesh_matrix=None, arm_offset=(0.0, 0.0, 0.0), non_deform: bool = False,
+               last_name: str | None = None):
     """A capsule chain mesh (no groups, no modifier, no parent) and its armature, both selected,
     the armature active. ``mesh_matrix`` (4x4): the object transform, the mesh data moved by its
-    inverse so the world-space shape stays the same."""
+    inverse so the world-space shape stays the same; ``last_name``: the name of the chain's last bone."""
     rig = make_capsule_chain(n_bones, with_weights=False)
     if non_deform:  # an extra control bone beside the chain
         rig = make_capsule_chain(n_bones + 1, with_weights=False)
         rig.is_deform[-1] = False
+    if last_name:
+        rig.joint_names[-1] = last_name
     mesh, arm = build_objects(rig, with_weights=False)
     mesh.modifiers.clear()
     mesh.parent = None
@@ -503,6 +506,24 @@ def test_network_share_overrides_the_model_blend(fresh, tmp_path):
     expected = Predictor(path, prior_blend=0.0, device="cpu").predict(rig, max_influences=0, prune=0.0).weights
     np.testing.assert_allclose(got["prior"], expected, atol=1e-3)
     assert np.abs(got["prior"] - got["net"]).max() > 1e-2
+
+
+@pytest.mark.parametrize("mode", ["HEAT", "GEODESIC"])
+def test_helper_bones_stay_empty_unless_asked(fresh, mode):
+    """A chain-end leaf bone (``*_end``) marked Deform gets no weight by default; with Skip Helper
+    Bones off it is skinned like any bone."""
+    mesh, arm, rig = make_scene(4, last_name="bone_2_end")
+    names = ["bone_0", "bone_1", "bone_2", "bone_2_end"]
+    res, msg = run(mode=mode)
+    assert res == {"FINISHED"}, msg
+    w = weights(mesh, names)
+    assert w[:, 3].max() == 0.0
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
+    assert w[rig.vertices[:, 2] > 2.9, 2].min() > 0.5  # the tip goes to the last real bone
+    select(mesh, arm)
+    res, msg = run(mode=mode, skip_helper_bones=False)
+    assert res == {"FINISHED"}, msg
+    assert weights(mesh, names)[rig.vertices[:, 2] > 2.9, 3].min() > 0.5
 
 
 def test_export_corrected_weights(fresh, tmp_path):

@@ -163,7 +163,7 @@ def test_model_method_runs_through_the_predictor(data_dir: Path, tmp_path: Path,
     seen = []
 
     class FakePredictor:  # stands in for backend.inference.predictor.Predictor
-        def __init__(self, path):
+        def __init__(self, path, skip_helpers=True):
             seen.append(Path(path).name)
 
         def predict(self, rig):

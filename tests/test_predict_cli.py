@@ -134,3 +134,18 @@ def test_prior_blend_option(model_path, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["skin", str(src), str(tmp_path / "x.npz"), "--model", str(model_path), "--prior-blend", "1.5"])
     assert exc.value.code == 2 and "[0, 1]" in capsys.readouterr().err
+
+
+def test_keep_helper_bones_option(tmp_path):
+    """By default a chain-end leaf bone stays empty; --keep-helper-bones skins it like any bone."""
+    rig = make_capsule_chain(4, with_weights=False)
+    rig.joint_names[-1] = "bone_2_end"
+    src = tmp_path / "rig.npz"
+    save_npz(rig, src)
+    got = {}
+    for flag in ([], ["--keep-helper-bones"]):
+        dst = tmp_path / f"out{len(flag)}.npz"
+        assert main(["skin", str(src), str(dst), "--mode", "heat", *flag]) == 0
+        got[len(flag)] = load_npz(dst).weights
+    assert got[0][:, 3].max() == 0.0 and got[1][:, 3].max() > 0.5
+    np.testing.assert_allclose(got[0].sum(axis=1), 1.0, atol=1e-5)

@@ -147,6 +147,23 @@ def test_remeshed_variants_have_their_own_cache_entries(tmp_path, data_dir):
     assert np.allclose(b.target[b.row_valid].sum(1), 1.0, atol=1e-5)
 
 
+def test_helper_bones_are_no_training_candidates(tmp_path):
+    from backend.features.pipeline import FeatureConfig
+    from backend.io.npz import save_npz
+    from conftest import make_capsule_chain
+
+    rig = make_capsule_chain(4)
+    rig.joint_names[-1] = "bone_2_end"
+    save_npz(rig, tmp_path / "r.npz")
+    fc = FeatureConfig(distance="euclidean", k_bones=4)
+    plain = FeatureStore(tmp_path / "c", fc)
+    skip = FeatureStore(tmp_path / "c", fc, skip_helpers=True)
+    assert plain.key_parts(tmp_path / "r.npz", 0) != skip.key_parts(tmp_path / "r.npz", 0)
+    a, b = plain.sample(tmp_path / "r.npz"), skip.sample(tmp_path / "r.npz")
+    assert 3 in a.deform_index and 3 not in b.deform_index
+    assert b.cand.shape[1] == 3 and np.allclose(b.target[b.row_valid].sum(1), 1.0, atol=1e-5)
+
+
 def test_candidate_targets_renormalise_over_candidates():
     w = np.array([[0.5, 0.3, 0.2], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], np.float32)
     cand = np.array([[0, 1], [0, 1], [1, 0]])

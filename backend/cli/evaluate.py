@@ -5,7 +5,8 @@ OUT/summary.md (means over rigs per method, and per kind from the manifest) and,
 --pictures N, OUT/figures/<rig>.png for the first N rigs.
 
 Methods: nearest, envelope[:T] (T = temperature as a fraction of the bbox diagonal, default 0.01),
-geodesic, boneheat, model:PATH.onnx. Example:
+geodesic, boneheat, heat[:SETTINGS], model:PATH.onnx (the runtime as shipped),
+model-all-bones:PATH.onnx (helper bones not skipped). Example:
 
   python -m backend evaluate ../shared/data/rigs/test --methods nearest,envelope --out runs/eval_test
 """
@@ -22,7 +23,7 @@ HELP = "score skinning methods against painted weights (metrics, deformation err
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="folder of weighted .npz rigs (or one .npz file)")
     parser.add_argument("--methods", default="nearest,envelope",
-                        help="comma-separated: nearest, envelope[:T], geodesic, boneheat, model:PATH.onnx "
+                        help="comma-separated: nearest, envelope[:T], geodesic, boneheat, heat[:SETTINGS], model:PATH.onnx, model-all-bones:PATH.onnx "
                              "(default: nearest,envelope)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--manifest", default=None,

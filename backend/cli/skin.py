@@ -39,6 +39,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
                    help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the value stored "
                         "in the model; 1 = the network alone)")
+    p.add_argument("--keep-helper-bones", action="store_true",
+                   help="also weight bones that by convention carry no skin (*_end chain ends, pole targets); "
+                        "by default they are left empty")
 
 
 def make_predictor(args: argparse.Namespace):
@@ -46,7 +49,7 @@ def make_predictor(args: argparse.Namespace):
     from backend.inference.predictor import Predictor
 
     return Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads,
-                     prior_blend=args.prior_blend)
+                     prior_blend=args.prior_blend, skip_helpers=not args.keep_helper_bones)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -50,7 +50,7 @@ def make_method(spec: str) -> tuple[str, MethodFn]:
     if name not in _REGISTRY:
         raise MethodUnavailable(f"unknown method {name!r}; known: {', '.join(available_methods())}")
     fn = _REGISTRY[name](arg or None)
-    label = f"model:{Path(arg).stem}" if name == "model" and arg else spec
+    label = f"{name}:{Path(arg).stem}" if name in ("model", "model-all-bones") and arg else spec
     return label, fn
 
 
@@ -126,36 +126,49 @@ def _boneheat_factory(arg: str | None) -> MethodFn:
     return run
 
 
-@register("model")
-def _model_factory(arg: str | None) -> MethodFn:
+def _model_method(arg: str | None, name: str, skip_helpers: bool) -> MethodFn:
     if not arg:
-        raise MethodUnavailable("model: give the model file, e.g. model:runs/best.onnx")
+        raise MethodUnavailable(f"{name}: give the model file, e.g. {name}:runs/best.onnx")
     path = Path(arg)
     if not path.is_file():
-        raise MethodUnavailable(f"model: {path}: no such file")
+        raise MethodUnavailable(f"{name}: {path}: no such file")
     if path.suffix.lower() != ".onnx":
-        raise MethodUnavailable(f"model: {path}: only exported .onnx models are evaluated; export the checkpoint first")
+        raise MethodUnavailable(f"{name}: {path}: only exported .onnx models are evaluated; export the checkpoint first")
     try:
         from backend.inference.predictor import Predictor
     except ImportError as exc:
-        raise MethodUnavailable(f"model: backend/inference/predictor.py is not available ({exc})") from None
+        raise MethodUnavailable(f"{name}: backend/inference/predictor.py is not available ({exc})") from None
     try:
-        predictor = Predictor(path)
+        predictor = Predictor(path, skip_helpers=skip_helpers)
     except RigError:
         raise
     except Exception as exc:  # a corrupt or incompatible model file
-        raise MethodUnavailable(f"model: {path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        raise MethodUnavailable(f"{name}: {path}: cannot load the model ({type(exc).__name__}: {exc})") from None
     return lambda rig: np.asarray(predictor.predict(rig).weights, dtype=np.float32)
+
+
+@register("model")
+def _model_factory(arg: str | None) -> MethodFn:
+    """The runtime as shipped: helper bones (``*_end`` chain ends, pole targets) are left empty."""
+    return _model_method(arg, "model", skip_helpers=True)
+
+
+@register("model-all-bones")
+def _model_all_bones_factory(arg: str | None) -> MethodFn:
+    """The runtime with every deform bone a candidate (ablation of backend.features.helper_bones)."""
+    return _model_method(arg, "model-all-bones", skip_helpers=False)
 
 
 @register("heat")
 def _heat_factory(arg: str | None) -> MethodFn:
-    """``heat`` or ``heat:c=2,prune=0,facing=0,visibility=euclidean,smooth=2,window=1.25`` (backend/features/heat.py)."""
+    """``heat`` or ``heat:c=2,prune=0,facing=0,visibility=euclidean,smooth=2,window=1.25,skip_helpers=1``
+    (backend/features/heat.py; skip_helpers=1 leaves helper bones empty like the runtime's Heat mode)."""
     try:
         from backend.features.heat import VISIBILITY, heat_prior_weights
     except ImportError as exc:
         raise MethodUnavailable(f"heat: backend/features/heat.py is not available ({exc})") from None
     kw: dict = {}
+    skip = False
     for item in (arg or "").split(","):
         if not item.strip():
             continue
@@ -170,9 +183,15 @@ def _heat_factory(arg: str | None) -> MethodFn:
                 kw["smooth_iters"] = int(val)
             elif key == "visibility" and val in VISIBILITY:
                 kw["visibility"] = val
+            elif key == "skip_helpers" and val in ("0", "1"):
+                skip = val == "1"
             else:
                 raise ValueError
         except ValueError:
             raise MethodUnavailable(f"heat:{arg}: bad setting {item!r}; use c=FLOAT, window=FLOAT, prune=FLOAT, facing=0|1, smooth=INT, "
-                                    f"visibility={'|'.join(VISIBILITY)}") from None
-    return lambda rig: heat_prior_weights(rig, **kw)
+                                    f"visibility={'|'.join(VISIBILITY)}, skip_helpers=0|1") from None
+    if not skip:
+        return lambda rig: heat_prior_weights(rig, **kw)
+    from backend.features.helper_bones import without_helpers
+
+    return lambda rig: heat_prior_weights(without_helpers(rig)[0], **kw)

@@ -61,17 +61,20 @@ class Predictor:
     prior_blend: share of the generator's output in the learned mode's weights, the rest being the
     prior the generator was given (None: the value stored in the model, 1.0 when absent); threads: onnxruntime intra-op
     threads (None: ``$AUTOSKIN_THREADS`` or onnxruntime's default); vertex_budget: meshes with more
-    vertices are predicted on a simplified copy and transferred back (when simplification exists).
+    vertices are predicted on a simplified copy and transferred back (when simplification exists);
+    skip_helpers: leave the conventional no-skin bones empty (``*_end`` chain ends, pole targets:
+    backend.features.helper_bones).
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, mode: str = "learned", device: str = "auto",
                  threads: int | None = None, vertex_budget: int = DEFAULT_VERTEX_BUDGET,
-                 geodesic_resolution: int = 64, prior_blend: float | None = None):
+                 geodesic_resolution: int = 64, prior_blend: float | None = None, skip_helpers: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
             raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
         self.prior_blend = prior_blend
+        self.skip_helpers = bool(skip_helpers)
         self.mode = mode
         self.device = device
         self.threads = threads if threads is not None else default_threads()
@@ -158,7 +161,12 @@ class Predictor:
         rig = rig.without_weights()
         validate_rig(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
-                      "deform_bones": int(rig.is_deform.sum()), "simplified_to": None}
+                      "deform_bones": int(rig.is_deform.sum()), "simplified_to": None, "helper_bones_skipped": []}
+        if self.skip_helpers:
+            from backend.features.helper_bones import without_helpers
+
+            rig, helpers = without_helpers(rig)
+            info["helper_bones_skipped"] = [rig.joint_names[j] for j in np.flatnonzero(helpers)]
         simp = _simplifier() if rig.num_vertices > self.vertex_budget > 0 else None
         target, index_map = rig, None
         if simp is not None:

@@ -81,12 +81,14 @@ class FeatureStore:
     ``backend.features.augment.augment_rig`` with a generator seeded from (file hash, variant).
     """
 
-    def __init__(self, cache_dir: str | Path, feature_config: FeatureConfig, augment_config=None):
+    def __init__(self, cache_dir: str | Path, feature_config: FeatureConfig, augment_config=None,
+                 skip_helpers: bool = False):
         from backend.features.augment import AugmentConfig
 
         self.cache_dir = Path(cache_dir)
         self.feature_config = feature_config
         self.augment_config = augment_config or AugmentConfig()
+        self.skip_helpers = bool(skip_helpers)  # helper bones are no candidates, as in the runtime
         self.memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self._digests: dict[str, str] = {}
 
@@ -101,6 +103,8 @@ class FeatureStore:
                "feature_version": FEATURE_VERSION, "feature_code": feature_code_hash(), "variant": variant}
         if variant > 0 and self.augment_config.remesh > 0:  # older caches stay valid without remeshing
             key["augment"] = self.augment_config
+        if self.skip_helpers:  # older caches stay valid without it
+            key["skip_helpers"] = True
         return key
 
     def arrays(self, path: str | Path, variant: int = 0) -> dict[str, np.ndarray]:
@@ -113,6 +117,10 @@ class FeatureStore:
 
     def _compute(self, path: Path, variant: int) -> dict[str, np.ndarray]:
         rig = load_npz(path)
+        if self.skip_helpers:
+            from backend.features.helper_bones import without_helpers
+
+            rig, _ = without_helpers(rig)
         if variant > 0 and rig.weights is not None:  # augmentation is driven by the true weights
             from backend.features.augment import augment_rig
 
