@@ -10,7 +10,7 @@ cd "$ROOT"
 DATA="${1:-../shared/data}"
 VIEW=runs/views/shipped
 TRAIN_CMD="python -m backend train --config configs/shipped.toml --data $VIEW --out runs/shipped --cache-dir runs/cache --unlabeled-dir runs/synth400"
-METHODS="boneheat,nearest,envelope,geodesic,heat"
+METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
     --holdout-group makehuman_basemesh --holdout-group q_mech_pack
@@ -23,10 +23,10 @@ python -m backend export runs/shipped/best_generator.pt runs/shipped/generator.o
 python -m backend blend-sweep runs/shipped/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --blends 1,0.9,0.75,0.6,0.5,0.4,0.3,0.2,0 --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export runs/shipped/best_generator.pt models/autoskin.onnx --model-version 1.1 --prior-blend "$BLEND"
+python -m backend export runs/shipped/best_generator.pt models/autoskin.onnx --model-version 1.2 --prior-blend "$BLEND"
 cp runs/shipped/best_generator.pt models/autoskin.pth
-python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
-python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
+python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
+python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
 python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabeled-dir runs/synth400 \
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
     --out runs/ablation --table docs/ablation.md
