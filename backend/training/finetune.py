@@ -217,7 +217,8 @@ class Finetuner:
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out.parent / "cache"
-        self.store = FeatureStore(cache, self.feature_config, skip_helpers=cfg.data.skip_helper_bones)
+        # the candidates the runtime uses by default: helper bones left out (backend.features.helper_bones)
+        self.store = FeatureStore(cache, self.feature_config, skip_helpers=True)
         data_dir = Path(data_dir)
         self.val_paths = list_rigs(data_dir / "val")
         self.train_paths = list_rigs(data_dir / "train") if options.replay_share > 0 else []
