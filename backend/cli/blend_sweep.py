@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(summary.rigs)} rigs of {args.data}, model {args.model}")
     print(summary.table())
     print(f"best L1 at blend {summary.best:.2f}; one-standard-error rule: {summary.chosen:.2f}")
-    result = summary.as_dict() | {"model": str(args.model), "data": str(args.data),
-                                  "rule": "one-standard-error rule on DATA"}
+    extra: dict = {"rule": "one-standard-error rule on DATA"}
     if args.check:
         from backend.evaluation.blend import choose_across
 
@@ -61,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{len(check.rigs)} rigs of {args.check} (out-of-style check)")
         print(check.table())
         print(f"chosen (lowest L1 averaged over {args.data} and {args.check}): {chosen:.2f}")
-        result = summary.as_dict() | {"model": str(args.model), "data": str(args.data), "check_data": str(args.check),
-                                      "check": check.as_dict(), "chosen": chosen,
-                                      "rule": "lowest L1 averaged over DATA and the out-of-style check"}
+        extra = {"check_data": str(args.check), "check": check.as_dict(),
+                 "rule": "lowest L1 averaged over DATA and the out-of-style check"}
+    result = summary.as_dict() | {"model": str(args.model), "data": str(args.data)} | extra
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
