@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             inputs = compute_features(load_npz(args.sample, validate=True).without_weights(), fcfg).model_inputs()
             sample = str(args.sample)
         else:
-            inputs = example_inputs(2000, fcfg.n_neighbors, 40, fcfg.k_bones, seed=7)
+            inputs = example_inputs(2000, fcfg.n_neighbors, 40, fcfg.k_bones, seed=7, fp=fcfg.pair_dim)
             sample = "random inputs V=2000 Jd=40"
         q_path = out.with_name(out.stem + ".int8.onnx")
         rep = quantize_with_report(out, q_path, inputs, sample)

@@ -51,8 +51,8 @@ class ExportResult:
         return asdict(self)
 
 
-def example_inputs(V: int, N: int, Jd: int, K: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random but valid generator inputs of the given sizes (numpy, ONNX names)."""
+def example_inputs(V: int, N: int, Jd: int, K: int, seed: int = 0, fp: int = FP) -> dict[str, np.ndarray]:
+    """Random but valid generator inputs of the given sizes (numpy, ONNX names); ``fp`` pair-feature columns."""
     rng = np.random.default_rng(seed)
     prior = rng.random((V, K)).astype(np.float32) + 0.05
     prior /= prior.sum(axis=1, keepdims=True)
@@ -61,7 +61,7 @@ def example_inputs(V: int, N: int, Jd: int, K: int, seed: int = 0) -> dict[str, 
         "neighbors": rng.integers(0, V, (V, N)).astype(np.int64),
         "bone_feat": rng.standard_normal((Jd, FB)).astype(np.float32),
         "cand": rng.integers(0, Jd, (V, K)).astype(np.int64),
-        "pair_feat": rng.standard_normal((V, K, FP)).astype(np.float32),
+        "pair_feat": rng.standard_normal((V, K, fp)).astype(np.float32),
         "prior": prior,
     }
 
@@ -132,7 +132,7 @@ def onnx_parity(model: Generator, onnx_path: str | Path, sizes=CHECK_SIZES, thre
     sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     worst = 0.0
     for i, s in enumerate(sizes):
-        inputs = example_inputs(*s, seed=seed + i)
+        inputs = example_inputs(*s, seed=seed + i, fp=model.config.get("fp", FP))
         ref = torch_forward(model, inputs)
         got = sess.run([OUTPUT_NAME], inputs)[0]
         if got.shape != ref.shape:
@@ -154,7 +154,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
     """
     out_path = Path(out_path)
     model = model.eval().cpu()
-    args = _torch_args(example_inputs(*TRACE_SIZES))
+    args = _torch_args(example_inputs(*TRACE_SIZES, fp=model.config.get("fp", FP)))
     methods = {"auto": ["dynamo", "torchscript"], "dynamo": ["dynamo"], "torchscript": ["torchscript"]}[method]
     errors: list[str] = []
     with atomic_path(out_path, suffix=".onnx") as tmp:

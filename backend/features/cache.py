@@ -36,7 +36,11 @@ def _feed(h: "hashlib._Hash", value: Any) -> None:
             _feed(h, item)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         _feed(h, type(value).__name__)
-        _feed(h, dataclasses.asdict(value))
+        d = dataclasses.asdict(value)
+        for f in dataclasses.fields(value):  # options added later leave older keys unchanged at their default
+            if f.metadata.get("key_omits_default") and getattr(value, f.name) == f.default:
+                d.pop(f.name)
+        _feed(h, d)
     else:
         h.update(b"J" + json.dumps(value, sort_keys=True, default=str).encode())
 

@@ -7,7 +7,7 @@ depend on the file's units or placement.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -36,9 +36,24 @@ class FeatureConfig:
     geodesic_resolution: int = 64
     distance: str = "geodesic"  # or "euclidean": straight-line bone distance (ablation / fallback)
     prior: str = "geodesic"  # the prior weights fed to G: "geodesic" falloff or "heat" diffusion (features/heat.py)
+    #: add features.pieces.FPIECE columns about each vertex's separate mesh piece to pair_feat
+    piece_features: bool = field(default=False, metadata={"key_omits_default": True})
+
+    def key_fields(self) -> dict:
+        """The fields that identify the features: options added later are left out while they hold their
+        default, so caches and keys made before them stay valid."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.metadata.get("key_omits_default") and getattr(self, f.name) == f.default)}
 
     def key(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
+        return ",".join(f"{k}={v}" for k, v in sorted(self.key_fields().items()))
+
+    @property
+    def pair_dim(self) -> int:
+        """Columns of pair_feat: FP, plus FPIECE with ``piece_features``."""
+        from backend.features.pieces import FPIECE
+
+        return FP + (FPIECE if self.piece_features else 0)
 
 
 @dataclass
@@ -49,7 +64,7 @@ class RigFeatures:
     neighbors: np.ndarray  # (V, N) int64
     bone_feat: np.ndarray  # (Jd, FB) float32
     cand: np.ndarray  # (V, K) int64 into deform bones
-    pair_feat: np.ndarray  # (V, K, FP) float32
+    pair_feat: np.ndarray  # (V, K, FeatureConfig.pair_dim) float32
     prior: np.ndarray  # (V, K) float32
     deform_index: np.ndarray  # (Jd,) int64 into rig bones
     num_bones: int  # J of the rig
@@ -242,6 +257,10 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
         np.broadcast_to((np.arange(K) / max(K - 1, 1))[None, :, None], (V, K, 1)),
     ], axis=2).astype(np.float32)
     assert pair.shape[2] == FP
+    if config.piece_features:
+        from backend.features.pieces import piece_pair_features
+
+        pair = np.concatenate([pair, piece_pair_features(verts, rig.faces, heads, tails, cand, prior)], axis=2)
 
     vfeat = np.concatenate([verts, normals, mean_off, min_e[:, None]], axis=1).astype(np.float32)
     assert vfeat.shape[1] == FV

@@ -54,7 +54,7 @@ def critic_inputs(w: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tens
     (keys vertex_feat, neighbors, bone_feat, cand, pair_feat, pair_mask)."""
     mask = batch["pair_mask"].to(w.dtype)
     w = w * mask
-    pair = (w[..., None] * batch["pair_feat"]).sum(1)  # (V, FP)
+    pair = (w[..., None] * batch["pair_feat"][..., :FP]).sum(1)  # (V, FP): the base columns only
     bone = (w[..., None] * batch["bone_feat"][batch["cand"]]).sum(1)  # (V, FB)
     entropy = -(w * torch.log(w.clamp_min(1e-8))).sum(1, keepdim=True)
     wmax = w.max(1, keepdim=True).values

@@ -31,6 +31,7 @@ class FeaturesConfig:
     geodesic_resolution: int = 64
     distance: str = "geodesic"
     prior: str = "geodesic"  # prior weights fed to G: "geodesic" or "heat"
+    piece_features: bool = False  # pair features about each vertex's separate mesh piece (features/pieces.py)
 
 
 @dataclass
@@ -125,7 +126,7 @@ class TrainConfig:
     def generator_kwargs(self) -> dict[str, Any]:
         return dict(hidden=self.model.hidden, fused=self.model.fused, use_prior=self.model.use_prior,
                     prior_gain=self.model.prior_gain, prior_floor=self.model.prior_floor,
-                    relative_inputs=self.model.relative_inputs)
+                    relative_inputs=self.model.relative_inputs, fp=self.feature_config().pair_dim)
 
     def feature_config(self):
         from backend.features.pipeline import FeatureConfig
