@@ -319,3 +319,25 @@ def test_cli_flags_map_to_the_config(tmp_path):
     assert cfg.data.labeled_fraction == 0.25 and cfg.data.unlabeled_dirs == ["u1", "u2"]
     assert cfg.data.cache_dir == str(tmp_path) and cfg.stages.patience == 3
     assert cfg.model.hidden == 32  # from tiny.toml
+
+
+def test_piece_feature_training_exports_a_model_the_runtime_uses(tmp_path, data_dir):
+    from backend.export.onnx_export import export_generator, load_checkpoint
+    from backend.features.pipeline import FP
+    from backend.features.pieces import FPIECE
+    from backend.inference.predictor import Predictor
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, features=dict(piece_features=True), stages=dict(stage1_epochs=1, stage2_epochs=1))
+    assert cfg.generator_kwargs()["fp"] == FP + FPIECE
+    Trainer(cfg, data_dir, tmp_path / "run", progress=False, tensorboard=False).fit()
+    from backend.export.onnx_export import feature_config_of
+
+    model, ckpt = load_checkpoint(tmp_path / "run" / "best_generator.pt")
+    fcfg = feature_config_of(ckpt, "best_generator.pt")
+    assert fcfg.piece_features and model.config["fp"] == FP + FPIECE
+    export_generator(model, tmp_path / "m.onnx", fcfg)
+    rig = make_capsule_chain(n_bones=3, segments=8, rings=8)
+    pred = Predictor(tmp_path / "m.onnx", device="cpu").predict(rig)
+    assert pred.weights.shape == (rig.num_vertices, rig.num_bones)
+    np.testing.assert_allclose(pred.weights.sum(axis=1), 1.0, atol=1e-5)
