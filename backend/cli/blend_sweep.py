@@ -2,8 +2,9 @@
 
 Scores ``w = b * G + (1 - b) * prior`` for each blend b on the weighted rigs of DATA, prints a
 Markdown table and the chosen blend (the lowest b whose mean L1 is within one standard error of
-the best; with --check OUT_OF_STYLE_DIR, the b with the lowest L1 averaged over both sets), and writes the table and per-rig numbers to --out (JSON). Export the model with
-``python -m backend export CKPT OUT.onnx --prior-blend B`` to ship the choice. Example:
+the best; with --check OUT_OF_STYLE_DIR, the b with the lowest L1 averaged over both sets), and writes the table and per-rig numbers to --out (JSON). With --fit-rule it also fits a per-rig rule
+(backend.inference.blend_rule) by the same criterion. Export the model with
+``python -m backend export CKPT OUT.onnx --prior-blend B [--prior-blend-rule OUT.json]`` to ship the choice. Example:
 
   python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val --out docs/blend_val.json
 """
@@ -18,8 +19,13 @@ HELP = "choose the generator/prior blend of a model on validation rigs"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="exported .onnx model")
     p.add_argument("data", help="folder of weighted .npz rigs (validation split)")
-    p.add_argument("--blends", default="1,0.9,0.75,0.6,0.5,0.25,0",
-                   help="comma-separated blends in [0, 1] (default 1,0.9,0.75,0.6,0.5,0.25,0)")
+    p.add_argument("--blends", default=None,
+                   help="comma-separated blends in [0, 1] (default 1,0.9,0.75,0.6,0.5,0.25,0; with --fit-rule "
+                        "every multiple of 0.05)")
+    p.add_argument("--fit-rule", action="store_true",
+                   help="also fit a per-rig blend rule (backend.inference.blend_rule: the blend rises with the "
+                        "share of the surface in small separate pieces) by the same criterion; written to --out "
+                        "as 'piece_rule', which `export --prior-blend-rule` reads")
     p.add_argument("--check", default=None, metavar="DIR",
                    help="an out-of-style set of weighted rigs: the blend is then chosen by the L1 averaged over "
                         "DATA and this set (each counts equally) instead of the one-standard-error rule on DATA")
@@ -32,10 +38,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    import numpy as np
+
     from backend.evaluation.blend import sweep_blends
     from backend.io.atomic import atomic_path
     from backend.io.npz import list_rig_files
 
+    if args.blends is None:
+        args.blends = ",".join(f"{i / 20:g}" for i in range(20, -1, -1)) if args.fit_rule else "1,0.9,0.75,0.6,0.5,0.25,0"
     try:
         blends = [float(x) for x in args.blends.split(",") if x.strip()]
     except ValueError:
@@ -62,6 +72,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"chosen (lowest L1 averaged over {args.data} and {args.check}): {chosen:.2f}")
         extra = {"check_data": str(args.check), "check": check.as_dict(),
                  "rule": "lowest L1 averaged over DATA and the out-of-style check"}
+    if args.fit_rule:
+        from backend.evaluation.blend import fit_piece_rule
+
+        sets = [summary] + ([check] if args.check else [])
+        try:
+            rule, per_set = fit_piece_rule(sets)
+        except ValueError as exc:
+            print(f"error: --fit-rule: {exc}", file=sys.stderr)
+            return 2
+        fixed = [float(s_.means["l1"][np.flatnonzero(s_.blends == summary.chosen)[0]]) for s_ in sets]
+        print(f"\nper-rig rule: blend {rule.low:g} for one closed body, rising to {rule.high:g} when "
+              f"{rule.saturation:g} of the surface is in small separate pieces")
+        for name, a, b in zip([args.data] + ([args.check] if args.check else []), per_set, fixed):
+            print(f"  {name}: L1 {a:.3f} with the rule, {b:.3f} at the chosen fixed blend {summary.chosen:.2f}")
+        extra["piece_rule"] = rule.as_dict()
+        extra["piece_rule_l1"] = per_set
+        extra["fixed_blend_l1"] = fixed
     result = summary.as_dict() | {"model": str(args.model), "data": str(args.data)} | extra
     if args.out:
         out = Path(args.out)

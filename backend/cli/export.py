@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-blend", type=unit_interval, default=1.0,
                    help="share of the generator in the runtime weights, the rest is its prior input "
                         "(0..1, default 1: the generator alone; choose it on val)")
+    p.add_argument("--prior-blend-rule", default=None, metavar="JSON",
+                   help="a per-rig blend rule that the runtime uses instead of --prior-blend: the 'piece_rule' "
+                        "of a `blend-sweep --fit-rule --out` file, or a JSON file holding the rule itself")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,12 +42,22 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         print(f"error: {out}: the output must end in .onnx", flush=True)
         return 2
+    rule = None
+    if args.prior_blend_rule:
+        from backend.inference.blend_rule import PieceBlendRule
+
+        try:
+            data = json.loads(Path(args.prior_blend_rule).read_text(encoding="utf-8"))
+            rule = PieceBlendRule.from_dict(data.get("piece_rule", data) if isinstance(data, dict) else data).as_dict()
+        except (OSError, json.JSONDecodeError, ValueError) as exc:
+            print(f"error: --prior-blend-rule {args.prior_blend_rule}: {exc}", file=sys.stderr)
+            return 2
     model, ckpt = load_checkpoint(args.checkpoint)
     fcfg = feature_config_of(ckpt, str(args.checkpoint))
     try:
         res = export_generator(model, out, fcfg, train_summary=ckpt.get("train_summary"),
                                model_version=args.model_version, method=args.method,
-                               prior_blend=args.prior_blend)
+                               prior_blend=args.prior_blend, prior_blend_rule=rule)
     except RuntimeError as exc:
         print(f"error: {args.checkpoint}: {exc}", file=sys.stderr)
         return 1
@@ -52,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: exporter {note[:300]}")
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {res.method} exporter, "
           f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']}, "
-          f"prior blend {args.prior_blend})")
+          f"prior blend {'rule ' + json.dumps(rule) if rule else args.prior_blend})")
     if args.quantize == "int8":
         from backend.export.quantize import quantize_with_report
 

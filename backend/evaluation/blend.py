@@ -18,6 +18,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from backend.evaluation.metrics import weight_metrics
+from backend.features.pieces import small_piece_share
+from backend.inference.blend_rule import PieceBlendRule
 from backend.inference.predictor import Predictor
 from backend.io.npz import load_npz
 
@@ -38,6 +40,7 @@ class BlendSummary:
     best: float
     chosen: float
     rigs: list[str]
+    piece_share: np.ndarray | None = None  # (R,) share of each rig's surface in small separate pieces
 
     def table(self) -> str:
         """Markdown table: one row per blend."""
@@ -57,12 +60,14 @@ class BlendSummary:
         return cls(blends=np.array(data["blends"], np.float64),
                    means={k: np.array(v, np.float64) for k, v in data["means"].items()},
                    l1=np.array(data["per_rig_l1"], np.float64), se=np.array(data["se"], np.float64),
-                   best=float(data["best"]), chosen=float(data["chosen"]), rigs=list(data["rigs"]))
+                   best=float(data["best"]), chosen=float(data["chosen"]), rigs=list(data["rigs"]),
+                   piece_share=np.array(data["piece_share"], np.float64) if data.get("piece_share") else None)
 
     def as_dict(self) -> dict:
         return {"blends": self.blends.tolist(), "means": {k: v.tolist() for k, v in self.means.items()},
                 "se": self.se.tolist(), "best": self.best, "chosen": self.chosen, "rigs": self.rigs,
-                "per_rig_l1": self.l1.tolist()}
+                "per_rig_l1": self.l1.tolist(),
+                "piece_share": None if self.piece_share is None else self.piece_share.tolist()}
 
 
 def choose_blend(blends: Sequence[float], l1: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -103,15 +108,59 @@ def sweep_blends(files: Iterable[str | Path], model_path: str | Path, blends: Se
     predictor = Predictor(model_path, threads=threads)
     names: list[str] = []
     rows: list[list[dict]] = []
+    shares: list[float] = []
     for f in files:
         rig = load_npz(f)
         if rig.weights is None:
             raise ValueError(f"{f}: has no painted weights to compare with")
         names.append(Path(f).stem)
+        shares.append(small_piece_share(rig.vertices, rig.faces))
         rows.append([weight_metrics(rig, p.weights) for p in predictor.predict_blends(rig, blends)])
     if not rows:
         raise ValueError("no rigs to sweep")
     per = {m: np.array([[r[m] for r in rig_rows] for rig_rows in rows]) for m in METRICS}
     best, chosen, se = choose_blend(blends, per["l1"])
     return BlendSummary(blends=np.array(blends), means={m: v.mean(axis=0) for m, v in per.items()},
-                        l1=per["l1"], se=se, best=best, chosen=chosen, rigs=names)
+                        l1=per["l1"], se=se, best=best, chosen=chosen, rigs=names, piece_share=np.array(shares))
+
+
+#: saturations tried by :func:`fit_piece_rule` (share of the surface in small pieces at which the
+#: blend reaches ``high``)
+SATURATIONS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+
+
+def rule_l1(summary: BlendSummary, rule: PieceBlendRule) -> float:
+    """Mean per-rig L1 of ``summary``'s rigs when each gets ``rule``'s blend (which must be swept)."""
+    if summary.piece_share is None:
+        raise ValueError("the sweep has no piece shares (re-run blend-sweep)")
+    out = []
+    for r, share in enumerate(summary.piece_share):
+        b = rule.blend_for_share(float(share))
+        hit = np.flatnonzero(np.isclose(summary.blends, b, atol=1e-9))
+        if not len(hit):
+            raise ValueError(f"blend {b:g} of the rule was not swept")
+        out.append(summary.l1[r, hit[0]])
+    return float(np.mean(out))
+
+
+def fit_piece_rule(summaries: Sequence[BlendSummary], saturations: Sequence[float] = SATURATIONS,
+                   step: float = 0.05) -> tuple[PieceBlendRule, list[float]]:
+    """The :class:`PieceBlendRule` with the lowest L1 averaged over the sets (each set counts equally),
+    trying every swept (low <= high) pair and each saturation; the sweeps must cover every multiple
+    of ``step`` in [0, 1]. Returns (rule, its mean L1 per set). Ties go to the first found (lowest
+    low, then lowest high, then lowest saturation)."""
+    grid = np.round(np.arange(0.0, 1.0 + 1e-9, step), 6)
+    for s in summaries:
+        if not all(np.isclose(s.blends, g).any() for g in grid):
+            raise ValueError(f"fitting a rule needs the sweep to cover every multiple of {step:g} in [0, 1]")
+    best: tuple[float, PieceBlendRule, list[float]] | None = None
+    for low in grid:
+        for high in grid[grid >= low]:
+            for sat in saturations:
+                rule = PieceBlendRule(low=float(low), high=float(high), saturation=float(sat), step=step)
+                per_set = [rule_l1(s, rule) for s in summaries]
+                score = float(np.mean(per_set))
+                if best is None or score < best[0] - 1e-12:
+                    best = (score, rule, per_set)
+    assert best is not None
+    return best[1], best[2]

@@ -32,16 +32,18 @@ def _to_numpy(t: object) -> np.ndarray:
 
 def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict: Mapping[str, object],
                    train_summary: dict | None = None, model_version: str | None = None,
-                   quantization: str = "none", prior_blend: float = 1.0) -> dict[str, str]:
+                   quantization: str = "none", prior_blend: float = 1.0,
+                   prior_blend_rule: dict | None = None) -> dict[str, str]:
     """All metadata_props of an exported model, as strings.
 
     ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``; ``prior_blend`` in [0, 1]
-    is the generator's share of the runtime weights (see model_meta.KEY_PRIOR_BLEND).
+    is the generator's share of the runtime weights (see model_meta.KEY_PRIOR_BLEND);
+    ``prior_blend_rule`` (PieceBlendRule.as_dict()) makes that share depend on the rig.
     """
     if not 0.0 <= prior_blend <= 1.0:
         raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
     whash = weights_hash(state_dict)
-    return {
+    meta = {
         mm.KEY_FORMAT: mm.MODEL_FORMAT,
         mm.KEY_FEATURE_VERSION: FEATURE_VERSION,
         mm.KEY_FEATURE_HASH: feature_code_hash(),
@@ -54,6 +56,12 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
         mm.KEY_QUANTIZATION: quantization,
         mm.KEY_PRIOR_BLEND: repr(float(prior_blend)),
     }
+    if prior_blend_rule is not None:
+        from backend.inference.blend_rule import PieceBlendRule
+
+        rule = PieceBlendRule.from_dict(prior_blend_rule)  # ValueError when malformed
+        meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(rule.as_dict(), sort_keys=True)
+    return meta
 
 
 def set_metadata(model: object, meta: Mapping[str, str]) -> None:

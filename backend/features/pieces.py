@@ -104,3 +104,21 @@ def piece_pair_features(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarr
         mean_prior[piece, cand],
         holds[piece, cand],
     ], axis=2).astype(np.float32)
+
+
+#: a piece with less than this share of the surface area counts as small (a part, not the body)
+SMALL_PIECE_SHARE = 0.05
+
+
+def small_piece_share(vertices: np.ndarray, faces: np.ndarray, small: float = SMALL_PIECE_SHARE) -> float:
+    """Share of the surface area in separate pieces that each hold less than ``small`` of it.
+
+    0 for one closed body, near 1 for a model assembled from many parts (a robot, a rifle, layered
+    clothing). vertices (V, 3), faces (F, 3) -> float in [0, 1]; 0 when the mesh has no area."""
+    count, labels = mesh_pieces(faces, len(vertices))
+    area = vertex_areas(vertices, faces)
+    total = float(area.sum())
+    if total <= 0.0:
+        return 0.0
+    share = np.bincount(labels, weights=area, minlength=count) / total
+    return float(area[share[labels] < small].sum() / total)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
+from backend.inference.blend_rule import PieceBlendRule
 from backend.rig import RigError
 
 #: Format tag of the models this runtime reads.
@@ -31,6 +32,9 @@ KEY_WEIGHTS_HASH = "weights_sha256"
 KEY_PRIOR_BLEND = "prior_blend"
 """Share of the generator's output in the runtime weights; the rest is the prior input (the heat or
 geodesic field the generator was given). Absent means 1.0 (the generator alone)."""
+KEY_PRIOR_BLEND_RULE = "prior_blend_rule"
+"""Optional JSON of a per-rig blend rule (backend.inference.blend_rule.PieceBlendRule); when present
+the runtime uses it instead of ``prior_blend`` unless the caller fixes a blend."""
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -54,6 +58,7 @@ class ModelInfo:
     model_config: dict
     train_summary: dict
     prior_blend: float = 1.0
+    prior_blend_rule: PieceBlendRule | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -63,6 +68,7 @@ class ModelInfo:
             "weights_sha256": self.weights_hash,
             "quantization": self.quantization,
             "prior_blend": self.prior_blend,
+            "prior_blend_rule": self.prior_blend_rule.as_dict() if self.prior_blend_rule else None,
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -104,6 +110,17 @@ def parse_prior_blend(meta: Mapping[str, str], source: str | Path) -> float:
     return blend
 
 
+def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
+    """The model's per-rig blend rule (None when absent); ModelError naming ``source`` when malformed."""
+    text = meta.get(KEY_PRIOR_BLEND_RULE)
+    if text is None or not text.strip():
+        return None
+    try:
+        return PieceBlendRule.from_dict(json.loads(text))
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ModelError(f"{source}: {KEY_PRIOR_BLEND_RULE} metadata is not a valid blend rule ({exc})") from None
+
+
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
     """Check ``meta`` (the model's metadata_props) against the installed feature code.
 
@@ -134,6 +151,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
 
     return ModelInfo(
         prior_blend=parse_prior_blend(meta, source),
+        prior_blend_rule=parse_prior_blend_rule(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],
