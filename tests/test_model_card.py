@@ -61,3 +61,35 @@ def test_card_files_written(tmp_path):
     assert card["prior_blend"] == 0.5 and "prior blend 0.5" in text
     assert "| 0.50 | 0.410 | +0.010 | 0.020 |" in text and "chosen: 0.5" in text
     assert "rule: lowest mean" in text and "| 0.50 | 0.600 | +0.000 |" in text
+
+
+def test_card_describes_a_per_rig_blend_rule(tmp_path):
+    from backend.inference.blend_rule import PieceBlendRule
+
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 1}}))
+    model = tmp_path / "m.onnx"
+    export_tiny_model(model, width=8)
+    rule = PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
+    proto = onnx.load(str(model))
+    set_metadata(proto, {"prior_blend": "0.5", "prior_blend_rule": json.dumps(rule.as_dict())})
+    onnx.save_model(proto, str(model))
+    blend = BlendSummary(blends=np.array([1.0, 0.5]), means={m: np.array([0.40, 0.41]) for m in
+                                                             ("l1", "precision", "recall", "dominant_acc")},
+                         l1=np.array([[0.4, 0.41], [0.4, 0.41]]), se=np.array([0.0, 0.02]), best=1.0, chosen=0.5,
+                         rigs=["a", "b"], piece_share=np.array([0.0, 0.3]))
+    (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"piece_rule": rule.as_dict(),
+                                                                       "piece_rule_l1": [0.37], "fixed_blend_l1": [0.41]}))
+    args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
+                           train_command=None, data_view=None, out=None, blend=str(tmp_path / "blend.json"))
+    assert model_card.run(args) == 0
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert PieceBlendRule.from_dict(card["prior_blend_rule"]) == rule
+    assert BlendSummary.from_dict(card["blend_sweep"]).piece_share.tolist() == [0.0, 0.3]
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "b = 0.2 for one closed body, rising linearly to 1 when 0.1 of the surface" in text
+    assert "`val` 0.370 (fixed blend 0.410)" in text

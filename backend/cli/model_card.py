@@ -115,14 +115,16 @@ def run(args: argparse.Namespace) -> int:
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
     import onnxruntime as ort
 
-    from backend.inference.model_meta import parse_prior_blend
+    from backend.inference.model_meta import parse_prior_blend, parse_prior_blend_rule
 
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     prior_blend = parse_prior_blend(meta, model)
+    rule = parse_prior_blend_rule(meta, model)
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     card = {
         "model": model.name,
         "prior_blend": prior_blend,
+        "prior_blend_rule": rule.as_dict() if rule else None,
         "blend_sweep": blend,
         "sha256": sha256(model),
         "size_bytes": model.stat().st_size,
@@ -139,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
           f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
           f"{(summary.get('seconds') or 0) / 60:.1f} min, {summary.get('steps')} steps, seed {config.get('run', {}).get('seed')}",
           f"- command: `{args.train_command}`" if args.train_command else "- command: see docs/model.md",
-          f"- prior blend {prior_blend:g}: the runtime weights are {prior_blend:g} x the generator's output + "
-          f"{1 - prior_blend:g} x the prior it is given (metadata `prior_blend`)", ""]
+          (f"- prior blend per rig (metadata `prior_blend_rule`): the runtime weights are b x the generator's output + "
+           f"(1 - b) x the prior it is given, with b = {rule.low:g} for one closed body, rising linearly to {rule.high:g} "
+           f"when {rule.saturation:g} of the surface lies in separate pieces each under {rule.small:g} of it "
+           f"(`backend/inference/blend_rule.py`); a caller's fixed blend overrides it" if rule else
+           f"- prior blend {prior_blend:g}: the runtime weights are {prior_blend:g} x the generator's output + "
+           f"{1 - prior_blend:g} x the prior it is given (metadata `prior_blend`)"), ""]
     if view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
                f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
@@ -157,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
                BlendSummary.from_dict(blend).table(), ""]
         if blend.get("check"):
             md += [f"On `{blend.get('check_data')}`:", "", BlendSummary.from_dict(blend["check"]).table(), ""]
+        if blend.get("piece_rule"):
+            names = [blend.get("data", "val")] + ([blend.get("check_data")] if blend.get("check") else [])
+            md += ["Per-rig rule (`--fit-rule`, same criterion): " + json.dumps(blend["piece_rule"]) + "; mean L1 "
+                   + ", ".join(f"`{n}` {a:.3f} (fixed blend {b:.3f})" for n, a, b in
+                               zip(names, blend["piece_rule_l1"], blend["fixed_blend_l1"])) + ".", ""]
     for name, ev in evals.items():
         md += [f"## Results: {name}", "", f"From `{ev['folder']}` (`python -m backend evaluate`; means over rigs).", "",
                headline_table(ev["aggregate"]), "", "Per kind:", "", kind_table(ev["aggregate"]), ""]
