@@ -145,8 +145,10 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         written = int(written.sum())
         skipped = len(pred.info.get("helper_bones_skipped", []))
         helpers = f" ({skipped} helper bones left empty)" if skipped else ""
+        share = pred.info.get("prior_blend")
+        mix = f" (network share {share:.2f})" if share is not None else ""
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
-                              f"bones{helpers}, {opt['mode'].lower()} on {pred.provider}, "
+                              f"bones{helpers}, {opt['mode'].lower()}{mix} on {pred.provider}, "
                               f"{time.perf_counter() - t0:.2f} s")
         return {"FINISHED"}
 

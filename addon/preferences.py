@@ -50,7 +50,8 @@ def option_properties(operator: bool) -> dict:
         "set_network_share": BoolProperty(
             name="Set Network Share", default=False,
             description="Learned mode: choose how much of the result comes from the network and how "
-                        "much from the heat prior, instead of the mix stored in the model", **opts),
+                        "much from the heat prior, instead of the model's own mix (the shipped model picks it per "
+                        "character: more network for models built from separate parts)", **opts),
         "network_share": FloatProperty(
             name="Network Share", default=0.4, min=0.0, max=1.0, precision=2, subtype="FACTOR",
             description="1: the network alone (closest to the training artists' style); 0: the heat "
