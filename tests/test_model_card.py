@@ -84,7 +84,10 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
                          rigs=["a", "b"], piece_share=np.array([0.0, 0.3]))
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"piece_rule": rule.as_dict(),
                                                                        "piece_rule_l1": [0.37], "fixed_blend_l1": [0.41]}))
-    args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
+    (tmp_path / "grid.md").write_text("GRID TABLE")
+    (tmp_path / "runs.md").write_text("RUNS TABLE")
+    args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"],
+                           ablation=[str(tmp_path / "grid.md"), str(tmp_path / "runs.md")], notes=None,
                            train_command=None, data_view=None, out=None, blend=str(tmp_path / "blend.json"))
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
@@ -93,3 +96,4 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "b = 0.2 for one closed body, rising linearly to 1 when 0.1 of the surface" in text
     assert "`val` 0.370 (fixed blend 0.410)" in text
+    assert text.index("## Ablation") < text.index("GRID TABLE") < text.index("RUNS TABLE")

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="training run folder (config.json, summary.json, log.jsonl)")
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="an evaluate output folder (results.jsonl, summary.md); repeatable")
-    p.add_argument("--ablation", default=None, help="Markdown file with the ablation table")
+    p.add_argument("--ablation", action="append", default=[],
+                   help="Markdown file with ablation tables (repeatable; included in order)")
     p.add_argument("--notes", default=None, help="Markdown file with known weaknesses (and pictures)")
     p.add_argument("--train-command", default="", help="the exact command that trained the model")
     p.add_argument("--data-view", default=None, help="view.json of the data view used for training")
@@ -171,8 +172,9 @@ def run(args: argparse.Namespace) -> int:
     for name, ev in evals.items():
         md += [f"## Results: {name}", "", f"From `{ev['folder']}` (`python -m backend evaluate`; means over rigs).", "",
                headline_table(ev["aggregate"]), "", "Per kind:", "", kind_table(ev["aggregate"]), ""]
-    if args.ablation:
-        md += ["## Ablation", "", Path(args.ablation).read_text(), ""]
+    ablations = [args.ablation] if isinstance(args.ablation, str) else list(args.ablation or [])
+    if ablations:
+        md += ["## Ablation", ""] + [t for a in ablations for t in (Path(a).read_text(), "")]
     if args.notes:
         md += ["## Known weaknesses", "", Path(args.notes).read_text(), ""]
     out.mkdir(parents=True, exist_ok=True)
