@@ -75,7 +75,9 @@ class ModelInfo:
 
 
 def feature_config_to_dict(config: FeatureConfig) -> dict:
-    return {f.name: getattr(config, f.name) for f in fields(config)}
+    """The stored feature config: options added later are left out at their default, so a model that
+    does not use them still loads in an older runtime."""
+    return config.key_fields()
 
 
 def feature_config_from_json(text: str, source: str) -> FeatureConfig:
