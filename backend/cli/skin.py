@@ -37,8 +37,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
-                   help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the value stored "
-                        "in the model; 1 = the network alone)")
+                   help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the model's own "
+                        "choice, per character for the shipped model; 1 = the network alone)")
     p.add_argument("--keep-helper-bones", action="store_true",
                    help="also weight bones that by convention carry no skin (*_end chain ends, pole targets); "
                         "by default they are left empty")
