@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     rows = w.sum(axis=1)
     print(f"[demo] Auto Skin ({pred.mode}, {pred.provider}): {secs:.2f} s; rows sum to 1: "
           f"{bool(np.allclose(rows, 1, atol=1e-4))}; max influences: {int((w > 0).sum(axis=1).max())}")
+    if "prior_blend" in pred.info:
+        pieces = pred.info.get("small_piece_share")
+        print(f"[demo] network share {pred.info['prior_blend']:.2f}, the rest heat prior"
+              + (f" ({pieces:.0%} of the surface in small separate pieces)" if pieces is not None else ""))
     skinned = rig.with_weights(w)
     npz_path = save_npz(skinned, out / "skinned.npz")
     print(f"[demo] weights: {npz_path}")
