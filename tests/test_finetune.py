@@ -110,6 +110,35 @@ def test_fine_tuned_versions_keep_the_prior_blend_in_use(tmp_path):
         current_prior_blend(tmp_path)
 
 
+def test_fine_tuned_versions_keep_the_blend_rule_in_use(tmp_path):
+    import json
+
+    import onnx
+
+    from backend.export.metadata import get_metadata, set_metadata
+    from backend.export.onnx_export import export_random_generator
+    from backend.inference.blend_rule import PieceBlendRule
+    from backend.inference.model_meta import ModelError
+    from backend.training.finetune import current_prior_blend_rule
+
+    assert current_prior_blend_rule(tmp_path) is None  # no model in use
+    rule = PieceBlendRule(low=0.15, high=1.0, saturation=0.1).as_dict()
+    export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
+    assert current_prior_blend_rule(tmp_path) is None  # a model without a rule
+    proto = onnx.load(str(tmp_path / "autoskin.onnx"))
+    for value, expect in [(json.dumps(rule), rule), (json.dumps({**rule, "low": 3}), None)]:
+        meta = get_metadata(proto)
+        meta["prior_blend_rule"] = value
+        del proto.metadata_props[:]
+        set_metadata(proto, meta)
+        onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
+        if expect is not None:
+            assert current_prior_blend_rule(tmp_path) == expect
+        else:
+            with pytest.raises(ModelError, match="prior_blend_rule"):
+                current_prior_blend_rule(tmp_path)
+
+
 def test_weighted_loss_known_values():
     g = torch.Generator().manual_seed(0)
     pred = torch.rand(6, 3, generator=g, dtype=torch.float64)

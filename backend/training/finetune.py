@@ -434,15 +434,33 @@ def current_prior_blend(models_dir: Path) -> float:
     return parse_prior_blend(get_metadata(onnx.load(str(cur), load_external_data=False)), cur)
 
 
+def current_prior_blend_rule(models_dir: Path) -> dict | None:
+    """The per-rig blend rule of ``models_dir/autoskin.onnx`` (``PieceBlendRule.as_dict()``), None when
+    there is no such file or it has none (ModelError for a malformed one). A fine-tuned version keeps
+    it, as it keeps the fixed blend."""
+    import onnx
+
+    from backend.export.metadata import get_metadata
+    from backend.inference.model_meta import parse_prior_blend_rule
+
+    cur = Path(models_dir) / model_store.CURRENT_NAME
+    if not cur.is_file():
+        return None
+    rule = parse_prior_blend_rule(get_metadata(onnx.load(str(cur), load_external_data=False)), cur)
+    return rule.as_dict() if rule is not None else None
+
+
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
             activate: bool = True) -> model_store.ModelVersion:
     """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
     it the model in use. A model in use that has no version yet is kept as one first. The new ONNX
-    keeps the prior blend of the model in use (:func:`current_prior_blend`)."""
+    keeps the prior blend and the per-rig blend rule of the model in use (:func:`current_prior_blend`,
+    :func:`current_prior_blend_rule`)."""
     from backend.export.onnx_export import export_generator
 
     models_dir = Path(models_dir)
     blend = current_prior_blend(models_dir)
+    rule = current_prior_blend_rule(models_dir)
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
@@ -451,9 +469,11 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
                    "val_l1": card["metrics"]["val_new"]["l1"], "version": n}
         save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
         res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
-                               model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend)
+                               model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend,
+                               prior_blend_rule=rule)
         card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
                     checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", prior_blend=blend,
+                    prior_blend_rule=rule,
                     export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
         model_store.write_text_atomic(paths["md"], model_card_text(card))
         model_store.write_json_atomic(paths["json"], card)
