@@ -56,17 +56,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     files = list_rig_files(args.data, allow_file=True, what="data folder")
     summary = sweep_blends(files, args.model, blends, threads=args.threads)
-    print(f"{len(summary.rigs)} rigs of {args.data}, model {args.model}")
-    print(summary.table())
-    print(f"best L1 at blend {summary.best:.2f}; one-standard-error rule: {summary.chosen:.2f}")
-    extra: dict = {"rule": "one-standard-error rule on DATA"}
-    if args.check:
+    one_se = summary.chosen
+    check = None
+    if args.check:  # swept first, so that both tables mark the blend finally chosen
         from backend.evaluation.blend import choose_across
 
         check = sweep_blends(list_rig_files(args.check, allow_file=True, what="check folder"), args.model, blends,
                              threads=args.threads)
-        chosen = choose_across([summary, check])
-        check.chosen = summary.chosen = chosen
+        check.chosen = summary.chosen = choose_across([summary, check])
+    print(f"{len(summary.rigs)} rigs of {args.data}, model {args.model}")
+    print(summary.table())
+    print(f"best L1 at blend {summary.best:.2f}; one-standard-error rule: {one_se:.2f}")
+    extra: dict = {"rule": "one-standard-error rule on DATA"}
+    if check is not None:
+        chosen = summary.chosen
         print(f"\n{len(check.rigs)} rigs of {args.check} (out-of-style check)")
         print(check.table())
         print(f"chosen (lowest L1 averaged over {args.data} and {args.check}): {chosen:.2f}")

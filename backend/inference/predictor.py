@@ -100,15 +100,16 @@ class Predictor:
         ws, info = self._raw_for_blends(rig, [self.blend_for(rig)])
         return ws[0], info
 
-    def blend_for(self, rig: Rig, blend: float | None = None) -> float:
+    def blend_for(self, rig: Rig, blend: float | None = None, piece_share: float | None = None) -> float:
         """The generator's share for ``rig``: ``blend`` if given, else this predictor's ``prior_blend``,
-        else the model's per-rig rule (backend.inference.blend_rule), else the model's fixed blend
-        (1.0 for the model-free modes, which ignore it)."""
+        else the model's per-rig rule (backend.inference.blend_rule; ``piece_share``: the rig's small-piece
+        share when already known), else the model's fixed blend (1.0 for the model-free modes, which
+        ignore it)."""
         if blend is None:
             blend = self.prior_blend
         if blend is None and self.model is not None and self.model.info.prior_blend_rule is not None:
             rule = self.model.info.prior_blend_rule
-            blend = rule.blend_for_share(rule.share(rig))
+            blend = rule.blend_for_share(rule.share(rig) if piece_share is None else piece_share)
         return self._blend(blend) if self.model is not None else 1.0
 
     def _raw_for_blends(self, rig: Rig, blends: Sequence[float | None]) -> tuple[list[np.ndarray], dict]:
@@ -173,9 +174,10 @@ class Predictor:
         validate_rig(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
                       "deform_bones": int(rig.is_deform.sum()), "simplified_to": None, "helper_bones_skipped": []}
+        share = None
         if self.model is not None and self.model.info.prior_blend_rule is not None:
-            info["small_piece_share"] = self.model.info.prior_blend_rule.share(rig)
-        blends = [self.blend_for(rig, b) for b in blends]
+            share = info["small_piece_share"] = self.model.info.prior_blend_rule.share(rig)
+        blends = [self.blend_for(rig, b, share) for b in blends]
         if self.skip_helpers:
             from backend.features.helper_bones import without_helpers
 
