@@ -30,23 +30,31 @@ def test_aggregate_means_and_unweighted_rigs(tmp_path):
     assert agg["boneheat"]["rigs"] == 1 and agg["boneheat"]["unweighted_rigs"] == 1
 
 
-def test_card_files_written(tmp_path):
+def card_inputs(tmp_path, seed: int, meta: dict, summary: dict | None = None, piece_share=None):
+    """An evaluation folder, a run folder, a tiny model with ``meta`` in its metadata and a two-blend
+    sweep: (eval dir, run dir, model path, BlendSummary)."""
     ev = tmp_path / "eval"
     ev.mkdir()
     (ev / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows()))
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 3}}))
-    (run / "summary.json").write_text(json.dumps({"seconds": 120, "steps": 10}))
+    (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": seed}}))
+    if summary is not None:
+        (run / "summary.json").write_text(json.dumps(summary))
     model = tmp_path / "m.onnx"
     export_tiny_model(model, width=8)
     proto = onnx.load(str(model))
-    set_metadata(proto, {"prior_blend": "0.5"})
+    set_metadata(proto, meta)
     onnx.save_model(proto, str(model))
     blend = BlendSummary(blends=np.array([1.0, 0.5]), means={m: np.array([0.40, 0.41]) for m in
                                                              ("l1", "precision", "recall", "dominant_acc")},
                          l1=np.array([[0.4, 0.41], [0.4, 0.41]]), se=np.array([0.0, 0.02]), best=1.0, chosen=0.5,
-                         rigs=["a", "b"])
+                         rigs=["a", "b"], piece_share=piece_share)
+    return ev, run, model, blend
+
+
+def test_card_files_written(tmp_path):
+    ev, run, model, blend = card_inputs(tmp_path, 3, {"prior_blend": "0.5"}, {"seconds": 120, "steps": 10})
     check = BlendSummary.from_dict(blend.as_dict())
     check.means = {m: np.array([0.70, 0.60]) for m in check.means}
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"check": check.as_dict(), "check_data": "oos",
@@ -66,22 +74,9 @@ def test_card_files_written(tmp_path):
 def test_card_describes_a_per_rig_blend_rule(tmp_path):
     from backend.inference.blend_rule import PieceBlendRule
 
-    ev = tmp_path / "eval"
-    ev.mkdir()
-    (ev / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows()))
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 1}}))
-    model = tmp_path / "m.onnx"
-    export_tiny_model(model, width=8)
     rule = PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
-    proto = onnx.load(str(model))
-    set_metadata(proto, {"prior_blend": "0.5", "prior_blend_rule": json.dumps(rule.as_dict())})
-    onnx.save_model(proto, str(model))
-    blend = BlendSummary(blends=np.array([1.0, 0.5]), means={m: np.array([0.40, 0.41]) for m in
-                                                             ("l1", "precision", "recall", "dominant_acc")},
-                         l1=np.array([[0.4, 0.41], [0.4, 0.41]]), se=np.array([0.0, 0.02]), best=1.0, chosen=0.5,
-                         rigs=["a", "b"], piece_share=np.array([0.0, 0.3]))
+    ev, run, model, blend = card_inputs(tmp_path, 1, {"prior_blend": "0.5", "prior_blend_rule": json.dumps(rule.as_dict())},
+                                        piece_share=np.array([0.0, 0.3]))
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"piece_rule": rule.as_dict(),
                                                                        "piece_rule_l1": [0.37], "fixed_blend_l1": [0.41]}))
     (tmp_path / "grid.md").write_text("GRID TABLE")

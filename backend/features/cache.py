@@ -18,6 +18,17 @@ import numpy as np
 from backend.io.atomic import atomic_path
 
 
+def key_fields(value: Any) -> dict:
+    """A dataclass instance as a dict for keys and stored configs: fields marked
+    ``metadata={"key_omits_default": True}`` (options added later) are left out while they hold their
+    default, so keys made before the option existed stay valid."""
+    d = dataclasses.asdict(value)
+    for f in dataclasses.fields(value):
+        if f.metadata.get("key_omits_default") and getattr(value, f.name) == f.default:
+            d.pop(f.name)
+    return d
+
+
 def _feed(h: "hashlib._Hash", value: Any) -> None:
     if isinstance(value, np.ndarray) or isinstance(value, np.generic):
         arr = np.ascontiguousarray(value)
@@ -36,11 +47,7 @@ def _feed(h: "hashlib._Hash", value: Any) -> None:
             _feed(h, item)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         _feed(h, type(value).__name__)
-        d = dataclasses.asdict(value)
-        for f in dataclasses.fields(value):  # options added later leave older keys unchanged at their default
-            if f.metadata.get("key_omits_default") and getattr(value, f.name) == f.default:
-                d.pop(f.name)
-        _feed(h, d)
+        _feed(h, key_fields(value))
     else:
         h.update(b"J" + json.dumps(value, sort_keys=True, default=str).encode())
 

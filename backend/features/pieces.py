@@ -20,6 +20,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from backend.features.geometry import mesh_edges
+
 #: number of (vertex, candidate bone) columns :func:`piece_pair_features` adds
 FPIECE = 3
 #: points sampled along each bone for the bounding-box test
@@ -32,10 +34,8 @@ def mesh_pieces(faces: np.ndarray, num_vertices: int) -> tuple[int, np.ndarray]:
     """Connected components of the face graph: (P, (V,) int64 piece of each vertex).
 
     A vertex used by no face is a piece of its own."""
-    faces = np.asarray(faces, np.int64).reshape(-1, 3)
-    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = sparse.csr_matrix((np.ones(len(i), np.int8), (i, j)), shape=(num_vertices, num_vertices))
+    e = mesh_edges(np.asarray(faces, np.int64).reshape(-1, 3))
+    graph = sparse.csr_matrix((np.ones(len(e), np.int8), (e[:, 0], e[:, 1])), shape=(num_vertices, num_vertices))
     count, labels = connected_components(graph, directed=False)
     return int(count), labels.astype(np.int64)
 
@@ -46,6 +46,19 @@ def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, np.int64).reshape(-1, 3)
     area = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
     return np.bincount(f.ravel(), weights=np.repeat(area / 3.0, 3), minlength=len(v))
+
+
+def piece_area_shares(vertices: np.ndarray, faces: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(P, (V,) int64 piece of each vertex, (V,) float64 vertex areas, (P,) float64 share of the surface
+    area in each piece); the shares are by vertex count when the mesh has no area at all."""
+    count, labels = mesh_pieces(faces, len(vertices))
+    area = vertex_areas(vertices, faces)
+    total = float(area.sum())
+    if total > 0.0:
+        share = np.bincount(labels, weights=area, minlength=count) / total
+    else:
+        share = np.bincount(labels, minlength=count) / max(len(vertices), 1)
+    return count, labels, area, share
 
 
 def piece_means(values: np.ndarray, labels: np.ndarray, count: int, weights: np.ndarray) -> np.ndarray:
@@ -79,11 +92,7 @@ def piece_pair_features(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarr
     vertices (V, 3), faces (F, 3), heads / tails (Jd, 3) deform bones (same frame as the vertices),
     cand (V, K) int64 candidate deform bones, prior (V, K) prior weights over the candidates."""
     V, K = cand.shape
-    count, labels = mesh_pieces(faces, V)
-    area = vertex_areas(vertices, faces)
-    share = np.bincount(labels, weights=area, minlength=count) / max(float(area.sum()), 1e-30)
-    if area.sum() <= 0.0:  # no surface at all: share by vertex count
-        share = np.bincount(labels, minlength=count) / max(V, 1)
+    count, labels, area, share = piece_area_shares(vertices, faces)
     log_share = np.clip(np.log10(np.maximum(share, 1e-12)) / 3.0, -2.0, 0.0)
 
     Jd = heads.shape[0]
@@ -116,10 +125,8 @@ def small_piece_share(vertices: np.ndarray, faces: np.ndarray, small: float = SM
 
     0 for one closed body, near 1 for a model assembled from many parts (a robot, a rifle, layered
     clothing). vertices (V, 3), faces (F, 3) -> float in [0, 1]; 0 when the mesh has no area."""
-    count, labels = mesh_pieces(faces, len(vertices))
-    area = vertex_areas(vertices, faces)
+    _, labels, area, share = piece_area_shares(vertices, faces)
     total = float(area.sum())
     if total <= 0.0:
         return 0.0
-    share = np.bincount(labels, weights=area, minlength=count) / total
     return float(area[share[labels] < small].sum() / total)

@@ -7,7 +7,7 @@ depend on the file's units or placement.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -40,10 +40,11 @@ class FeatureConfig:
     piece_features: bool = field(default=False, metadata={"key_omits_default": True})
 
     def key_fields(self) -> dict:
-        """The fields that identify the features: options added later are left out while they hold their
-        default, so caches and keys made before them stay valid."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if not (f.metadata.get("key_omits_default") and getattr(self, f.name) == f.default)}
+        """The fields that identify the features (backend.features.cache.key_fields: options added
+        later are left out while they hold their default, so caches and keys made before them stay valid)."""
+        from backend.features.cache import key_fields
+
+        return key_fields(self)
 
     def key(self) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(self.key_fields().items()))

@@ -419,34 +419,36 @@ def reserve_version(folder: Path) -> int:
         return n
 
 
+def _metadata_in_use(models_dir: Path) -> tuple[Path, dict] | None:
+    """(path, metadata) of ``models_dir/autoskin.onnx`` (the model in use), None when there is none."""
+    import onnx
+
+    from backend.export.metadata import get_metadata
+
+    cur = Path(models_dir) / model_store.CURRENT_NAME
+    if not cur.is_file():
+        return None
+    return cur, get_metadata(onnx.load(str(cur), load_external_data=False))
+
+
 def current_prior_blend(models_dir: Path) -> float:
     """The ``prior_blend`` stored in ``models_dir/autoskin.onnx`` (the model in use); 1.0 when there is
     no such file or it stores none (ModelError for an invalid one). A fine-tuned version keeps the
     blend the shipped model was given."""
-    import onnx
-
-    from backend.export.metadata import get_metadata
     from backend.inference.model_meta import parse_prior_blend
 
-    cur = Path(models_dir) / model_store.CURRENT_NAME
-    if not cur.is_file():
-        return 1.0
-    return parse_prior_blend(get_metadata(onnx.load(str(cur), load_external_data=False)), cur)
+    found = _metadata_in_use(models_dir)
+    return 1.0 if found is None else parse_prior_blend(found[1], found[0])
 
 
 def current_prior_blend_rule(models_dir: Path) -> dict | None:
     """The per-rig blend rule of ``models_dir/autoskin.onnx`` (``PieceBlendRule.as_dict()``), None when
     there is no such file or it has none (ModelError for a malformed one). A fine-tuned version keeps
     it, as it keeps the fixed blend."""
-    import onnx
-
-    from backend.export.metadata import get_metadata
     from backend.inference.model_meta import parse_prior_blend_rule
 
-    cur = Path(models_dir) / model_store.CURRENT_NAME
-    if not cur.is_file():
-        return None
-    rule = parse_prior_blend_rule(get_metadata(onnx.load(str(cur), load_external_data=False)), cur)
+    found = _metadata_in_use(models_dir)
+    rule = None if found is None else parse_prior_blend_rule(found[1], found[0])
     return rule.as_dict() if rule is not None else None
 
 
