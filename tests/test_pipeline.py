@@ -91,3 +91,49 @@ def test_heat_prior_option(chain):
     assert (f.prior[mid, 0] > 0.8).all() and (f.cand[mid, 0] == 0).all()
     with pytest.raises(ValueError, match="unknown prior"):
         compute_features(chain, FeatureConfig(k_bones=3, prior="nope"))
+
+
+def test_with_parent_candidate_known_answer():
+    from backend.features.pipeline import with_parent_candidate
+
+    parents = np.array([-1, 0, 0, 0, 1])  # bone 0 carries 1, 2, 3; bone 1 carries 4
+    cand = np.array([[1, 2, 3], [0, 1, 2], [4, 1, 2], [4, 2, 3]])
+    dist = np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3]], np.float32)
+    edist = np.full((4, 5), 0.05, np.float32)
+    edist[0, 0] = 0.9  # straight-line distance to the parent beyond the replaced candidate's
+    c2, d2 = with_parent_candidate(cand, dist, parents, edist)
+    # row 0: parent 0 missing -> last slot, at its straight-line distance 0.9
+    # row 1: the nearest bone is a root (no parent) -> unchanged; row 2: parent 1 already there
+    # row 3: parent 1 missing -> last slot at the replaced distance 0.3 (0.05 would break the order)
+    np.testing.assert_array_equal(c2, [[1, 2, 0], [0, 1, 2], [4, 1, 2], [4, 2, 1]])
+    np.testing.assert_allclose(d2, [[0.1, 0.2, 0.9], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3]])
+    np.testing.assert_array_equal(cand[0], [1, 2, 3])  # inputs untouched
+    one = with_parent_candidate(cand[:, :1], dist[:, :1], parents, edist)  # a single slot stays the nearest
+    np.testing.assert_array_equal(one[0], cand[:, :1])
+
+
+def test_parent_candidate_brings_in_the_carrying_bone():
+    # a hull (a long capsule) carried by a root bone in its middle, with eight "wheel" bones along its
+    # sides: with 3 candidates the hull's ends see only wheels; with parent_candidate the root is
+    # always among them, and the prior over the candidates still sums to 1
+    from backend.features.pipeline import deform_parents
+
+    rig = make_capsule_chain(n_bones=1, length=6.0, radius=0.5, segments=12, rings=24)
+    verts = rig.vertices.astype(np.float64)
+    joints = np.array([[0, 0, 2.8], *[[s * 0.6, 0, z] for s in (-1, 1) for z in (0.3, 0.9, 5.1, 5.7)]])
+    tails = joints.copy()
+    tails[0, 2] = 3.2
+    tails[1:, 0] *= 1.5
+    parents = np.array([-1] + [0] * 8)
+    hull = make_rig(verts, rig.faces, joints, parents, tails=tails)
+    plain = compute_features(hull, FeatureConfig(k_bones=3, distance="euclidean"))
+    with_root = compute_features(hull, FeatureConfig(k_bones=3, distance="euclidean", parent_candidate=True))
+    has_root = (with_root.cand == 0).any(axis=1)
+    assert not (plain.cand == 0).any(axis=1).all()  # the ends lose the root without the option
+    assert has_root.all()
+    np.testing.assert_allclose(with_root.prior.sum(1), 1.0, atol=1e-5)
+    d = with_root.pair_feat[:, :, 5]  # candidate distances stay nearest first
+    assert (np.diff(d, axis=1) >= -1e-6).all()
+    same = (plain.cand == with_root.cand).all(axis=1)
+    np.testing.assert_allclose(plain.pair_feat[same], with_root.pair_feat[same], atol=1e-6)
+    assert deform_parents(hull.parents, hull.deform_indices).tolist() == parents.tolist()

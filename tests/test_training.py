@@ -341,3 +341,38 @@ def test_piece_feature_training_exports_a_model_the_runtime_uses(tmp_path, data_
     pred = Predictor(tmp_path / "m.onnx", device="cpu").predict(rig)
     assert pred.weights.shape == (rig.num_vertices, rig.num_bones)
     np.testing.assert_allclose(pred.weights.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_warm_start_loads_the_checkpoint_and_refuses_another_architecture(tmp_path, data_dir):
+    from backend.cli import train as train_cli
+    from backend.training.checkpoint import load_generator_checkpoint
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, stages=dict(stage1_epochs=1))
+    Trainer(cfg, data_dir, tmp_path / "first", progress=False, tensorboard=False).fit()
+    best = tmp_path / "first" / "best_generator.pt"
+    _, ckpt = load_generator_checkpoint(best)
+
+    # the new run may use other features (here: the parent candidate); its G starts from the weights
+    warm = tiny_config(tmp_path, features=dict(parent_candidate=True), run=dict(init_generator=str(best)))
+    t = Trainer(warm, data_dir, tmp_path / "second", progress=False, tensorboard=False)
+    for k, v in t.G.state_dict().items():
+        torch.testing.assert_close(v, ckpt["state_dict"][k])
+    cold = Trainer(tiny_config(tmp_path), data_dir, tmp_path / "third", progress=False, tensorboard=False)
+    assert any(not torch.equal(v, ckpt["state_dict"][k]) for k, v in cold.G.state_dict().items())
+    summary = t.fit()  # and it trains from there
+    assert (tmp_path / "second" / "best_generator.pt").is_file() and summary["steps"] > 0
+
+    wider = tiny_config(tmp_path, model=dict(hidden=24, fused=16, critic_hidden=8), run=dict(init_generator=str(best)))
+    with pytest.raises(RigError, match="hidden"):
+        Trainer(wider, data_dir, tmp_path / "fourth", progress=False, tensorboard=False)
+    with pytest.raises(RigError, match="no such generator checkpoint"):
+        Trainer(tiny_config(tmp_path, run=dict(init_generator=str(tmp_path / "none.pt"))), data_dir,
+                tmp_path / "fifth", progress=False, tensorboard=False)
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["--data", "d", "--out", "o", "--init", str(best)])
+    assert train_cli.build_config(args).run.init_generator == str(best)

@@ -5,6 +5,7 @@ Example:
   python -m backend train --config configs/default.toml --data ../shared/data/rigs --out runs/NAME
   python -m backend train ... --set optim.lr_g=2e-4 --set stages.stage2_epochs=50
   python -m backend train ... --resume            # continue a killed run (same result)
+  python -m backend train ... --init runs/old/best_generator.pt   # warm start from a trained generator
   python -m torch.distributed.run --nproc_per_node 2 -m backend train ...   # data-parallel (gloo on CPU)
 
 The run folder gets state.pt (resumable), best_generator.pt, log.jsonl, tb/ (TensorBoard),
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable), e.g. --set optim.lr_g=2e-4")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="warm start: the generator starts from this checkpoint's weights (same architecture)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: OUT/../cache)")
     parser.add_argument("--no-adversarial", action="store_true", help="ablation: no critics / adversarial terms")
     parser.add_argument("--no-consistency", action="store_true", help="ablation: no consistency loss")
@@ -48,6 +51,8 @@ def build_config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.cache_dir is not None:
         overrides.append(f'data.cache_dir="{args.cache_dir}"')
+    if args.init is not None:
+        overrides.append(f'run.init_generator="{args.init}"')
     if args.no_adversarial:
         overrides.append("ablation.adversarial=false")
     if args.no_consistency:

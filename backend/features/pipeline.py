@@ -38,6 +38,9 @@ class FeatureConfig:
     prior: str = "geodesic"  # the prior weights fed to G: "geodesic" falloff or "heat" diffusion (features/heat.py)
     #: add features.pieces.FPIECE columns about each vertex's separate mesh piece to pair_feat
     piece_features: bool = field(default=False, metadata={"key_omits_default": True})
+    #: the parent of each vertex's nearest bone is always a candidate (it takes the farthest slot when
+    #: missing): a part often belongs to the bone that carries it, e.g. a tank hull to the root
+    parent_candidate: bool = field(default=False, metadata={"key_omits_default": True})
 
     def key_fields(self) -> dict:
         """The fields that identify the features (backend.features.cache.key_fields: options added
@@ -195,10 +198,33 @@ def candidate_distances(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray,
     return cand.astype(np.int64), np.take_along_axis(edist, cand, axis=1).astype(np.float32)
 
 
+def with_parent_candidate(cand: np.ndarray, dist: np.ndarray, parents_d: np.ndarray, edist: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates with the parent of each vertex's nearest bone among them.
+
+    cand / dist (V, K) nearest first, parents_d (Jd,) deform parents (-1 root), edist (V, Jd)
+    straight-line bone distances. Where the parent is missing it replaces the last (farthest)
+    candidate, at distance max(straight-line distance, the replaced one's): the parent was not
+    among the K nearest, so it is at least that far, and the rows stay sorted. Returns new arrays.
+    """
+    cand, dist = cand.copy(), dist.copy()
+    if cand.shape[1] < 2:
+        return cand, dist
+    parent = parents_d[cand[:, 0]]
+    rows = np.flatnonzero((parent >= 0) & ~(cand == parent[:, None]).any(axis=1))
+    p = parent[rows]
+    cand[rows, -1] = p
+    dist[rows, -1] = np.maximum(edist[rows, p], dist[rows, -1])
+    return cand, dist
+
+
 def prior_weights(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails: np.ndarray, cand: np.ndarray,
-                  dist: np.ndarray, config: FeatureConfig) -> np.ndarray:
+                  dist: np.ndarray, config: FeatureConfig,
+                  nearest: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(V, K) float32 prior weights over the candidates, rows sum to 1, every entry > 0 (an exact
-    0 marks padding, see features.batch): the geodesic falloff or the heat-diffusion solution."""
+    0 marks padding, see features.batch): the geodesic falloff or the heat-diffusion solution.
+    nearest: the plain K-nearest geodesic (cand, dist) when the candidates were changed after the
+    search (``parent_candidate``); the heat solve reuses it."""
     from backend.features.geodesic import geodesic_weights
 
     if config.prior == "geodesic":
@@ -206,7 +232,7 @@ def prior_weights(verts: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails
     elif config.prior == "heat":
         from backend.features.heat import heat_weights
 
-        geodesic = (cand, dist) if config.distance == "geodesic" else None  # reuse: identical, one solve less
+        geodesic = (nearest or (cand, dist)) if config.distance == "geodesic" else None  # reuse: one solve less
         heat = heat_weights(verts, faces, heads, tails, prune=0.0, resolution=config.geodesic_resolution,
                             geodesic=geodesic)  # (V, Jd)
         prior = np.take_along_axis(heat.astype(np.float64), cand, axis=1)
@@ -232,8 +258,12 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
     mean_off = offs.mean(axis=1) / np.maximum(spread, EPS)[:, None]
 
     all_edist, _ = point_segment_distance(verts, heads, tails)  # (V, Jd)
-    cand, gdist = candidate_distances(verts, rig.faces, heads, tails, all_edist, config)
-    prior = prior_weights(verts, rig.faces, heads, tails, cand, gdist, config)
+    parents_d = deform_parents(rig.parents, deform_index)
+    nearest = candidate_distances(verts, rig.faces, heads, tails, all_edist, config)
+    cand, gdist = nearest
+    if config.parent_candidate:
+        cand, gdist = with_parent_candidate(cand, gdist, parents_d, all_edist)
+    prior = prior_weights(verts, rig.faces, heads, tails, cand, gdist, config, nearest)
     K = cand.shape[1]
 
     # Euclidean segment distance and position along the bone for the candidates only.
@@ -265,7 +295,7 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
 
     vfeat = np.concatenate([verts, normals, mean_off, min_e[:, None]], axis=1).astype(np.float32)
     assert vfeat.shape[1] == FV
-    bfeat = bone_features(heads, tails, deform_parents(rig.parents, deform_index))
+    bfeat = bone_features(heads, tails, parents_d)
     return RigFeatures(
         vertex_feat=vfeat,
         neighbors=neighbors,

@@ -32,6 +32,7 @@ class FeaturesConfig:
     distance: str = "geodesic"
     prior: str = "geodesic"  # prior weights fed to G: "geodesic" or "heat"
     piece_features: bool = False  # pair features about each vertex's separate mesh piece (features/pieces.py)
+    parent_candidate: bool = False  # the nearest bone's parent is always a candidate (features/pipeline.py)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class RunConfig:
     spike_factor: float = 10.0  # grad norm > factor * running median -> reported
     threads: int = 0  # torch CPU threads, 0 = torch default
     kill_after_steps: int = 0  # testing aid: stop abruptly after this many steps (simulates a crash)
+    init_generator: str = ""  # warm start: generator weights from this checkpoint (same architecture)
 
 
 @dataclass

@@ -109,6 +109,21 @@ class RunLog:
             self.tb.close()
 
 
+def warm_start(G: Generator, path: str | Path, kwargs: dict) -> None:
+    """Load a checkpoint's generator weights into ``G`` (built from ``kwargs``); RigError when the
+    checkpoint's architecture differs. The features may differ (a warm start adapts to them)."""
+    from backend.training.checkpoint import load_generator_checkpoint
+
+    _, ckpt = load_generator_checkpoint(path)
+    differ = {k: (v, kwargs[k]) for k, v in dict(ckpt["config"]).items() if k in kwargs and kwargs[k] != v}
+    try:
+        if differ:
+            raise RuntimeError(f"settings (checkpoint, this run): {differ}")
+        G.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise RigError(f"{path}: cannot warm-start from it, its generator differs from this run's ({exc})") from None
+
+
 class Trainer:
     """Build with a config, a data folder (with train/ and val/) and a run folder; call :meth:`fit`."""
 
@@ -132,6 +147,8 @@ class Trainer:
 
         torch.manual_seed(cfg.run.seed)
         self.G = Generator(**cfg.generator_kwargs()).to(self.device)
+        if cfg.run.init_generator:
+            warm_start(self.G, cfg.run.init_generator, cfg.generator_kwargs())
         self.Ds = Critic(cfg.model.critic_hidden).to(self.device)
         self.Du = Critic(cfg.model.critic_hidden).to(self.device)
         for m in (self.G, self.Ds, self.Du):
