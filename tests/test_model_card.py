@@ -9,6 +9,7 @@ import pytest
 from backend.cli import model_card
 from backend.evaluation.blend import BlendSummary
 from backend.export.metadata import set_metadata
+from backend.rig import RigError
 from conftest import export_tiny_model
 
 
@@ -92,3 +93,22 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     assert "b = 0.2 for one closed body, rising linearly to 1 when 0.1 of the surface" in text
     assert "`val` 0.370 (fixed blend 0.410)" in text
     assert text.index("## Ablation") < text.index("GRID TABLE") < text.index("RUNS TABLE")
+
+
+def test_card_of_a_model_made_in_two_training_steps(tmp_path):
+    ev, run, model, blend = card_inputs(tmp_path, 0, {"prior_blend": "0.5"}, {"seconds": 600, "steps": 100})
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    (warm / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 4, "init_generator": "g.pt"}}))
+    (warm / "summary.json").write_text(json.dumps({"seconds": 300, "steps": 40, "best_score": 0.1}))
+    args = SimpleNamespace(model=str(model), run=[str(run), str(warm)], eval=[f"test={ev}"], ablation=None, notes=None,
+                           train_command=["first", "second --init g.pt"], data_view=None, out=None, blend=None)
+    assert model_card.run(args) == 0
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["training"]["seconds"] == 900 and card["training"]["steps"] == 140
+    assert [s["command"] for s in card["training"]["steps_in_order"]] == ["first", "second --init g.pt"]
+    assert card["training"]["steps_in_order"][1]["init_generator"] == "g.pt" and card["config"]["run"]["seed"] == 4
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "15.0 min, 140 steps, seed 4, in 2 steps" in text and "- command: `second --init g.pt`" in text
+    with pytest.raises(RigError, match="not a training run folder"):
+        model_card.run(SimpleNamespace(**{**vars(args), "run": [str(tmp_path / "nothing")]}))

@@ -20,6 +20,8 @@ import platform
 from collections import defaultdict
 from pathlib import Path
 
+from backend.rig import RigError
+
 NAME = "model-card"
 HELP = "write models/MODEL_CARD.md + model_card.json from a training run and its evaluations"
 
@@ -29,13 +31,16 @@ METRICS = ("l1", "precision", "recall", "dominant_acc", "cosine", "mse", "deform
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the shipped .onnx file")
-    p.add_argument("--run", required=True, help="training run folder (config.json, summary.json, log.jsonl)")
+    p.add_argument("--run", action="append", required=True,
+                   help="training run folder (config.json, summary.json, log.jsonl); repeat it, in order, for a "
+                        "model made in steps (a warm-started run after the one it started from)")
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="an evaluate output folder (results.jsonl, summary.md); repeatable")
     p.add_argument("--ablation", action="append", default=[],
                    help="Markdown file with ablation tables (repeatable; included in order)")
     p.add_argument("--notes", default=None, help="Markdown file with known weaknesses (and pictures)")
-    p.add_argument("--train-command", default="", help="the exact command that trained the model")
+    p.add_argument("--train-command", action="append", default=[],
+                   help="the exact command that trained the model (repeatable: one per --run, in order)")
     p.add_argument("--data-view", default=None, help="view.json of the data view used for training")
     p.add_argument("--blend", default=None, help="blend-sweep JSON (--out of `python -m backend blend-sweep`) "
                    "that chose the model's prior blend on val")
@@ -101,14 +106,26 @@ def kind_table(agg: dict[str, dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def training_step(run_dir: Path) -> dict:
+    """One training run of the model: {"run", "config", "summary"} (summary {} while it has none)."""
+    if not (run_dir / "config.json").is_file():
+        raise RigError(f"{run_dir}: not a training run folder (no config.json)")
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    return {"run": run_dir, "config": json.loads((run_dir / "config.json").read_text()), "summary": summary}
+
+
 def run(args: argparse.Namespace) -> int:
     from backend.io.atomic import atomic_path
 
     model = Path(args.model)
-    run_dir = Path(args.run)
+    run_dirs = [Path(r) for r in ([args.run] if isinstance(args.run, str) else args.run)]
+    commands = [args.train_command] if isinstance(args.train_command, str) else list(args.train_command or [])
+    commands = [c for c in commands if c]
     out = Path(args.out) if args.out else model.parent
-    config = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    steps = [training_step(r) for r in run_dirs]
+    config = steps[-1]["config"]  # the run that wrote the weights
+    seconds = sum(st["summary"].get("seconds") or 0 for st in steps)
+    total_steps = sum(st["summary"].get("steps") or 0 for st in steps)
     view = json.loads(Path(args.data_view).read_text()) if args.data_view else None
     evals = {}
     for spec in args.eval:
@@ -129,10 +146,15 @@ def run(args: argparse.Namespace) -> int:
         "blend_sweep": blend,
         "sha256": sha256(model),
         "size_bytes": model.stat().st_size,
-        "command": args.train_command,
+        "command": " && ".join(commands),
         "config": config,
         "data_view": view,
-        "training": {k: summary.get(k) for k in ("seconds", "steps", "best_score", "last_epoch", "world")},
+        "training": {"seconds": seconds, "steps": total_steps,
+                     **{k: steps[-1]["summary"].get(k) for k in ("best_score", "last_epoch", "world")},
+                     "steps_in_order": [{"run": str(st["run"]), "command": c,
+                                         **{k: st["summary"].get(k) for k in ("seconds", "steps", "best_score")},
+                                         "init_generator": st["config"].get("run", {}).get("init_generator", "")}
+                                        for st, c in zip(steps, commands + [""] * len(steps))]},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "evaluations": evals,
     }
@@ -140,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
           f"- file: `{model.name}`, {model.stat().st_size / 1e6:.2f} MB, sha256 `{card['sha256']}` "
           "(the runtime also checks the weights hash stored in the file's metadata)",
           f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
-          f"{(summary.get('seconds') or 0) / 60:.1f} min, {summary.get('steps')} steps, seed {config.get('run', {}).get('seed')}",
-          f"- command: `{args.train_command}`" if args.train_command else "- command: see docs/model.md",
+          f"{seconds / 60:.1f} min, {total_steps} steps, seed {config.get('run', {}).get('seed')}"
+          + (f", in {len(steps)} steps: " + "; ".join(
+              f"`{st['run']}` {(st['summary'].get('seconds') or 0) / 60:.1f} min" for st in steps) if len(steps) > 1 else ""),
+          *([f"- command: `{c}`" for c in commands] or ["- command: see docs/model.md"]),
           (f"- prior blend per rig (metadata `prior_blend_rule`): the runtime weights are b x the generator's output + "
            f"(1 - b) x the prior it is given, with b = {rule.low:g} for one closed body, rising linearly to {rule.high:g} "
            f"when {rule.saturation:g} of the surface lies in separate pieces each under {rule.small:g} of it "
