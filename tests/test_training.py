@@ -362,6 +362,17 @@ def test_warm_start_loads_the_checkpoint_and_refuses_another_architecture(tmp_pa
     assert any(not torch.equal(v, ckpt["state_dict"][k]) for k, v in cold.G.state_dict().items())
     summary = t.fit()  # and it trains from there
     assert (tmp_path / "second" / "best_generator.pt").is_file() and summary["steps"] > 0
+    # the option travels with the model into the runtime
+    from backend.export.onnx_export import export_generator, feature_config_of, load_checkpoint
+    from backend.inference.predictor import Predictor
+
+    model, ck2 = load_checkpoint(tmp_path / "second" / "best_generator.pt")
+    fcfg = feature_config_of(ck2, "best_generator.pt")
+    assert fcfg.parent_candidate
+    export_generator(model, tmp_path / "p.onnx", fcfg)
+    pred = Predictor(tmp_path / "p.onnx", device="cpu").predict(make_capsule_chain(n_bones=4, segments=8, rings=8))
+    assert pred.info["feature_config"]["parent_candidate"] is True
+    np.testing.assert_allclose(pred.weights.sum(axis=1), 1.0, atol=1e-5)
 
     wider = tiny_config(tmp_path, model=dict(hidden=24, fused=16, critic_hidden=8), run=dict(init_generator=str(best)))
     with pytest.raises(RigError, match="hidden"):
