@@ -10,7 +10,7 @@ cd "$ROOT"
 DATA="${1:-../shared/data}"
 VIEW=runs/views/shipped
 TRAIN_CMD="python -m backend train --config configs/shipped.toml --data $VIEW --out runs/shipped --cache-dir runs/cache --unlabeled-dir runs/synth400"
-TRAIN2_CMD="python -m backend train --config configs/shipped_parent.toml --data $VIEW --out runs/shipped_parent --cache-dir runs/cache --unlabeled-dir runs/synth400 --init runs/shipped/best_generator.pt"
+TRAIN2_CMD="python -m backend train --config configs/shipped.toml --data $VIEW --out runs/shipped_parent --cache-dir runs/cache --unlabeled-dir runs/synth400 --init runs/shipped/best_generator.pt --set features.parent_candidate=true --set optim.lr_g=3e-4 --set stages.stage1_epochs=12 --set run.threads=1"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \

@@ -114,14 +114,12 @@ def warm_start(G: Generator, path: str | Path, kwargs: dict) -> None:
     checkpoint's architecture differs. The features may differ (a warm start adapts to them)."""
     from backend.training.checkpoint import load_generator_checkpoint
 
-    _, ckpt = load_generator_checkpoint(path)
-    differ = {k: (v, kwargs[k]) for k, v in dict(ckpt["config"]).items() if k in kwargs and kwargs[k] != v}
-    try:
-        if differ:
-            raise RuntimeError(f"settings (checkpoint, this run): {differ}")
-        G.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise RigError(f"{path}: cannot warm-start from it, its generator differs from this run's ({exc})") from None
+    old, _ = load_generator_checkpoint(path)  # RigError when unreadable or its weights do not fit its config
+    differ = {k: (old.config.get(k), v) for k, v in kwargs.items() if old.config.get(k) != v}
+    if differ:
+        raise RigError(f"{path}: cannot warm-start from it, its generator differs from this run's "
+                       f"(settings (checkpoint, this run): {differ})")
+    G.load_state_dict(old.state_dict())
 
 
 class Trainer:
