@@ -35,8 +35,9 @@ def _import_predictor():
 
 
 def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None,
-                  skip_helpers: bool = True):
-    """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend, helper skipping);
+                  skip_helpers: bool = True, rigid_pieces: bool = False):
+    """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend, helper skipping,
+    rigid pieces);
     raises RigError subclasses. ``prior_blend`` None: the blend stored in the model."""
     learned = mode == "LEARNED"
     prior_blend = prior_blend if learned else None
@@ -44,13 +45,13 @@ def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | 
         raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
                          f"add-on preferences, or use the Geodesic mode (no model needed)")
     key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device, prior_blend,
-           bool(skip_helpers))
+           bool(skip_helpers), bool(rigid_pieces))
     if key not in _PREDICTORS:
         Predictor = _import_predictor()
         _PREDICTORS.clear()
         _PREDICTORS[key] = Predictor(model_path=model_file if learned else None, mode=mode.lower(),
                                      device=device.lower(), prior_blend=prior_blend,
-                                     skip_helpers=bool(skip_helpers))
+                                     skip_helpers=bool(skip_helpers), rigid_pieces=bool(rigid_pieces))
     return _PREDICTORS[key]
 
 
@@ -112,7 +113,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 progress.update(10)
                 blend = float(opt["network_share"]) if opt["set_network_share"] else None
                 predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"],
-                                          blend, opt["skip_helper_bones"])
+                                          blend, opt["skip_helper_bones"], opt["rigid_pieces"])
                 progress.update(20)
                 pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
                                          prune=opt["prune_threshold"], smooth=opt["smoothing"])
@@ -145,6 +146,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         written = int(written.sum())
         skipped = len(pred.info.get("helper_bones_skipped", []))
         helpers = f" ({skipped} helper bones left empty)" if skipped else ""
+        rigid = pred.info.get("rigid_pieces", 0)
+        helpers += f" ({rigid} separate parts made rigid)" if rigid else ""
         share = pred.info.get("prior_blend")
         mix = f" (network share {share:.2f})" if share is not None else ""
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "

@@ -22,9 +22,9 @@ DEVICE_ITEMS = [
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
 OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "device", "model_path",
-                "set_network_share", "network_share", "skip_helper_bones",
+                "set_network_share", "network_share", "skip_helper_bones", "rigid_pieces",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
-LEARNED_ONLY = ("model_path", "set_network_share", "network_share")
+LEARNED_ONLY = ("model_path", "set_network_share", "network_share", "rigid_pieces")
 """Options that mean something in the Learned mode only (hidden in the others)."""
 
 
@@ -60,6 +60,11 @@ def option_properties(operator: bool) -> dict:
             name="Skip Helper Bones", default=True,
             description="Leave bones that never carry skin empty even when they are marked Deform: "
                         "chain-end leaf bones added by exporters (*_end, *Nub) and IK pole targets", **opts),
+        "rigid_pieces": BoolProperty(
+            name="Rigid Separate Parts", default=False,
+            description="Learned mode: put each small separate part (eye, gun, armour plate) on a single bone "
+                        "when the network and the geometry agree on it. For robots and props; characters "
+                        "with smoothly painted separate fins or legs are better without", **opts),
         "only_selected_bones": BoolProperty(
             name="Only Selected Bones", default=False,
             description="Weight only the selected bones (pose or edit mode selection); the other "

@@ -4,6 +4,7 @@
   never read or write the user's Blender configuration.
 * ``small_rig`` is a fixture factory building a capsule chain :class:`backend.rig.Rig` in numpy
   (``make_capsule_chain`` is importable as a plain function too).
+* ``make_chain_with_eye``: a capsule chain plus a small separate cube (two mesh pieces).
 * ``export_tiny_model`` writes a random (untrained) generator as an ONNX model.
 * ``DATA_DIR`` / ``needs_data``: the shared data folder and a skip marker for when it is absent.
 """
@@ -91,6 +92,27 @@ def make_capsule_chain(
         weights = w / w.sum(axis=1, keepdims=True)
     return make_rig(verts, faces, heads, parents, tails=tails,
                     joint_names=[f"bone_{j}" for j in range(n_bones)], weights=weights, name=name)
+
+
+def cube(centre, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(8, 3) corners and (12, 3) triangles of an axis-aligned cube."""
+    c = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64) * size / 2
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    tris = [t for a, b, c_, d in quads for t in ((a, b, c_), (a, c_, d))]
+    return c + np.asarray(centre, np.float64), np.asarray(tris, np.int64)
+
+
+def make_chain_with_eye(eye_z: float = 2.5, eye_x: float = 0.45):
+    """A 3-bone capsule chain (z 0..3) plus a small separate cube (an 'eye') beside it at height eye_z.
+    Returns (rig, (V,) bool mask of the eye's vertices)."""
+    body = make_capsule_chain(3, with_weights=False)
+    ev, ef = cube([eye_x, 0.0, eye_z], 0.1)
+    verts = np.concatenate([body.vertices, ev])
+    faces = np.concatenate([body.faces, ef + len(body.vertices)])
+    rig = make_rig(verts, faces, body.joints, body.parents, tails=body.tails, joint_names=list(body.joint_names))
+    eye = np.zeros(len(verts), bool)
+    eye[len(body.vertices):] = True
+    return rig, eye
 
 
 @pytest.fixture

@@ -629,3 +629,26 @@ def test_auto_skin_heat_mode(fresh):
     w = weights(mesh, ["bone_0", "bone_1", "bone_2"])
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
     assert ((w > 0).sum(axis=1) <= 3).all()
+
+
+def test_rigid_separate_parts_option(fresh, tmp_path):
+    """Rigid Separate Parts puts the small separate cube beside bone_2 on bone_2 alone, as the runtime's
+    option does; off (the default) it keeps the prior's blend; the body is the same either way."""
+    from conftest import make_chain_with_eye
+
+    path = tiny_model(tmp_path, seed=2)
+    rig, eye = make_chain_with_eye(eye_z=2.1)
+    mesh, arm = build_objects(rig, with_weights=False)
+    mesh.modifiers.clear()
+    mesh.parent = None
+    names = ["bone_0", "bone_1", "bone_2"]
+    got = {}
+    for flag in (False, True):
+        select(mesh, arm)
+        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", set_network_share=True,
+                       network_share=0.0, rigid_pieces=flag)
+        assert res == {"FINISHED"}, msg
+        got[flag] = weights(mesh, names)
+    np.testing.assert_array_equal(got[True][eye], np.tile([0.0, 0.0, 1.0], (int(eye.sum()), 1)))
+    assert got[False][eye, 2].min() < 0.99
+    np.testing.assert_allclose(got[True][~eye], got[False][~eye], atol=1e-6)

@@ -42,6 +42,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-helper-bones", action="store_true",
                    help="also weight bones that by convention carry no skin (*_end chain ends, pole targets); "
                         "by default they are left empty")
+    p.add_argument("--rigid-pieces", action="store_true",
+                   help="learned mode: put each small separate piece (eye, gun, armour plate) on one bone when the "
+                        "network and the geometry agree on it; for mechanical models (off by default)")
 
 
 def make_predictor(args: argparse.Namespace):
@@ -49,7 +52,8 @@ def make_predictor(args: argparse.Namespace):
     from backend.inference.predictor import Predictor
 
     return Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads,
-                     prior_blend=args.prior_blend, skip_helpers=not args.keep_helper_bones)
+                     prior_blend=args.prior_blend, skip_helpers=not args.keep_helper_bones,
+                     rigid_pieces=args.rigid_pieces)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

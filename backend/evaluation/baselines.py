@@ -50,7 +50,7 @@ def make_method(spec: str) -> tuple[str, MethodFn]:
     if name not in _REGISTRY:
         raise MethodUnavailable(f"unknown method {name!r}; known: {', '.join(available_methods())}")
     fn = _REGISTRY[name](arg or None)
-    label = f"{name}:{Path(arg).stem}" if name in ("model", "model-all-bones") and arg else spec
+    label = f"{name}:{Path(arg).stem}" if name in _MODEL_METHODS and arg else spec
     return label, fn
 
 
@@ -126,7 +126,7 @@ def _boneheat_factory(arg: str | None) -> MethodFn:
     return run
 
 
-def _model_method(arg: str | None, name: str, skip_helpers: bool) -> MethodFn:
+def _model_method(arg: str | None, name: str, skip_helpers: bool, rigid_pieces: bool = False) -> MethodFn:
     if not arg:
         raise MethodUnavailable(f"{name}: give the model file, e.g. {name}:runs/best.onnx")
     path = Path(arg)
@@ -139,7 +139,7 @@ def _model_method(arg: str | None, name: str, skip_helpers: bool) -> MethodFn:
     except ImportError as exc:
         raise MethodUnavailable(f"{name}: backend/inference/predictor.py is not available ({exc})") from None
     try:
-        predictor = Predictor(path, skip_helpers=skip_helpers)
+        predictor = Predictor(path, skip_helpers=skip_helpers, rigid_pieces=rigid_pieces)
     except RigError:
         raise
     except Exception as exc:  # a corrupt or incompatible model file
@@ -157,6 +157,16 @@ def _model_factory(arg: str | None) -> MethodFn:
 def _model_all_bones_factory(arg: str | None) -> MethodFn:
     """The runtime with every deform bone a candidate (ablation of backend.features.helper_bones)."""
     return _model_method(arg, "model-all-bones", skip_helpers=False)
+
+
+@register("model-rigid")
+def _model_rigid_factory(arg: str | None) -> MethodFn:
+    """The runtime with its rigid-pieces option on (backend.inference.rigid_pieces)."""
+    return _model_method(arg, "model-rigid", skip_helpers=True, rigid_pieces=True)
+
+
+#: methods whose argument is a model file (labelled by the file's stem in tables)
+_MODEL_METHODS = ("model", "model-all-bones", "model-rigid")
 
 
 @register("heat")

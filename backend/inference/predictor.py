@@ -15,6 +15,7 @@ import numpy as np
 
 from backend.inference.model_meta import ModelError
 from backend.inference.postprocess import DEFAULT_PRUNE, postprocess
+from backend.inference.rigid_pieces import rigid_pieces
 from backend.inference.session import LoadedModel, default_threads, get_session
 from backend.rig import Rig, validate_rig
 
@@ -63,18 +64,22 @@ class Predictor:
     threads (None: ``$AUTOSKIN_THREADS`` or onnxruntime's default); vertex_budget: meshes with more
     vertices are predicted on a simplified copy and transferred back (when simplification exists);
     skip_helpers: leave the conventional no-skin bones empty (``*_end`` chain ends, pole targets:
-    backend.features.helper_bones).
+    backend.features.helper_bones); rigid_pieces: learned mode, put each small separate piece on one
+    bone when the network and the geometry agree on it (backend.inference.rigid_pieces; off by default:
+    it helps mechanical models and hurts characters whose separate fins or legs are painted smoothly).
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, mode: str = "learned", device: str = "auto",
                  threads: int | None = None, vertex_budget: int = DEFAULT_VERTEX_BUDGET,
-                 geodesic_resolution: int = 64, prior_blend: float | None = None, skip_helpers: bool = True):
+                 geodesic_resolution: int = 64, prior_blend: float | None = None, skip_helpers: bool = True,
+                 rigid_pieces: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
             raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
         self.prior_blend = prior_blend
         self.skip_helpers = bool(skip_helpers)
+        self.rigid_pieces = bool(rigid_pieces)
         self.mode = mode
         self.device = device
         self.threads = threads if threads is not None else default_threads()
@@ -200,7 +205,11 @@ class Predictor:
                 w = np.asarray(simp[1](rig, index_map, w), np.float32)
             w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
                             allowed=rig.is_deform)
-            one = dict(info, postprocess_seconds=time.perf_counter() - t1)
+            one = dict(info)
+            if self.model is not None and self.rigid_pieces:
+                w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform)
+                one["rigid_pieces"] = len(bones)
+            one["postprocess_seconds"] = time.perf_counter() - t1
             if self.model is not None:
                 one["prior_blend"] = self._blend(b)
             out.append(Prediction(weights=w, provider=self.provider, seconds=shared + time.perf_counter() - t1,
