@@ -163,8 +163,8 @@ def test_model_method_runs_through_the_predictor(data_dir: Path, tmp_path: Path,
     seen = []
 
     class FakePredictor:  # stands in for backend.inference.predictor.Predictor
-        def __init__(self, path, skip_helpers=True):
-            seen.append(Path(path).name)
+        def __init__(self, path, skip_helpers=True, rigid_pieces=False):
+            seen.append((Path(path).name, skip_helpers, rigid_pieces))
 
         def predict(self, rig):
             assert rig.weights is None  # methods never see the ground truth
@@ -176,10 +176,12 @@ def test_model_method_runs_through_the_predictor(data_dir: Path, tmp_path: Path,
     model = tmp_path / "gen_v1.onnx"
     model.write_bytes(b"onnx")
     out = tmp_path / "o"
-    assert main(["evaluate", str(data_dir / "a_chain2.npz"), "--methods", f"model:{model},nearest",
+    assert main(["evaluate", str(data_dir / "a_chain2.npz"), "--methods",
+                 f"model:{model},model-rigid:{model},model-all-bones:{model},nearest",
                  "--out", str(out), "--poses", "1", "--no-progress"]) == 0
     rows = {r["method"]: r for r in _rows(out)}
-    assert seen == ["gen_v1.onnx"] and set(rows) == {"model:gen_v1", "nearest"}
+    assert seen == [("gen_v1.onnx", True, False), ("gen_v1.onnx", True, True), ("gen_v1.onnx", False, False)]
+    assert set(rows) == {"model:gen_v1", "model-rigid:gen_v1", "model-all-bones:gen_v1", "nearest"}
     assert rows["model:gen_v1"]["l1"] == pytest.approx(rows["nearest"]["l1"])
     with pytest.raises(baselines.MethodUnavailable, match="export"):
         baselines.make_method(f"model:{data_dir / 'a_chain2.npz'}")
