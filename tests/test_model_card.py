@@ -112,3 +112,27 @@ def test_card_of_a_model_made_in_two_training_steps(tmp_path):
     assert "15.0 min, 140 steps, seed 4, in 2 steps" in text and "- command: `second --init g.pt`" in text
     with pytest.raises(RigError, match="not a training run folder"):
         model_card.run(SimpleNamespace(**{**vars(args), "run": [str(tmp_path / "nothing")]}))
+
+
+def test_card_continues_an_earlier_card(tmp_path):
+    """--earlier-card: the steps of the model the first run started from come first, with their times."""
+    ev, run, model, blend = card_inputs(tmp_path, 0, {"prior_blend": "0.5"}, {"seconds": 600, "steps": 100})
+    earlier = tmp_path / "old_card.json"
+    earlier.write_text(json.dumps({"training": {"steps_in_order": [
+        {"run": "runs/a", "command": "train a", "seconds": 1200, "steps": 50, "best_score": 0.3, "init_generator": ""},
+        {"run": "runs/b", "command": "train b --init a.pt", "seconds": 60, "steps": 10, "best_score": 0.2,
+         "init_generator": "a.pt"}]}}))
+    args = SimpleNamespace(model=str(model), run=[str(run)], eval=[f"test={ev}"], ablation=None, notes=None,
+                           train_command=["train c --init b.pt"], data_view=None, out=None, blend=None,
+                           earlier_card=str(earlier))
+    assert model_card.run(args) == 0
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert [s["command"] for s in card["training"]["steps_in_order"]] == ["train a", "train b --init a.pt",
+                                                                        "train c --init b.pt"]
+    assert card["training"]["seconds"] == 1860 and card["training"]["steps"] == 160
+    assert card["command"] == "train a && train b --init a.pt && train c --init b.pt"
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "31.0 min, 160 steps" in text and "in 3 steps: `runs/a` 20.0 min; `runs/b` 1.0 min" in text
+    earlier.write_text(json.dumps({"training": {}}))
+    with pytest.raises(RigError, match="not a model card with training steps"):
+        model_card.run(args)

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes", default=None, help="Markdown file with known weaknesses (and pictures)")
     p.add_argument("--train-command", action="append", default=[],
                    help="the exact command that trained the model (repeatable: one per --run, in order)")
+    p.add_argument("--earlier-card", default=None, metavar="JSON",
+                   help="model_card.json of the model the first --run started from (--init): its training steps "
+                        "come first in this card (their run folders need not exist any more)")
     p.add_argument("--data-view", default=None, help="view.json of the data view used for training")
     p.add_argument("--blend", default=None, help="blend-sweep JSON (--out of `python -m backend blend-sweep`) "
                    "that chose the model's prior blend on val")
@@ -106,6 +109,18 @@ def kind_table(agg: dict[str, dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def earlier_steps(card_path: Path) -> list[dict]:
+    """The training steps (``training.steps_in_order``) of an earlier model card, oldest first."""
+    try:
+        card = json.loads(card_path.read_text())
+        steps = card["training"]["steps_in_order"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RigError(f"{card_path}: not a model card with training steps ({type(exc).__name__}: {exc})") from None
+    if not isinstance(steps, list) or not all(isinstance(st, dict) and "run" in st for st in steps):
+        raise RigError(f"{card_path}: training.steps_in_order is not a list of steps")
+    return [dict(st) for st in steps]
+
+
 def training_step(run_dir: Path) -> dict:
     """One training run of the model: {"run", "config", "summary"} (summary {} while it has none)."""
     if not (run_dir / "config.json").is_file():
@@ -124,8 +139,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else model.parent
     steps = [training_step(r) for r in run_dirs]
     config = steps[-1]["config"]  # the run that wrote the weights
-    seconds = sum(st["summary"].get("seconds") or 0 for st in steps)
-    total_steps = sum(st["summary"].get("steps") or 0 for st in steps)
+    earlier = earlier_steps(Path(args.earlier_card)) if getattr(args, "earlier_card", None) else []
+    current = [{"run": str(st["run"]), "command": c,
+                **{k: st["summary"].get(k) for k in ("seconds", "steps", "best_score")},
+                "init_generator": st["config"].get("run", {}).get("init_generator", "")}
+               for st, c in zip(steps, commands + [""] * len(steps))]
+    in_order = earlier + current
+    seconds = sum(st.get("seconds") or 0 for st in in_order)
+    total_steps = sum(st.get("steps") or 0 for st in in_order)
     view = json.loads(Path(args.data_view).read_text()) if args.data_view else None
     evals = {}
     for spec in args.eval:
@@ -146,15 +167,12 @@ def run(args: argparse.Namespace) -> int:
         "blend_sweep": blend,
         "sha256": sha256(model),
         "size_bytes": model.stat().st_size,
-        "command": " && ".join(commands),
+        "command": " && ".join(st["command"] for st in in_order if st.get("command")),
         "config": config,
         "data_view": view,
         "training": {"seconds": seconds, "steps": total_steps,
                      **{k: steps[-1]["summary"].get(k) for k in ("best_score", "last_epoch", "world")},
-                     "steps_in_order": [{"run": str(st["run"]), "command": c,
-                                         **{k: st["summary"].get(k) for k in ("seconds", "steps", "best_score")},
-                                         "init_generator": st["config"].get("run", {}).get("init_generator", "")}
-                                        for st, c in zip(steps, commands + [""] * len(steps))]},
+                     "steps_in_order": in_order},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "evaluations": evals,
     }
@@ -163,9 +181,9 @@ def run(args: argparse.Namespace) -> int:
           "(the runtime also checks the weights hash stored in the file's metadata)",
           f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
           f"{seconds / 60:.1f} min, {total_steps} steps, seed {config.get('run', {}).get('seed')}"
-          + (f", in {len(steps)} steps: " + "; ".join(
-              f"`{st['run']}` {(st['summary'].get('seconds') or 0) / 60:.1f} min" for st in steps) if len(steps) > 1 else ""),
-          *([f"- command: `{c}`" for c in commands] or ["- command: see docs/model.md"]),
+          + (f", in {len(in_order)} steps: " + "; ".join(
+              f"`{st['run']}` {(st.get('seconds') or 0) / 60:.1f} min" for st in in_order) if len(in_order) > 1 else ""),
+          *([f"- command: `{st['command']}`" for st in in_order if st.get("command")] or ["- command: see docs/model.md"]),
           (f"- prior blend per rig (metadata `prior_blend_rule`): the runtime weights are b x the generator's output + "
            f"(1 - b) x the prior it is given, with b = {rule.low:g} for one closed body, rising linearly to {rule.high:g} "
            f"when {rule.saturation:g} of the surface lies in separate pieces each under {rule.small:g} of it "
