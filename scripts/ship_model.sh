@@ -11,6 +11,12 @@ DATA="${1:-../shared/data}"
 VIEW=runs/views/shipped
 TRAIN_CMD="python -m backend train --config configs/shipped.toml --data $VIEW --out runs/shipped --cache-dir runs/cache --unlabeled-dir runs/synth400"
 TRAIN2_CMD="python -m backend train --config configs/shipped.toml --data $VIEW --out runs/shipped_parent --cache-dir runs/cache --unlabeled-dir runs/synth400 --init runs/shipped/best_generator.pt --set features.parent_candidate=true --set optim.lr_g=3e-4 --set stages.stage1_epochs=12 --set run.threads=1"
+# model 1.5: four more warm starts, each from the previous run's best generator (12 epochs at lr 3e-4, new seed)
+WARM="--config configs/shipped.toml --data $VIEW --cache-dir runs/cache --unlabeled-dir runs/synth400 --set features.parent_candidate=true --set optim.lr_g=3e-4 --set stages.stage1_epochs=12 --set run.threads=1"
+TRAIN3_CMD="python -m backend train $WARM --out runs/cont_s3 --init runs/shipped_parent/best_generator.pt --set run.seed=3"
+TRAIN4_CMD="python -m backend train $WARM --out runs/cont2_s5 --init runs/cont_s3/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=5"
+TRAIN5_CMD="python -m backend train $WARM --out runs/cont3_s7 --init runs/cont2_s5/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=7"
+TRAIN6_CMD="python -m backend train $WARM --out runs/cont4_s8 --init runs/cont3_s7/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=8"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
@@ -23,22 +29,31 @@ fi
 if [ ! -f runs/shipped_parent/summary.json ]; then
   if [ -f runs/shipped_parent/state.pt ]; then $TRAIN2_CMD --resume; else $TRAIN2_CMD; fi
 fi
+for CMD in "$TRAIN3_CMD" "$TRAIN4_CMD" "$TRAIN5_CMD" "$TRAIN6_CMD"; do
+  OUT_DIR=$(echo "$CMD" | sed -E 's/.*--out ([^ ]+).*/\1/')
+  if [ ! -f "$OUT_DIR/summary.json" ]; then
+    if [ -f "$OUT_DIR/state.pt" ]; then $CMD --resume; else $CMD; fi
+  fi
+done
+FINAL=runs/cont4_s8
 # the generator alone, then its blend with the prior: a fixed blend and a per-rig rule (the blend rises
 # with the share of the surface in small separate pieces), both by the lowest L1 averaged over val and
 # the out-of-style check; the model ships the rule, the fixed blend is its fallback
-python -m backend export runs/shipped_parent/best_generator.pt runs/shipped_parent/generator.onnx
-python -m backend blend-sweep runs/shipped_parent/generator.onnx $VIEW/val --check $VIEW/out_of_style \
+python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx
+python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export runs/shipped_parent/best_generator.pt models/autoskin.onnx --model-version 1.4 --prior-blend "$BLEND" \
+python -m backend export $FINAL/best_generator.pt models/autoskin.onnx --model-version 1.5 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json
-cp runs/shipped_parent/best_generator.pt models/autoskin.pth
+cp $FINAL/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
 python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
 python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabeled-dir runs/synth400 \
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
     --seeds 0,1,2 --out runs/ablation --table docs/ablation_grid.md
-python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent --data-view $VIEW/view.json \
+python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent \
+    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run $FINAL --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
     --ablation docs/ablation_grid.md --ablation docs/ablation.md --notes docs/model_notes.md \
-    --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD"
+    --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
+    --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD"
