@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.evaluation.metrics import l1_per_vertex, restrict
+from backend.features.helper_bones import without_helpers
 from backend.inference.predictor import Predictor
 from backend.inference.rigid_pieces import rigid_pieces
 from backend.io.npz import list_rig_files, load_npz
@@ -31,19 +32,13 @@ def folder_l1(predictor: Predictor, folder: Path, settings: list[tuple[float, fl
     for f in list_rig_files(folder):
         rig = load_npz(f)
         pred = predictor.predict(rig)
-        target = rig.without_weights()
-        if predictor.skip_helpers:
-            from backend.features.helper_bones import without_helpers
-
-            target, _ = without_helpers(target)
-        def l1(w: np.ndarray) -> float:
-            return l1_per_vertex(*restrict(rig.weights, w, rig.is_deform)[:2])
-
-        row = [l1(pred.weights)]
+        # the bones the runtime may weight (the Predictor skips helper bones the same way)
+        allowed = without_helpers(rig)[0].is_deform if predictor.skip_helpers else rig.is_deform
+        row = [l1_per_vertex(*restrict(rig.weights, pred.weights, rig.is_deform)[:2])]
         for share, agreement in settings:
-            w, _ = rigid_pieces(pred.weights, rig.vertices, rig.faces, rig.joints, rig.tails, target.is_deform,
+            w, _ = rigid_pieces(pred.weights, rig.vertices, rig.faces, rig.joints, rig.tails, allowed,
                                 max_share=share, min_agreement=agreement)
-            row.append(l1(w))
+            row.append(l1_per_vertex(*restrict(rig.weights, w, rig.is_deform)[:2]))
         rows.append(row)
     return np.asarray(rows)
 

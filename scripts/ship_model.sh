@@ -22,19 +22,20 @@ METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
     --holdout-group makehuman_basemesh --holdout-group q_mech_pack
 [ -f runs/synth400/manifest.jsonl ] || python -m backend synth --count 400 --seed 1 --out runs/synth400
-if [ ! -f runs/shipped/summary.json ]; then
-  if [ -f runs/shipped/state.pt ]; then $TRAIN_CMD --resume; else $TRAIN_CMD; fi
-fi
-# step 2 (model 1.4): warm start with parent candidates (the nearest bone's parent is always a candidate)
-if [ ! -f runs/shipped_parent/summary.json ]; then
-  if [ -f runs/shipped_parent/state.pt ]; then $TRAIN2_CMD --resume; else $TRAIN2_CMD; fi
-fi
-for CMD in "$TRAIN3_CMD" "$TRAIN4_CMD" "$TRAIN5_CMD" "$TRAIN6_CMD"; do
-  OUT_DIR=$(echo "$CMD" | sed -E 's/.*--out ([^ ]+).*/\1/')
-  if [ ! -f "$OUT_DIR/summary.json" ]; then
-    if [ -f "$OUT_DIR/state.pt" ]; then $CMD --resume; else $CMD; fi
+# train_step RUN_DIR COMMAND: skipped when RUN_DIR finished, resumed when it was killed
+train_step() {
+  if [ ! -f "$1/summary.json" ]; then
+    if [ -f "$1/state.pt" ]; then $2 --resume; else $2; fi
   fi
-done
+}
+train_step runs/shipped "$TRAIN_CMD"
+# step 2 (model 1.4): warm start with parent candidates (the nearest bone's parent is always a candidate)
+train_step runs/shipped_parent "$TRAIN2_CMD"
+# steps 3-6 (model 1.5): four more warm starts
+train_step runs/cont_s3 "$TRAIN3_CMD"
+train_step runs/cont2_s5 "$TRAIN4_CMD"
+train_step runs/cont3_s7 "$TRAIN5_CMD"
+train_step runs/cont4_s8 "$TRAIN6_CMD"
 FINAL=runs/cont4_s8
 # the generator alone, then its blend with the prior: a fixed blend and a per-rig rule (the blend rises
 # with the share of the surface in small separate pieces), both by the lowest L1 averaged over val and

@@ -61,7 +61,8 @@ def test_card_files_written(tmp_path):
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"check": check.as_dict(), "check_data": "oos",
                                                                        "rule": "lowest mean"}))
     args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"], ablation=None, notes=None,
-                           train_command="train it", data_view=None, out=None, blend=str(tmp_path / "blend.json"))
+                           train_command="train it", data_view=None, out=None, blend=str(tmp_path / "blend.json"),
+                           earlier_card=None)
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert card["sha256"] == model_card.sha256(model) and card["evaluations"]["test"]["aggregate"]["ours"]["rigs"] == 2
@@ -84,7 +85,8 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     (tmp_path / "runs.md").write_text("RUNS TABLE")
     args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"],
                            ablation=[str(tmp_path / "grid.md"), str(tmp_path / "runs.md")], notes=None,
-                           train_command=None, data_view=None, out=None, blend=str(tmp_path / "blend.json"))
+                           train_command=None, data_view=None, out=None, blend=str(tmp_path / "blend.json"),
+                           earlier_card=None)
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert PieceBlendRule.from_dict(card["prior_blend_rule"]) == rule
@@ -102,7 +104,8 @@ def test_card_of_a_model_made_in_two_training_steps(tmp_path):
     (warm / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 4, "init_generator": "g.pt"}}))
     (warm / "summary.json").write_text(json.dumps({"seconds": 300, "steps": 40, "best_score": 0.1}))
     args = SimpleNamespace(model=str(model), run=[str(run), str(warm)], eval=[f"test={ev}"], ablation=None, notes=None,
-                           train_command=["first", "second --init g.pt"], data_view=None, out=None, blend=None)
+                           train_command=["first", "second --init g.pt"], data_view=None, out=None, blend=None,
+                           earlier_card=None)
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert card["training"]["seconds"] == 900 and card["training"]["steps"] == 140

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else model.parent
     steps = [training_step(r) for r in run_dirs]
     config = steps[-1]["config"]  # the run that wrote the weights
-    earlier = earlier_steps(Path(args.earlier_card)) if getattr(args, "earlier_card", None) else []
+    earlier = earlier_steps(Path(args.earlier_card)) if args.earlier_card else []
     current = [{"run": str(st["run"]), "command": c,
                 **{k: st["summary"].get(k) for k in ("seconds", "steps", "best_score")},
                 "init_generator": st["config"].get("run", {}).get("init_generator", "")}

@@ -7,22 +7,14 @@ checkpoints with the same architecture, feature configuration and feature versio
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from backend.inference.model_store import file_sha256
 from backend.rig import RigError
 from backend.training.checkpoint import load_generator_checkpoint, save_generator
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def average_generators(paths: Sequence[str | Path], out: str | Path) -> Path:
