@@ -63,6 +63,8 @@ class LossConfig:
     cons_sigma: float = 0.01  # std of the feature noise for the consistency loss
     smooth: float = 1.0  # weight of smoothness inside L_const
     locality: float = 1.0  # weight of joint locality inside L_const
+    deform: float = 0.0  # weight of the deformation loss added to L_sup (our addition; training/poses.py)
+    deform_poses: int = 4  # random poses per labelled rig and epoch for the deformation loss
 
 
 @dataclass
@@ -88,6 +90,7 @@ class StagesConfig:
     stage3_const: float = 0.1
     patience: int = 10
     score_smooth: float = 0.1  # early-stopping score = val MSE + score_smooth * val smoothness
+    score_deform: float = 0.0  # ... + score_deform * val deformation loss (% of the diagonal; needs loss.deform > 0)
 
 
 @dataclass

@@ -7,6 +7,8 @@
 * Batch order depends only on (seed, epoch): :func:`epoch_batches` packs rigs up to a vertex
   budget and deals the batches to DDP ranks, so a resumed run sees the same batches.
 * Rigs above ``max_vertices`` are cropped to a random connected patch (seeded by seed, epoch, rig).
+* With ``deform_poses`` > 0 a labelled sample also carries each candidate bone's displacement of
+  its vertices in that many random poses (``backend.training.poses``), for the deformation loss.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from backend.features.cache import cached
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, RigFeatures, compute_features, feature_code_hash
 from backend.io.npz import list_rig_files, load_npz
 from backend.rig import RigError
+from backend.training.poses import candidate_displacements
 
 ARRAYS = ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior", "deform_index")
 
@@ -47,6 +50,8 @@ class Sample:
     row_valid: np.ndarray
     labeled: bool
     coverage: float = 1.0
+    displacement: np.ndarray | None = None  # (P, V, K, 3) float32, see training.poses
+
 
     @property
     def num_vertices(self) -> int:
@@ -115,7 +120,8 @@ class FeatureStore:
             self.memory[mkey] = cached(self.cache_dir, self.key_parts(path, variant), lambda: self._compute(path, variant))
         return self.memory[mkey]
 
-    def _compute(self, path: Path, variant: int) -> dict[str, np.ndarray]:
+    def rig(self, path: Path, variant: int):
+        """The rig whose features ``arrays(path, variant)`` holds: helpers cleared, then augmented."""
         rig = load_npz(path)
         if self.skip_helpers:
             from backend.features.helper_bones import without_helpers
@@ -126,6 +132,28 @@ class FeatureStore:
 
             rng = np.random.default_rng([int(self.digest(path), 16) % (2**32), variant])
             rig = augment_rig(rig, rng, self.augment_config)
+        return rig
+
+    def geometry(self, path: str | Path, variant: int = 0) -> dict[str, np.ndarray]:
+        """Rest geometry of that rig: vertices (V, 3), joints (J, 3), parents (J,), diagonal ()
+        (cached on disk like the features; it does not depend on the feature config)."""
+        from backend.evaluation.deformation import bbox_diagonal
+
+        path = Path(path)
+        mkey = (str(path), -1 - variant)
+        if mkey not in self.memory:
+            key = {**self.key_parts(path, variant), "kind": "training-geometry", "features": None}
+
+            def compute() -> dict[str, np.ndarray]:
+                rig = self.rig(path, variant)
+                return {"vertices": rig.vertices.astype(np.float32), "joints": rig.joints.astype(np.float32),
+                        "parents": rig.parents.astype(np.int64), "diagonal": np.float64(bbox_diagonal(rig.vertices))}
+
+            self.memory[mkey] = cached(self.cache_dir, key, compute)
+        return self.memory[mkey]
+
+    def _compute(self, path: Path, variant: int) -> dict[str, np.ndarray]:
+        rig = self.rig(path, variant)
         f = compute_features(rig, self.feature_config)
         out = {k: getattr(f, k) for k in ARRAYS}
         out["num_bones"] = np.int64(rig.num_bones)
@@ -179,7 +207,8 @@ def crop_sample(s: Sample, keep: np.ndarray) -> Sample:
     nb = np.where(nb < 0, np.arange(len(keep))[:, None], nb)
     return replace(s, vertex_feat=s.vertex_feat[keep], neighbors=nb, cand=s.cand[keep],
                    pair_feat=s.pair_feat[keep], prior=s.prior[keep], target=s.target[keep],
-                   row_valid=s.row_valid[keep])
+                   row_valid=s.row_valid[keep],
+                   displacement=None if s.displacement is None else s.displacement[:, keep])
 
 
 def epoch_batches(sizes: list[int], budget: int, seed: int, epoch: int, stream: int = 0,
@@ -234,6 +263,15 @@ def collate_samples(samples: list[Sample]) -> Batch:
     targets = [np.pad(s.target, ((0, 0), (0, K - s.target.shape[1]))) for s in samples]
     arrays["target"] = np.concatenate(targets).astype(np.float32)
     arrays["row_valid"] = np.concatenate([s.row_valid for s in samples])
+    if any(s.displacement is not None for s in samples):
+        P = {s.displacement.shape[0] for s in samples if s.displacement is not None}
+        if len(P) != 1:
+            raise ValueError(f"samples posed a different number of times: {sorted(P)}")
+        shape = (P.pop(), 0, K, 3)
+        arrays["displacement"] = np.concatenate(
+            [np.pad(s.displacement, ((0, 0), (0, 0), (0, K - s.displacement.shape[2]), (0, 0)))
+             if s.displacement is not None else np.zeros(shape[:1] + (s.num_vertices,) + shape[2:], np.float32)
+             for s in samples], axis=1)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return Batch(tensors, len(samples), [s.name for s in samples])
 
@@ -242,7 +280,8 @@ class RigSet:
     """A list of rig files with a labelled flag each, materialised per epoch into batches."""
 
     def __init__(self, paths: list[Path], labeled: list[bool], store: FeatureStore, max_vertices: int,
-                 augment_variants: int = 0):
+                 augment_variants: int = 0, deform_poses: int = 0):
+        self.deform_poses = int(deform_poses)  # > 0: labelled samples carry candidate displacements
         self.paths = list(paths)
         self.labeled = list(labeled)
         self.store = store
@@ -263,6 +302,8 @@ class RigSet:
         for i in it:
             for v in range(self.augment_variants + 1):
                 self.store.arrays(self.paths[i], v)
+                if self.deform_poses and self.labeled[i]:
+                    self.store.geometry(self.paths[i], v)
 
     def sizes(self) -> list[int]:
         return [min(int(self.store.arrays(p)["vertex_feat"].shape[0]), self.max_vertices) for p in self.paths]
@@ -272,8 +313,18 @@ class RigSet:
         rng = np.random.default_rng([seed, epoch, i, 7])
         variant = int(rng.integers(self.augment_variants + 1)) if self.augment_variants else 0
         s = self.store.sample(self.paths[i], variant, self.labeled[i])
+        keep = None
         if s.num_vertices > self.max_vertices:
-            s = crop_sample(s, connected_crop(s.neighbors, self.max_vertices, rng))
+            keep = connected_crop(s.neighbors, self.max_vertices, rng)
+            s = crop_sample(s, keep)
+        if self.deform_poses and s.labeled:
+            g = self.store.geometry(self.paths[i], variant)
+            x = g["vertices"] if keep is None else g["vertices"][keep]
+            if len(x) != s.num_vertices:
+                raise RigError(f"{self.paths[i]}: cached geometry has {len(x)} vertices, the features {s.num_vertices}")
+            s = replace(s, displacement=candidate_displacements(
+                x, g["joints"], g["parents"], s.deform_index, s.cand, float(g["diagonal"]), self.deform_poses,
+                seed=int(rng.integers(2**31))))
         return s
 
     def batch(self, indices: list[int], seed: int, epoch: int) -> Batch:

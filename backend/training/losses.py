@@ -69,6 +69,26 @@ def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return loss, mse, cos
 
 
+def deformation_loss(pred: torch.Tensor, target: torch.Tensor, displacement: torch.Tensor, mask: torch.Tensor,
+                     row_valid: torch.Tensor, row_weight: torch.Tensor | None = None,
+                     eps: float = 1e-4) -> torch.Tensor:
+    """Mean over valid rows and poses of |sum_k (pred_vk - target_vk) disp_pvk|, in % of the
+    bounding-box diagonal: the distance between the vertex posed with the predicted and with the
+    true weights, as the evaluation's deformation error measures it.
+
+    displacement (P, V, K, 3) from ``backend.training.poses.candidate_displacements``; the norm is
+    smoothed (sqrt(|d|^2 + eps^2) - eps) so that its gradient stays finite at 0.
+    row_weight: optional (V,) float weights of the rows (e.g. :func:`rig_balance_weights`)."""
+    m = mask.to(pred.dtype)
+    err = (pred - target) * m  # (V, K)
+    d = torch.einsum("vk,pvkc->pvc", err, displacement.to(pred.dtype))  # (P, V, 3)
+    dist = 100.0 * (torch.sqrt((d * d).sum(-1) + eps * eps) - eps).mean(0)  # (V,)
+    rw = row_valid.to(pred.dtype)
+    if row_weight is not None:
+        rw = rw * row_weight.to(pred.dtype)
+    return (dist * rw).sum() / rw.sum().clamp_min(1e-12)
+
+
 def smoothness_loss(w: torch.Tensor, cand: torch.Tensor, neighbors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over (vertex, neighbour) of the squared dense difference sum_b (w_v,b - w_n,b)^2,
     computed exactly from candidate lists: |w_v|^2 + |w_n|^2 - 2 <w_v, w_n at v's bones>."""

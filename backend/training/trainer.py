@@ -4,7 +4,9 @@ Stage 1: supervised pre-training of G (L_sup + stage1_const * L_const) until the
 and cosine reach their thresholds, or stage1_epochs. Stage 2: joint training; each step updates
 D_s once, D_u once, then G once with L_total. Stage 3 (optional): fine-tune G on labelled data
 (L_sup + 0.1 L_const) at a low learning rate. Every stage: AdamW, linear warm-up then cosine decay,
-gradient clipping, early stopping on val MSE + score_smooth * val smoothness.
+gradient clipping, early stopping on val MSE + score_smooth * val smoothness (+ score_deform * val
+deformation loss). With ``loss.deform`` > 0 every stage adds that weight times the deformation loss
+(training/poses.py) to G's supervised term.
 
 Determinism: batch order comes from (seed, epoch); the noise of a step (gradient-penalty mixing,
 consistency perturbation) from a generator seeded by (seed, rank, step). A checkpoint holds the
@@ -36,7 +38,7 @@ from backend.io.atomic import atomic_path
 from backend.training.checkpoint import load_state, rng_state, save_generator, save_torch, set_rng_state, state_dict_finite
 from backend.training.config import TrainConfig, config_from_dict
 from backend.training.data import Batch, FeatureStore, RigSet, epoch_batches, list_rigs, split_labeled
-from backend.training.losses import (consistency_loss, gradient_penalty, perturb_inputs, physical_loss, pooled_pairs,
+from backend.training.losses import (consistency_loss, deformation_loss, gradient_penalty, perturb_inputs, physical_loss, pooled_pairs,
                                      rig_balance_weights,
                                      smoothness_loss, supervised_loss, total_loss, wgan_critic_loss,
                                      wgan_generator_loss)
@@ -167,10 +169,16 @@ class Trainer:
         if not lab:
             raise RigError(f"{data_dir / 'train'}: no labelled rigs to train on (labeled_fraction={cfg.data.labeled_fraction})")
         av = cfg.data.augment_variants
-        self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av)
+        if cfg.loss.deform < 0 or (cfg.loss.deform > 0 and cfg.loss.deform_poses < 1):
+            raise RigError(f"loss.deform must be >= 0 with loss.deform_poses >= 1, got {cfg.loss.deform} "
+                           f"and {cfg.loss.deform_poses}")
+        if cfg.stages.score_deform and not cfg.loss.deform:
+            raise RigError("stages.score_deform needs loss.deform > 0 (the val rigs are posed only then)")
+        poses = cfg.loss.deform_poses if cfg.loss.deform > 0 else 0
+        self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av, poses)
         self.train_u = RigSet(unl, [False] * len(unl), self.store, cfg.data.max_vertices, 0)
         val = list_rigs(data_dir / "val")
-        self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0)
+        self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0, poses)
 
         self.log = RunLog(self.out, self.main, tensorboard)
         self.amp_dtype = None
@@ -295,6 +303,11 @@ class Trainer:
                                         self.row_weight(t))
         loss = sup
         rec = {"sup": _f(sup), "mse": _f(mse), "cos": _f(cos)}
+        if c.deform > 0:
+            dfm = deformation_loss(w, t["target"], t["displacement"], t["pair_mask"], t["row_valid"],
+                                   self.row_weight(t))
+            loss = loss + c.deform * dfm
+            rec["deform"] = _f(dfm)
         if self.cfg.ablation.physical and const_weight > 0:
             phys, sm, loc = physical_loss(w, t, c.smooth, c.locality)
             loss = loss + const_weight * phys
@@ -340,6 +353,9 @@ class Trainer:
         sup, mse, cos = supervised_loss(w_l, lt["target"], lt["pair_mask"], lt["row_valid"], c.cos_lambda, c.ce,
                                         self.row_weight(lt))
         terms["sup"] = sup
+        if c.deform > 0:
+            terms["deform"] = deformation_loss(w_l, lt["target"], lt["displacement"], lt["pair_mask"], lt["row_valid"],
+                                               self.row_weight(lt))
         rec.update(mse=_f(mse), cos=_f(cos))
         critics = (self.Ds, self.Du)
         for m in critics:
@@ -361,7 +377,8 @@ class Trainer:
                 if w_u is not None:
                     phys.append(physical_loss(w_u, ut, c.smooth, c.locality)[0])
                 terms["const"] = sum(phys) / len(phys)
-            weights = {"sup": c.sup, "adv_s": c.adv_s, "adv_u": c.adv_u, "cons": c.cons, "const": c.const}
+            weights = {"sup": c.sup, "adv_s": c.adv_s, "adv_u": c.adv_u, "cons": c.cons, "const": c.const,
+                       "deform": c.deform}
             loss = total_loss(terms, weights)
             rec.update({k: _f(v) for k, v in terms.items()})
             rec["loss"] = _f(loss)
@@ -376,7 +393,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Val MSE, cosine and smoothness over all val rigs (sharded over ranks, summed)."""
         self.G.eval()
-        sums = torch.zeros(6, dtype=torch.float64)
+        sums = torch.zeros(8, dtype=torch.float64)
         # every val rig exactly once over all ranks (no padding: only the sums below are collective)
         batches = epoch_batches(self.val.sizes(), self.cfg.data.vertex_budget, self.cfg.run.seed, 0, 2)
         for idx in batches[self.dist.rank::self.dist.world]:
@@ -387,13 +404,21 @@ class Trainer:
             n_m, n_r = float(m.sum()), float(t["row_valid"].sum())
             sm = smoothness_loss(w, t["cand"], t["neighbors"], t["pair_mask"])
             n_v = float(t["neighbors"].numel())
-            sums += torch.tensor([_f(mse) * n_m, n_m, _f(cos) * n_r, n_r, _f(sm) * n_v, n_v], dtype=torch.float64)
+            dfm, n_d = 0.0, 0.0
+            if "displacement" in t:  # per-vertex mean (not rig-balanced), like the other val figures
+                dfm, n_d = _f(deformation_loss(w, t["target"], t["displacement"], t["pair_mask"], t["row_valid"])), n_r
+            sums += torch.tensor([_f(mse) * n_m, n_m, _f(cos) * n_r, n_r, _f(sm) * n_v, n_v, dfm * n_d, n_d],
+                                 dtype=torch.float64)
         sums = dd.all_sum(sums, self.dist)
         self.G.train()
         mse = float(sums[0] / max(sums[1], 1))
         smooth = float(sums[4] / max(sums[5], 1))
-        return {"val_mse": mse, "val_cos": float(sums[2] / max(sums[3], 1)), "val_smooth": smooth,
-                "val_score": mse + self.cfg.stages.score_smooth * smooth}
+        out = {"val_mse": mse, "val_cos": float(sums[2] / max(sums[3], 1)), "val_smooth": smooth,
+               "val_score": mse + self.cfg.stages.score_smooth * smooth}
+        if sums[7] > 0:
+            out["val_deform"] = float(sums[6] / sums[7])
+            out["val_score"] += self.cfg.stages.score_deform * out["val_deform"]
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
