@@ -55,6 +55,15 @@ def test_loss_equals_the_evaluation_deformation_error_on_the_same_poses():
     ref = deformation_error(rig, f.to_dense(pred), local_rot=random_local_rotations(rig.num_bones, 4, seed=9))
     assert ref["deform_mean"] > 0.5
     assert loss.item() == pytest.approx(ref["deform_mean"], rel=1e-4)
+    rots = random_local_rotations(rig.num_bones, 4, seed=9)
+    sq = []
+    for rot in rots:  # power 2: the mean squared distance, from posed vertices
+        A, b = global_transforms(rig.joints, rig.parents, rot)
+        gap = linear_blend_skinning(rig.vertices, f.to_dense(pred), A, b) - linear_blend_skinning(rig.vertices, rig.weights, A, b)
+        sq.append(((100.0 * np.linalg.norm(gap, axis=1) / bbox_diagonal(rig.vertices)) ** 2).mean())
+    loss2 = deformation_loss(torch.from_numpy(pred), torch.from_numpy(t), torch.from_numpy(disp), ones,
+                             torch.ones(len(t), dtype=torch.bool), power=2.0)
+    assert loss2.item() == pytest.approx(float(np.mean(sq)), rel=1e-4)
     same = deformation_loss(torch.from_numpy(t), torch.from_numpy(t), torch.from_numpy(disp), ones,
                             torch.ones(len(t), dtype=torch.bool))
     assert same.item() == pytest.approx(0.0, abs=1e-6)

@@ -65,6 +65,7 @@ class LossConfig:
     locality: float = 1.0  # weight of joint locality inside L_const
     deform: float = 0.0  # weight of the deformation loss added to L_sup (our addition; training/poses.py)
     deform_poses: int = 4  # random poses per labelled rig and epoch for the deformation loss
+    deform_power: float = 1.0  # 1: mean distance (the evaluation's figure); 2: mean squared distance
 
 
 @dataclass

@@ -71,18 +71,23 @@ def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 def deformation_loss(pred: torch.Tensor, target: torch.Tensor, displacement: torch.Tensor, mask: torch.Tensor,
                      row_valid: torch.Tensor, row_weight: torch.Tensor | None = None,
-                     eps: float = 1e-4) -> torch.Tensor:
-    """Mean over valid rows and poses of |sum_k (pred_vk - target_vk) disp_pvk|, in % of the
-    bounding-box diagonal: the distance between the vertex posed with the predicted and with the
-    true weights, as the evaluation's deformation error measures it.
+                     eps: float = 1e-4, power: float = 1.0) -> torch.Tensor:
+    """Mean over valid rows and poses of |sum_k (pred_vk - target_vk) disp_pvk| ** power, the
+    distance in % of the bounding-box diagonal between the vertex posed with the predicted and with
+    the true weights (power 1: the evaluation's deformation error; power 2 weighs far-off vertices more).
 
-    displacement (P, V, K, 3) from ``backend.training.poses.candidate_displacements``; the norm is
-    smoothed (sqrt(|d|^2 + eps^2) - eps) so that its gradient stays finite at 0.
+    displacement (P, V, K, 3) from ``backend.training.poses.candidate_displacements``; for power 1
+    the norm is smoothed (sqrt(|d|^2 + eps^2) - eps) so that its gradient stays finite at 0.
     row_weight: optional (V,) float weights of the rows (e.g. :func:`rig_balance_weights`)."""
     m = mask.to(pred.dtype)
     err = (pred - target) * m  # (V, K)
-    d = torch.einsum("vk,pvkc->pvc", err, displacement.to(pred.dtype))  # (P, V, 3)
-    dist = 100.0 * (torch.sqrt((d * d).sum(-1) + eps * eps) - eps).mean(0)  # (V,)
+    d = 100.0 * torch.einsum("vk,pvkc->pvc", err, displacement.to(pred.dtype))  # (P, V, 3) in %
+    sq = (d * d).sum(-1)
+    if power == 1.0:
+        e = 100.0 * eps
+        dist = (torch.sqrt(sq + e * e) - e).mean(0)  # (V,)
+    else:
+        dist = sq.pow(0.5 * power).mean(0)
     rw = row_valid.to(pred.dtype)
     if row_weight is not None:
         rw = rw * row_weight.to(pred.dtype)

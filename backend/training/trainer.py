@@ -305,7 +305,7 @@ class Trainer:
         rec = {"sup": _f(sup), "mse": _f(mse), "cos": _f(cos)}
         if c.deform > 0:
             dfm = deformation_loss(w, t["target"], t["displacement"], t["pair_mask"], t["row_valid"],
-                                   self.row_weight(t))
+                                   self.row_weight(t), power=c.deform_power)
             loss = loss + c.deform * dfm
             rec["deform"] = _f(dfm)
         if self.cfg.ablation.physical and const_weight > 0:
@@ -355,7 +355,7 @@ class Trainer:
         terms["sup"] = sup
         if c.deform > 0:
             terms["deform"] = deformation_loss(w_l, lt["target"], lt["displacement"], lt["pair_mask"], lt["row_valid"],
-                                               self.row_weight(lt))
+                                               self.row_weight(lt), power=c.deform_power)
         rec.update(mse=_f(mse), cos=_f(cos))
         critics = (self.Ds, self.Du)
         for m in critics:
