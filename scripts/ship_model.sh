@@ -17,6 +17,8 @@ TRAIN3_CMD="python -m backend train $WARM --out runs/cont_s3 --init runs/shipped
 TRAIN4_CMD="python -m backend train $WARM --out runs/cont2_s5 --init runs/cont_s3/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=5"
 TRAIN5_CMD="python -m backend train $WARM --out runs/cont3_s7 --init runs/cont2_s5/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=7"
 TRAIN6_CMD="python -m backend train $WARM --out runs/cont4_s8 --init runs/cont3_s7/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=8"
+# model 1.6: one more warm start with the deformation loss (mean squared posed-vertex distance, weight 1; 10 epochs)
+TRAIN7_CMD="python -m backend train $WARM --out runs/deformsq_w1.0_s23 --init runs/cont4_s8/best_generator.pt --set stages.stage1_epochs=10 --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=23"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
@@ -36,7 +38,9 @@ train_step runs/cont_s3 "$TRAIN3_CMD"
 train_step runs/cont2_s5 "$TRAIN4_CMD"
 train_step runs/cont3_s7 "$TRAIN5_CMD"
 train_step runs/cont4_s8 "$TRAIN6_CMD"
-FINAL=runs/cont4_s8
+# step 7 (model 1.6): the deformation loss
+train_step runs/deformsq_w1.0_s23 "$TRAIN7_CMD"
+FINAL=runs/deformsq_w1.0_s23
 # the generator alone, then its blend with the prior: a fixed blend and a per-rig rule (the blend rises
 # with the share of the surface in small separate pieces), both by the lowest L1 averaged over val and
 # the out-of-style check; the model ships the rule, the fixed blend is its fallback
@@ -44,7 +48,7 @@ python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx
 python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export $FINAL/best_generator.pt models/autoskin.onnx --model-version 1.5 --prior-blend "$BLEND" \
+python -m backend export $FINAL/best_generator.pt models/autoskin.onnx --model-version 1.6 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json
 cp $FINAL/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
@@ -53,8 +57,9 @@ python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabel
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
     --seeds 0,1,2 --out runs/ablation --table docs/ablation_grid.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent \
-    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run $FINAL --data-view $VIEW/view.json \
+    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
     --ablation docs/ablation_grid.md --ablation docs/ablation.md --notes docs/model_notes.md \
     --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
-    --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD"
+    --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD" \
+    --train-command "$TRAIN7_CMD"
