@@ -119,6 +119,9 @@ def test_training_with_the_deformation_loss_logs_it_and_scores_val_with_it(tmp_p
     epoch = [r for r in steps if r["kind"] == "epoch"][-1]
     assert epoch["val_score"] == pytest.approx(epoch["val_mse"] + 0.1 * epoch["val_smooth"] + epoch["val_deform"],
                                                rel=1e-6)
+    with pytest.raises(RigError, match="deform_power"):
+        Trainer(tiny_config(tmp_path, loss=dict(deform=1.0, deform_power=0.0)), root, tmp_path / "r3",
+                progress=False, tensorboard=False)
     with pytest.raises(RigError, match="score_deform"):
         Trainer(tiny_config(tmp_path, stages=dict(score_deform=1.0)), root, tmp_path / "r2", progress=False,
                 tensorboard=False)

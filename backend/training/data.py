@@ -23,7 +23,7 @@ from backend.features.batch import collate
 from backend.features.cache import cached
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, RigFeatures, compute_features, feature_code_hash
 from backend.io.npz import list_rig_files, load_npz
-from backend.rig import RigError
+from backend.rig import Rig, RigError
 from backend.training.poses import candidate_displacements
 
 ARRAYS = ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior", "deform_index")
@@ -51,7 +51,6 @@ class Sample:
     labeled: bool
     coverage: float = 1.0
     displacement: np.ndarray | None = None  # (P, V, K, 3) float32, see training.poses
-
 
     @property
     def num_vertices(self) -> int:
@@ -95,6 +94,7 @@ class FeatureStore:
         self.augment_config = augment_config or AugmentConfig()
         self.skip_helpers = bool(skip_helpers)  # helper bones are no candidates, as in the runtime
         self.memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self.geometries: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self._digests: dict[str, str] = {}
 
     def digest(self, path: Path) -> str:
@@ -120,7 +120,7 @@ class FeatureStore:
             self.memory[mkey] = cached(self.cache_dir, self.key_parts(path, variant), lambda: self._compute(path, variant))
         return self.memory[mkey]
 
-    def rig(self, path: Path, variant: int):
+    def rig(self, path: Path, variant: int) -> Rig:
         """The rig whose features ``arrays(path, variant)`` holds: helpers cleared, then augmented."""
         rig = load_npz(path)
         if self.skip_helpers:
@@ -140,8 +140,10 @@ class FeatureStore:
         from backend.evaluation.deformation import bbox_diagonal
 
         path = Path(path)
-        mkey = (str(path), -1 - variant)
-        if mkey not in self.memory:
+        mkey = (str(path), variant)
+        if mkey not in self.geometries:
+            # keyed like the features (file, variant, augmentation, helper skipping, feature code, which
+            # holds the augmentation and helper-bone code) but not by the feature config
             key = {**self.key_parts(path, variant), "kind": "training-geometry", "features": None}
 
             def compute() -> dict[str, np.ndarray]:
@@ -149,8 +151,8 @@ class FeatureStore:
                 return {"vertices": rig.vertices.astype(np.float32), "joints": rig.joints.astype(np.float32),
                         "parents": rig.parents.astype(np.int64), "diagonal": np.float64(bbox_diagonal(rig.vertices))}
 
-            self.memory[mkey] = cached(self.cache_dir, key, compute)
-        return self.memory[mkey]
+            self.geometries[mkey] = cached(self.cache_dir, key, compute)
+        return self.geometries[mkey]
 
     def _compute(self, path: Path, variant: int) -> dict[str, np.ndarray]:
         rig = self.rig(path, variant)

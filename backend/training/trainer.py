@@ -38,10 +38,9 @@ from backend.io.atomic import atomic_path
 from backend.training.checkpoint import load_state, rng_state, save_generator, save_torch, set_rng_state, state_dict_finite
 from backend.training.config import TrainConfig, config_from_dict
 from backend.training.data import Batch, FeatureStore, RigSet, epoch_batches, list_rigs, split_labeled
-from backend.training.losses import (consistency_loss, deformation_loss, gradient_penalty, perturb_inputs, physical_loss, pooled_pairs,
-                                     rig_balance_weights,
-                                     smoothness_loss, supervised_loss, total_loss, wgan_critic_loss,
-                                     wgan_generator_loss)
+from backend.training.losses import (consistency_loss, deformation_loss, gradient_penalty, perturb_inputs,
+                                     physical_loss, pooled_pairs, rig_balance_weights, smoothness_loss,
+                                     supervised_loss, total_loss, wgan_critic_loss, wgan_generator_loss)
 
 #: Config keys that may differ between a run and its resumption.
 RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device")}
@@ -169,9 +168,9 @@ class Trainer:
         if not lab:
             raise RigError(f"{data_dir / 'train'}: no labelled rigs to train on (labeled_fraction={cfg.data.labeled_fraction})")
         av = cfg.data.augment_variants
-        if cfg.loss.deform < 0 or (cfg.loss.deform > 0 and cfg.loss.deform_poses < 1):
-            raise RigError(f"loss.deform must be >= 0 with loss.deform_poses >= 1, got {cfg.loss.deform} "
-                           f"and {cfg.loss.deform_poses}")
+        if cfg.loss.deform < 0 or (cfg.loss.deform > 0 and (cfg.loss.deform_poses < 1 or cfg.loss.deform_power <= 0)):
+            raise RigError(f"loss.deform must be >= 0 with loss.deform_poses >= 1 and loss.deform_power > 0, got "
+                           f"{cfg.loss.deform}, {cfg.loss.deform_poses} and {cfg.loss.deform_power}")
         if cfg.stages.score_deform and not cfg.loss.deform:
             raise RigError("stages.score_deform needs loss.deform > 0 (the val rigs are posed only then)")
         poses = cfg.loss.deform_poses if cfg.loss.deform > 0 else 0
