@@ -9,6 +9,7 @@ import pytest
 from backend.cli import model_card
 from backend.evaluation.blend import BlendSummary
 from backend.export.metadata import set_metadata
+from backend.inference.model_store import file_sha256
 from backend.rig import RigError
 from conftest import export_tiny_model
 
@@ -65,7 +66,7 @@ def test_card_files_written(tmp_path):
                            earlier_card=None)
     assert model_card.run(args) == 0
     card = json.loads((tmp_path / "model_card.json").read_text())
-    assert card["sha256"] == model_card.sha256(model) and card["evaluations"]["test"]["aggregate"]["ours"]["rigs"] == 2
+    assert card["sha256"] == file_sha256(model) and card["evaluations"]["test"]["aggregate"]["ours"]["rigs"] == 2
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| `ours` | 2 | 0.300 |" in text and "seed 3" in text
     assert card["prior_blend"] == 0.5 and "prior blend 0.5" in text

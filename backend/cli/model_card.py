@@ -13,13 +13,13 @@ evaluation's results.jsonl), so the numbers can be checked by re-running ``evalu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 from collections import defaultdict
 from pathlib import Path
 
+from backend.inference.model_store import file_sha256
 from backend.rig import RigError
 
 NAME = "model-card"
@@ -48,14 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend", default=None, help="blend-sweep JSON (--out of `python -m backend blend-sweep`) "
                    "that chose the model's prior blend on val")
     p.add_argument("--out", default=None, help="output folder (default: the model's folder)")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def aggregate(results_jsonl: Path) -> dict[str, dict]:
@@ -165,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "prior_blend": prior_blend,
         "prior_blend_rule": rule.as_dict() if rule else None,
         "blend_sweep": blend,
-        "sha256": sha256(model),
+        "sha256": file_sha256(model),
         "size_bytes": model.stat().st_size,
         "command": " && ".join(st["command"] for st in in_order if st.get("command")),
         "config": config,

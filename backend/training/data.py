@@ -266,14 +266,13 @@ def collate_samples(samples: list[Sample]) -> Batch:
     arrays["target"] = np.concatenate(targets).astype(np.float32)
     arrays["row_valid"] = np.concatenate([s.row_valid for s in samples])
     if any(s.displacement is not None for s in samples):
-        P = {s.displacement.shape[0] for s in samples if s.displacement is not None}
-        if len(P) != 1:
-            raise ValueError(f"samples posed a different number of times: {sorted(P)}")
-        shape = (P.pop(), 0, K, 3)
-        arrays["displacement"] = np.concatenate(
-            [np.pad(s.displacement, ((0, 0), (0, 0), (0, K - s.displacement.shape[2]), (0, 0)))
-             if s.displacement is not None else np.zeros(shape[:1] + (s.num_vertices,) + shape[2:], np.float32)
-             for s in samples], axis=1)
+        poses = {s.displacement.shape[0] for s in samples if s.displacement is not None}
+        if len(poses) != 1:
+            raise ValueError(f"samples posed a different number of times: {sorted(poses)}")
+        P = poses.pop()
+        disp = [np.zeros((P, s.num_vertices, K, 3), np.float32) if s.displacement is None else
+                np.pad(s.displacement, ((0, 0), (0, 0), (0, K - s.displacement.shape[2]), (0, 0))) for s in samples]
+        arrays["displacement"] = np.concatenate(disp, axis=1)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return Batch(tensors, len(samples), [s.name for s in samples])
 

@@ -233,6 +233,11 @@ class Trainer:
             return None
         return rig_balance_weights(tensors["vertex_graph"], tensors["row_valid"])
 
+    def deform_loss(self, w: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_deform of G's (V, K) weights on a labelled batch, rows weighted like L_sup."""
+        return deformation_loss(w, tensors["target"], tensors["displacement"], tensors["pair_mask"],
+                                tensors["row_valid"], self.row_weight(tensors), power=self.cfg.loss.deform_power)
+
     def generate(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """G on a batch dict -> (V, K) float32 (autocast / activation checkpointing on CUDA)."""
         args = (tensors["vertex_feat"], tensors["neighbors"], tensors["bone_feat"], tensors["cand"],
@@ -303,8 +308,7 @@ class Trainer:
         loss = sup
         rec = {"sup": _f(sup), "mse": _f(mse), "cos": _f(cos)}
         if c.deform > 0:
-            dfm = deformation_loss(w, t["target"], t["displacement"], t["pair_mask"], t["row_valid"],
-                                   self.row_weight(t), power=c.deform_power)
+            dfm = self.deform_loss(w, t)
             loss = loss + c.deform * dfm
             rec["deform"] = _f(dfm)
         if self.cfg.ablation.physical and const_weight > 0:
@@ -353,8 +357,7 @@ class Trainer:
                                         self.row_weight(lt))
         terms["sup"] = sup
         if c.deform > 0:
-            terms["deform"] = deformation_loss(w_l, lt["target"], lt["displacement"], lt["pair_mask"], lt["row_valid"],
-                                               self.row_weight(lt), power=c.deform_power)
+            terms["deform"] = self.deform_loss(w_l, lt)
         rec.update(mse=_f(mse), cos=_f(cos))
         critics = (self.Ds, self.Du)
         for m in critics:
