@@ -117,6 +117,46 @@ def test_runtime_blends_by_the_rule(rule_model, tmp_path):
         Predictor(tmp_path / "bad.onnx")
 
 
+def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    from backend.export.onnx_export import checkpoint_dict
+    from backend.features.pipeline import FeatureConfig
+    from backend.inference.postprocess import postprocess
+    from backend.models.generator import Generator
+
+    torch.manual_seed(0)
+    torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")),
+               tmp_path / "g.pt")
+    ok = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "s.onnx"),
+                         "--sharpen", "1.4"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    rig = make_capsule_chain(4, with_weights=False)
+    sharp = Predictor(tmp_path / "s.onnx")
+    assert sharp.model.info.sharpen == pytest.approx(1.4) and sharp.sharpen == pytest.approx(1.4)
+    raw = Predictor(tmp_path / "s.onnx", sharpen=1.0).predict(rig, max_influences=0, prune=0.0).weights
+    got = sharp.predict(rig)
+    assert got.info["sharpen"] == pytest.approx(1.4)
+    np.testing.assert_allclose(got.weights, postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.4), atol=1e-6)
+    assert not np.allclose(got.weights, postprocess(raw, rig.faces, allowed=rig.is_deform), atol=1e-4)
+    # a caller's power wins; the model-free modes are never sharpened
+    assert Predictor(tmp_path / "s.onnx", sharpen=1.0).predict(rig).info["sharpen"] == 1.0
+    assert Predictor(mode="geodesic").sharpen == 1.0
+    with pytest.raises(ValueError, match="sharpen"):
+        Predictor(tmp_path / "s.onnx", sharpen=0.5)
+    bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "b.onnx"),
+                          "--sharpen", "0.5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--sharpen" in bad.stderr and not (tmp_path / "b.onnx").exists()
+    # a model whose stored power is out of range is refused with the key's name
+    proto = onnx.load(str(tmp_path / "s.onnx"))
+    meta = get_metadata(proto)
+    meta[mm.KEY_SHARPEN] = "0.2"
+    del proto.metadata_props[:]
+    set_metadata(proto, meta)
+    onnx.save_model(proto, str(tmp_path / "bad.onnx"))
+    with pytest.raises(mm.ModelError, match="sharpen"):
+        Predictor(tmp_path / "bad.onnx")
+
+
 def test_blend_sweep_fits_a_rule_and_export_ships_it(rule_model, tmp_path):
     torch = pytest.importorskip("torch")
     from backend.export.onnx_export import checkpoint_dict

@@ -110,6 +110,31 @@ def test_fine_tuned_versions_keep_the_prior_blend_in_use(tmp_path):
         current_prior_blend(tmp_path)
 
 
+def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
+    import onnx
+
+    from backend.export.metadata import get_metadata, set_metadata
+    from backend.export.onnx_export import export_random_generator
+    from backend.inference.model_meta import ModelError
+    from backend.training.finetune import current_sharpen
+
+    assert current_sharpen(tmp_path) == 1.0  # no model in use
+    export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
+    assert current_sharpen(tmp_path) == 1.0  # stored default
+    proto = onnx.load(str(tmp_path / "autoskin.onnx"))
+    for value in ("1.4", "0.5"):
+        meta = get_metadata(proto)
+        meta["sharpen"] = value
+        del proto.metadata_props[:]
+        set_metadata(proto, meta)
+        onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
+        if value == "1.4":
+            assert current_sharpen(tmp_path) == pytest.approx(1.4)
+        else:
+            with pytest.raises(ModelError, match="sharpen"):
+                current_sharpen(tmp_path)
+
+
 def test_fine_tuned_versions_keep_the_blend_rule_in_use(tmp_path):
     import json
 

@@ -10,6 +10,7 @@ from backend.inference.postprocess import (
     normalize_rows,
     postprocess,
     prune_weights,
+    sharpen_weights,
     smooth_weights,
 )
 
@@ -42,13 +43,26 @@ def test_limit_never_more_than_k_and_rows_sum_to_one(k):
     assert (out[outside] == 0).all()
 
 
-def test_limit_subtracts_the_next_weight():
-    w = np.array([[0.5, 0.3, 0.15, 0.05]])
-    # k=2: subtract the 3rd largest (0.15): [0.35, 0.15, 0, 0] / 0.5
-    assert np.allclose(limit_influences(w, 2), [[0.7, 0.3, 0.0, 0.0]])
+def test_limit_fades_bones_near_the_next_weight():
+    w = np.array([[0.5, 0.3, 0.15, 0.05], [0.5, 0.2, 0.15, 0.15]])
+    # k=2, t = the 3rd largest (0.15), fade 2: weights >= 0.3 whole, 0.2 at gain 1/3, <= 0.15 gone
+    out = limit_influences(w, 2)
+    assert np.allclose(out[0], [0.625, 0.375, 0.0, 0.0])
+    assert np.allclose(out[1], np.array([0.5, 0.2 / 3, 0.0, 0.0]) / (0.5 + 0.2 / 3))
+    # a wider fade keeps less of the middle weight
+    assert np.allclose(limit_influences(w[1:], 2, fade=3.0), np.array([[0.5, 0.2 / 6, 0, 0]]) / (0.5 + 0.2 / 6))
     # k >= J: unchanged
     assert np.allclose(limit_influences(w, 4), w)
     assert np.allclose(limit_influences(w, 0), w)
+    with pytest.raises(ValueError, match="fade"):
+        limit_influences(w, 2, fade=1.0)
+
+
+def test_clear_artist_rows_pass_through_unchanged():
+    # at most k influences, each well above the prune threshold: limit and prune leave the row alone,
+    # so a bone painted at >= 0.05 is still there (the old subtracting clean-up cut 0.06 to 0.01)
+    w = np.array([[0.6, 0.34, 0.06, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25, 0.0], [1.0, 0, 0, 0, 0]])
+    assert np.allclose(postprocess(w, max_influences=4, prune=0.05), w, atol=1e-6)
 
 
 def test_limit_is_continuous_unlike_hard_topk():
@@ -79,14 +93,34 @@ def test_tied_rows_are_never_empty():
 
 
 def test_prune_removes_small_weights_continuously():
-    w = np.array([[0.6, 0.395, 0.005], [0.004, 0.003, 0.993]])
+    w = np.array([[0.6, 0.395, 0.005], [0.004, 0.003, 0.993], [0.6, 0.391, 0.009]])
     out = prune_weights(w, 0.01)
     assert out[0, 2] == 0 and out[1, 0] == 0 and out[1, 1] == 0
-    assert np.allclose(out[0, :2], np.array([0.59, 0.385]) / 0.975)
+    assert np.allclose(out[0, :2], np.array([0.6, 0.395]) / 0.995)
+    # 0.009 lies in the fade (0.008 .. 0.01): kept at gain 0.5
+    assert np.allclose(out[2], np.array([0.6, 0.391, 0.0045]) / 0.9955)
     assert np.allclose(out.sum(axis=1), 1.0)
+    # continuous across the fade's ends
+    lo, hi = (prune_weights(np.array([[0.6, 0.4 - x, x]]), 0.01)[0, 2] for x in (0.008 + 1e-9, 0.01 - 1e-9))
+    assert lo < 1e-6 and abs(hi - 0.01 / (0.99 + 0.01)) < 1e-6
     # a row of many equal small weights is not emptied
     many = np.full((1, 200), 1 / 200)
     assert np.allclose(prune_weights(many, 0.01), many)
+
+
+def test_sharpen_moves_weight_to_the_large_entries():
+    w = np.array([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0]])
+    out = sharpen_weights(w, 2.0)
+    assert np.allclose(out[0], np.array([0.36, 0.09, 0.01]) / 0.46)
+    assert np.allclose(out[1], [0.5, 0.5, 0.0])  # ties stay tied
+    assert np.allclose(sharpen_weights(w, 1.0), w)
+    # inside postprocess the sharpening comes before the limit: the order of the bones never changes
+    rw = random_weights(seed=5)
+    got = postprocess(rw, max_influences=0, prune=0.0, sharpen=1.4)
+    assert np.allclose(got, normalize_rows(rw ** 1.4), atol=1e-6)
+    assert (np.argsort(-got, axis=1)[:, :3] == np.argsort(-rw, axis=1)[:, :3]).all()
+    with pytest.raises(ValueError, match="power"):
+        postprocess(rw, sharpen=0.0)
 
 
 def test_empty_and_disallowed_columns():

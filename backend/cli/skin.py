@@ -26,6 +26,17 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def sharpen_power(text: str) -> float:
+    """argparse type: a sharpening power in [1, 10]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"must be in [1, 10], got {text}")
+    return value
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options shared with ``predict``."""
     p.add_argument("--mode", choices=("learned", "geodesic", "heat"), default="learned",
@@ -39,6 +50,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
                    help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the model's own "
                         "choice, per character for the shipped model; 1 = the network alone)")
+    p.add_argument("--sharpen", type=sharpen_power, default=None, metavar="P",
+                   help="learned mode: raise the weights to this power before limiting the influences, 1..10 "
+                        "(default: the model's own choice, 1.4 for the shipped model; 1 = none)")
     p.add_argument("--keep-helper-bones", action="store_true",
                    help="also weight bones that by convention carry no skin (*_end chain ends, pole targets); "
                         "by default they are left empty")
@@ -53,7 +67,7 @@ def make_predictor(args: argparse.Namespace):
 
     return Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads,
                      prior_blend=args.prior_blend, skip_helpers=not args.keep_helper_bones,
-                     rigid_pieces=args.rigid_pieces)
+                     rigid_pieces=args.rigid_pieces, sharpen=args.sharpen)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

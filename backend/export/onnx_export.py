@@ -144,16 +144,20 @@ def onnx_parity(model: Generator, onnx_path: str | Path, sizes=CHECK_SIZES, thre
 def export_generator(model: Generator, out_path: str | Path, feature_config: FeatureConfig,
                      train_summary: dict | None = None, model_version: str | None = None,
                      opset: int = OPSET, method: str = "auto", atol: float = 1e-5,
-                     prior_blend: float = 1.0, prior_blend_rule: dict | None = None) -> ExportResult:
+                     prior_blend: float = 1.0, prior_blend_rule: dict | None = None,
+                     sharpen: float = 1.0) -> ExportResult:
     """Write ``model`` to ``out_path`` (atomically) as a single .onnx with metadata.
 
     method: "auto" (dynamo, then torchscript if dynamo fails or disagrees with torch),
     "dynamo" or "torchscript". Raises RuntimeError when no method gives a graph that matches torch
     to ``atol`` or the graph contains a scatter op. ``prior_blend``: stored in the metadata
     (the generator's share of the runtime weights, see backend.inference.model_meta);
-    ``prior_blend_rule``: an optional per-rig rule (backend.inference.blend_rule.PieceBlendRule.as_dict()).
+    ``prior_blend_rule``: an optional per-rig rule (backend.inference.blend_rule.PieceBlendRule.as_dict());
+    ``sharpen``: the runtime's sharpening power for this model (backend.inference.model_meta.KEY_SHARPEN).
     """
     out_path = Path(out_path)
+    if not 1.0 <= sharpen <= 10.0:
+        raise ValueError(f"sharpen must be in [1, 10], got {sharpen}")
     if prior_blend_rule is not None:  # refuse a malformed rule before any work (ValueError names the field)
         from backend.inference.blend_rule import PieceBlendRule
 
@@ -174,7 +178,8 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                 if bad:
                     raise RuntimeError(f"graph contains scatter ops {bad}")
                 meta = build_metadata(feature_config, dict(model.config), model.state_dict(), train_summary,
-                                      model_version, prior_blend=prior_blend, prior_blend_rule=prior_blend_rule)
+                                      model_version, prior_blend=prior_blend, prior_blend_rule=prior_blend_rule,
+                                      sharpen=sharpen)
                 meta["exporter"] = f"torch {torch.__version__} {m}"
                 set_metadata(proto, meta)
                 onnx.checker.check_model(proto)

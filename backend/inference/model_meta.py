@@ -35,6 +35,10 @@ geodesic field the generator was given). Absent means 1.0 (the generator alone).
 KEY_PRIOR_BLEND_RULE = "prior_blend_rule"
 """Optional JSON of a per-rig blend rule (backend.inference.blend_rule.PieceBlendRule); when present
 the runtime uses it instead of ``prior_blend`` unless the caller fixes a blend."""
+KEY_SHARPEN = "sharpen"
+"""Sharpening power the runtime applies to this model's weights before the influence limit
+(backend.inference.postprocess.sharpen_weights), chosen with the model on validation rigs. Absent
+means 1.0 (no sharpening)."""
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -59,6 +63,7 @@ class ModelInfo:
     train_summary: dict
     prior_blend: float = 1.0
     prior_blend_rule: PieceBlendRule | None = None
+    sharpen: float = 1.0
 
     def as_dict(self) -> dict:
         return {
@@ -69,6 +74,7 @@ class ModelInfo:
             "quantization": self.quantization,
             "prior_blend": self.prior_blend,
             "prior_blend_rule": self.prior_blend_rule.as_dict() if self.prior_blend_rule else None,
+            "sharpen": self.sharpen,
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -110,6 +116,19 @@ def parse_prior_blend(meta: Mapping[str, str], source: str | Path) -> float:
     if not 0.0 <= blend <= 1.0:
         raise ModelError(f"{source}: {KEY_PRIOR_BLEND} metadata must be a number in [0, 1], got {text!r}")
     return blend
+
+
+def parse_sharpen(meta: Mapping[str, str], source: str | Path) -> float:
+    """The ``sharpen`` power of a model's metadata (1.0 when absent); ModelError naming ``source`` unless
+    it is a number in [1, 10]."""
+    text = meta.get(KEY_SHARPEN, "1.0")
+    try:
+        power = float(text)
+    except ValueError:
+        power = float("nan")
+    if not 1.0 <= power <= 10.0:
+        raise ModelError(f"{source}: {KEY_SHARPEN} metadata must be a number in [1, 10], got {text!r}")
+    return power
 
 
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
@@ -154,6 +173,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
     return ModelInfo(
         prior_blend=parse_prior_blend(meta, source),
         prior_blend_rule=parse_prior_blend_rule(meta, source),
+        sharpen=parse_sharpen(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

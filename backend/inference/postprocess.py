@@ -2,9 +2,10 @@
 limit, continuous pruning and renormalisation.
 
 Every step is a continuous function of the weights: a hard top-k cut jumps when the k-th and
-(k+1)-th weights of a vertex swap order, which shows as a crease on the deformed mesh. Here the
-(k+1)-th largest weight is subtracted from the row instead, so a bone fades out as it approaches
-the cut. No output row is ever empty.
+(k+1)-th weights of a vertex swap order, which shows as a crease on the deformed mesh. Here a bone
+fades out as its weight approaches the (k+1)-th largest of its row, and likewise as it falls below
+the prune threshold; weights well above either cut are kept whole, so an artist-like row of at
+most k clear influences passes through unchanged. No output row is ever empty.
 """
 from __future__ import annotations
 
@@ -41,20 +42,34 @@ def kth_largest(w: np.ndarray, k: int) -> np.ndarray:
     return -np.partition(-w, k - 1, axis=1)[:, k - 1]
 
 
-def limit_influences(w: np.ndarray, k: int) -> np.ndarray:
+#: How far above the cut a bone keeps its full weight in :func:`limit_influences`: a bone fades in
+#: between the row's (k+1)-th largest weight t and ``LIMIT_FADE * t`` (chosen on val + the
+#: out-of-style check, docs/ablation.md "What changed for model 1.7").
+LIMIT_FADE = 2.0
+
+#: Where pruning starts to fade a weight out, as a share of the prune threshold (:func:`prune_weights`).
+PRUNE_FADE_START = 0.8
+
+
+def limit_influences(w: np.ndarray, k: int, fade: float = LIMIT_FADE) -> np.ndarray:
     """At most ``k`` non-zero weights per row without creases (k <= 0: unlimited).
 
-    w (V, J) non-negative, rows summing to 1 -> (V, J) float64 rows summing to 1: the (k+1)-th
-    largest weight of the row is subtracted from every weight and the result clipped at 0, so only
-    weights strictly above it survive. Rows whose top k+1 weights all tie (nothing survives) keep
-    their first k largest weights (the only place the map is not continuous: there is no
-    continuous choice there).
+    w (V, J) non-negative, rows summing to 1 -> (V, J) float64 rows summing to 1. With t the row's
+    (k+1)-th largest weight, each weight is multiplied by clip((w - t) / ((fade - 1) t), 0, 1): weights
+    at or below t vanish (so at most k survive), weights at least ``fade`` times t are kept whole and
+    the rest fade in between; then the row is renormalised. When the k-th and (k+1)-th weights swap
+    order both are near t and near zero gain, so nothing jumps. Rows whose top k+1 weights all tie
+    (nothing survives) keep their first k largest weights (the only place the map is not continuous:
+    there is no continuous choice there).
     """
+    if fade <= 1.0:
+        raise ValueError(f"limit fade must be > 1, got {fade}")
     w = np.asarray(w, np.float64)
     if k <= 0 or w.shape[1] <= k:
         return normalize_rows(w)
-    t = kth_largest(w, k + 1)
-    out = np.clip(w - t[:, None], 0.0, None)
+    t = kth_largest(w, k + 1)[:, None]
+    gain = np.clip((w - t) / np.maximum((fade - 1.0) * t, 1e-30), 0.0, 1.0)
+    out = w * gain
     s = out.sum(axis=1)
     bad = s <= _DEGENERATE * np.maximum(w.sum(axis=1), 1e-30)
     if bad.any():
@@ -66,14 +81,32 @@ def limit_influences(w: np.ndarray, k: int) -> np.ndarray:
     return normalize_rows(out)
 
 
-def prune_weights(w: np.ndarray, threshold: float) -> np.ndarray:
-    """Remove weights below ``threshold`` continuously: subtract min(threshold, half the row's
-    largest weight) from the row, clip at 0, renormalise. (V, J) -> (V, J) float64; never empty."""
+def prune_weights(w: np.ndarray, threshold: float, fade_start: float = PRUNE_FADE_START) -> np.ndarray:
+    """Remove weights below ``threshold`` continuously, keeping the others whole.
+
+    With T = min(threshold, half the row's largest weight), each weight is multiplied by
+    clip((w - fade_start * T) / ((1 - fade_start) T), 0, 1) and the row renormalised: weights at or
+    above T are untouched (so a bone the row holds at >= threshold still does after renormalising),
+    weights below ``fade_start * T`` vanish, the ones between fade. (V, J) -> (V, J) float64; never
+    empty (the row's largest weight is always kept).
+    """
+    if not 0.0 <= fade_start < 1.0:
+        raise ValueError(f"prune fade start must be in [0, 1), got {fade_start}")
     w = normalize_rows(w)
     if threshold <= 0.0:
         return w
-    t = np.minimum(threshold, 0.5 * w.max(axis=1))
-    return normalize_rows(np.clip(w - t[:, None], 0.0, None))
+    top = np.minimum(threshold, 0.5 * w.max(axis=1, keepdims=True))
+    gain = np.clip((w - fade_start * top) / np.maximum((1.0 - fade_start) * top, 1e-30), 0.0, 1.0)
+    return normalize_rows(w * gain)
+
+
+def sharpen_weights(w: np.ndarray, power: float) -> np.ndarray:
+    """w ** power, rows renormalised: (V, J) -> (V, J) float64. power > 1 moves weight from a row's
+    small entries to its large ones (1 = unchanged); the order of the bones never changes."""
+    if not power > 0.0:
+        raise ValueError(f"sharpening power must be > 0, got {power}")
+    w = normalize_rows(w)
+    return w if power == 1.0 else normalize_rows(w ** power)
 
 
 def vertex_adjacency(faces: np.ndarray, num_vertices: int) -> sparse.csr_matrix:
@@ -111,12 +144,13 @@ DEFAULT_PRUNE = 0.05
 
 
 def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
-                smooth: int = 0, allowed: np.ndarray | None = None) -> np.ndarray:
+                smooth: int = 0, allowed: np.ndarray | None = None, sharpen: float = 1.0) -> np.ndarray:
     """The runtime's clean-up of (V, J) predicted weights -> (V, J) float32 rows summing to 1.
 
     Order: zero the columns not ``allowed`` ((J,) bool, e.g. non-deform bones), renormalise,
-    ``smooth`` Laplacian iterations over ``faces`` (F, 3), limit to ``max_influences`` (0 = no
-    limit), prune below ``prune``, renormalise. Continuous in ``w`` (see :func:`limit_influences`).
+    ``smooth`` Laplacian iterations over ``faces`` (F, 3), sharpen (w ** ``sharpen``), limit to
+    ``max_influences`` (0 = no limit), prune below ``prune``, renormalise. Continuous in ``w``
+    (see :func:`limit_influences`).
     """
     w = np.asarray(w)
     if w.ndim != 2:
@@ -130,6 +164,7 @@ def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: 
         if faces is None:
             raise ValueError("smoothing needs the mesh faces")
         out = smooth_weights(out, faces, smooth)
+    out = sharpen_weights(out, sharpen)
     out = limit_influences(out, max_influences)
     out = prune_weights(out, prune)
     out = normalize_rows(out, allowed).astype(np.float32)

@@ -66,15 +66,21 @@ class Predictor:
     skip_helpers: leave the conventional no-skin bones empty (``*_end`` chain ends, pole targets:
     backend.features.helper_bones); rigid_pieces: learned mode, put each small separate piece on one
     bone when the network and the geometry agree on it (backend.inference.rigid_pieces; off by default:
-    it helps mechanical models and hurts characters whose separate fins or legs are painted smoothly).
+    it helps mechanical models and hurts characters whose separate fins or legs are painted smoothly);
+    sharpen: learned mode, the power the weights are raised to before the influence limit
+    (backend.inference.postprocess.sharpen_weights; None: the value stored in the model, 1.0 when
+    absent). The model-free modes are never sharpened.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, mode: str = "learned", device: str = "auto",
                  threads: int | None = None, vertex_budget: int = DEFAULT_VERTEX_BUDGET,
                  geodesic_resolution: int = 64, prior_blend: float | None = None, skip_helpers: bool = True,
-                 rigid_pieces: bool = False):
+                 rigid_pieces: bool = False, sharpen: float | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if sharpen is not None and not 1.0 <= sharpen <= 10.0:
+            raise ValueError(f"sharpen must be in [1, 10], got {sharpen}")
+        self._sharpen = sharpen
         if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
             raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
         self.prior_blend = prior_blend
@@ -95,6 +101,13 @@ class Predictor:
                                  f"mode='geodesic' works without one")
             self.model_path = path
             self.model = get_session(path, device, self.threads)
+
+    @property
+    def sharpen(self) -> float:
+        """The sharpening power this predictor applies: its own, else the model's, 1.0 without a model."""
+        if self.model is None:
+            return 1.0
+        return self._sharpen if self._sharpen is not None else self.model.info.sharpen
 
     @property
     def provider(self) -> str:
@@ -204,8 +217,9 @@ class Predictor:
             if simp is not None:
                 w = np.asarray(simp[1](rig, index_map, w), np.float32)
             w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
-                            allowed=rig.is_deform)
+                            allowed=rig.is_deform, sharpen=self.sharpen)
             one = dict(info)
+            one["sharpen"] = self.sharpen
             if self.model is not None and self.rigid_pieces:
                 w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform)
                 one["rigid_pieces"] = len(bones)

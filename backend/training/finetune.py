@@ -452,17 +452,27 @@ def current_prior_blend_rule(models_dir: Path) -> dict | None:
     return rule.as_dict() if rule is not None else None
 
 
+def current_sharpen(models_dir: Path) -> float:
+    """The ``sharpen`` power of ``models_dir/autoskin.onnx``; 1.0 when there is no such file or it stores
+    none (ModelError for an invalid one). A fine-tuned version keeps it, as it keeps the blend."""
+    from backend.inference.model_meta import parse_sharpen
+
+    found = _metadata_in_use(models_dir)
+    return 1.0 if found is None else parse_sharpen(found[1], found[0])
+
+
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
             activate: bool = True) -> model_store.ModelVersion:
     """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
     it the model in use. A model in use that has no version yet is kept as one first. The new ONNX
-    keeps the prior blend and the per-rig blend rule of the model in use (:func:`current_prior_blend`,
-    :func:`current_prior_blend_rule`)."""
+    keeps the prior blend, the per-rig blend rule and the sharpening of the model in use
+    (:func:`current_prior_blend`, :func:`current_prior_blend_rule`, :func:`current_sharpen`)."""
     from backend.export.onnx_export import export_generator
 
     models_dir = Path(models_dir)
     blend = current_prior_blend(models_dir)
     rule = current_prior_blend_rule(models_dir)
+    sharpen = current_sharpen(models_dir)
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
@@ -472,10 +482,10 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
         save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
         res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
                                model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend,
-                               prior_blend_rule=rule)
+                               prior_blend_rule=rule, sharpen=sharpen)
         card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
                     checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", prior_blend=blend,
-                    prior_blend_rule=rule,
+                    prior_blend_rule=rule, sharpen=sharpen,
                     export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
         model_store.write_text_atomic(paths["md"], model_card_text(card))
         model_store.write_json_atomic(paths["json"], card)

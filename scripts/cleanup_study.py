@@ -1,0 +1,104 @@
+"""Choosing the runtime clean-up for a model: sharpening power x influence-limit fade x prune fade.
+
+For every rig of the given folders the model's blended weights (its own blend rule, helper bones
+skipped) are computed once, before any clean-up; every setting then re-runs only the cheap
+clean-up (``backend.inference.postprocess``: sharpen, limit to 4 influences, prune at 0.05) and
+is scored with the ``evaluate`` metrics (L1, influence precision / recall, deformation error).
+The first row is the clean-up that shipped with model 1.6 (the (k+1)-th weight and the prune
+threshold subtracted from the row), kept here as the reference.
+
+The choice rule, fixed before the sweep: the lowest deformation error averaged over the folders
+(each counts equally), among settings whose mean L1 is no higher than the reference's, whose mean
+recall is no lower and whose mean precision is at most 0.01 lower.
+
+    PYTHONPATH=. python scripts/cleanup_study.py --model models/autoskin.onnx \\
+        runs/views/shipped/val runs/views/shipped/out_of_style --out docs/cleanup_val.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from backend.evaluation.runner import evaluate_weights
+from backend.inference.postprocess import (kth_largest, limit_influences, normalize_rows, prune_weights,
+                                           sharpen_weights)
+from backend.inference.predictor import Predictor
+from backend.io.npz import list_rig_files, load_npz
+
+METRICS = ("l1", "precision", "recall", "deform_mean")
+POWERS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+FADES = (1.5, 2.0, 3.0)
+PRUNE_STARTS = (0.2, 0.6, 0.8)
+K, PRUNE = 4, 0.05
+REFERENCE = "model 1.6 clean-up (subtracting)"
+
+
+def reference_cleanup(w: np.ndarray) -> np.ndarray:
+    """The clean-up model 1.6 shipped with: subtract the (k+1)-th weight, then min(prune, max / 2)."""
+    w = normalize_rows(w)
+    w = normalize_rows(np.clip(w - kth_largest(w, K + 1)[:, None], 0.0, None))
+    t = np.minimum(PRUNE, 0.5 * w.max(axis=1))
+    return normalize_rows(np.clip(w - t[:, None], 0.0, None))
+
+
+def cleanup(w: np.ndarray, power: float, fade: float, start: float) -> np.ndarray:
+    """The runtime's clean-up (postprocess without smoothing) with explicit fade settings."""
+    return prune_weights(limit_influences(sharpen_weights(w, power), K, fade), PRUNE, start)
+
+
+def settings() -> dict[str, object]:
+    out: dict[str, object] = {REFERENCE: reference_cleanup}
+    for p, f, s in itertools.product(POWERS, FADES, PRUNE_STARTS):
+        out[f"sharpen {p:g}, limit fade {f:g}, prune fade from {s:g}"] = (
+            lambda w, p=p, f=f, s=s: cleanup(w, p, f, s))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folders", nargs="+", help="folders of painted rigs (.npz)")
+    ap.add_argument("--model", default="models/autoskin.onnx")
+    ap.add_argument("--out", default=None, help="JSON with every setting's per-folder means and the choice")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    predictor = Predictor(args.model, device="cpu", threads=args.threads, sharpen=1.0)
+    table = settings()
+    means: dict[str, dict[str, dict[str, float]]] = {name: {} for name in table}
+    for folder in args.folders:
+        rows: dict[str, list[dict]] = {name: [] for name in table}
+        for f in list_rig_files(folder):
+            rig = load_npz(f)
+            raw = predictor.predict(rig, max_influences=0, prune=0.0).weights  # blended, no clean-up
+            for name, fn in table.items():
+                w = normalize_rows(fn(raw), rig.is_deform).astype(np.float32)
+                m = evaluate_weights(rig, w)
+                rows[name].append({k: m[k] for k in METRICS})
+        for name in table:
+            means[name][Path(folder).name] = {k: float(np.mean([r[k] for r in rows[name]])) for k in METRICS}
+    overall = {name: {k: float(np.mean([per[k] for per in sets.values()])) for k in METRICS}
+               for name, sets in means.items()}
+    ref = overall[REFERENCE]
+    ok = [n for n in table if n != REFERENCE and overall[n]["l1"] <= ref["l1"] + 1e-12
+          and overall[n]["recall"] >= ref["recall"] - 1e-12 and overall[n]["precision"] >= ref["precision"] - 0.01]
+    chosen = min(ok, key=lambda n: overall[n]["deform_mean"]) if ok else REFERENCE
+    print("| clean-up | " + " | ".join(f"{Path(d).name} L1 / P / R / deform %" for d in args.folders)
+          + " | mean L1 | mean P | mean R | mean deform % |")
+    print("|---" * (len(args.folders) + 5) + "|")
+    for name in table:
+        cells = [" / ".join(f"{means[name][Path(d).name][k]:.3f}" for k in METRICS) for d in args.folders]
+        o = overall[name]
+        mark = " **(chosen)**" if name == chosen else ""
+        print(f"| {name}{mark} | " + " | ".join(cells)
+              + f" | {o['l1']:.4f} | {o['precision']:.4f} | {o['recall']:.4f} | {o['deform_mean']:.4f} |")
+    print(f"\nchosen: {chosen}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"model": str(args.model), "folders": [str(d) for d in args.folders],
+                                              "means": means, "overall": overall, "chosen": chosen}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
