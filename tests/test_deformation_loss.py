@@ -125,3 +125,46 @@ def test_training_with_the_deformation_loss_logs_it_and_scores_val_with_it(tmp_p
     with pytest.raises(RigError, match="score_deform"):
         Trainer(tiny_config(tmp_path, stages=dict(score_deform=1.0)), root, tmp_path / "r2", progress=False,
                 tensorboard=False)
+
+
+def test_blended_view_poses_the_runtime_mix_with_each_rigs_blend(tmp_path):
+    from backend.inference.blend_rule import PieceBlendRule
+    from backend.training.trainer import blend_with_prior
+
+    rig = make_capsule_chain(n_bones=3, length=3.0, radius=0.3, segments=8, rings=9)
+    path = tmp_path / "a.npz"
+    save_npz(rig, path)
+    store = FeatureStore(tmp_path / "cache", FeatureConfig(distance="euclidean", k_bones=3))
+    rule = PieceBlendRule(low=0.25, high=1.0, saturation=0.1)  # one closed body: b = 0.25
+    rs = RigSet([path, path], [True, False], store, max_vertices=40, deform_poses=2, blend_rule=rule)
+    lab, unl = rs.get(0, seed=0, epoch=0), rs.get(1, seed=0, epoch=0)
+    assert lab.blend == pytest.approx(0.25) and unl.blend == 1.0
+    t = collate_samples([lab, unl]).tensors
+    assert t["blend"].shape == (80,) and torch.allclose(t["blend"][:40], torch.tensor(0.25))
+    w = torch.rand(80, 3)
+    w = w / w.sum(1, keepdim=True)
+    mixed = blend_with_prior(w, t)
+    assert torch.allclose(mixed[:40], 0.25 * w[:40] + 0.75 * t["prior"][:40])
+    assert torch.allclose(mixed[40:], w[40:])  # unposed rows keep b = 1
+    assert torch.allclose(mixed.sum(1)[:40], torch.ones(40), atol=1e-5)
+    assert blend_with_prior(w, {"prior": t["prior"]}) is w  # no blends in the batch: G alone
+    # the loss of the mix at b = 0 is the prior's own, whatever G says (no gradient reaches G)
+    t0 = dict(t, blend=torch.zeros(80))
+    g = w.clone().requires_grad_(True)
+    loss = deformation_loss(blend_with_prior(g, t0), t0["target"], t0["displacement"], t0["pair_mask"],
+                            t0["row_valid"])
+    loss.backward()
+    assert float(g.grad.abs().max()) == 0.0
+
+
+def test_training_refuses_a_bad_blend_rule(tmp_path):
+    root = tmp_path / "rigs"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        save_npz(make_capsule_chain(n_bones=2, name=split), root / split / "0.npz")
+    with pytest.raises(RigError, match="needs loss.deform"):
+        Trainer(tiny_config(tmp_path, loss=dict(deform_blend_rule=str(tmp_path / "r.json"))), root, tmp_path / "r1",
+                progress=False, tensorboard=False)
+    with pytest.raises(RigError, match="r.json"):
+        Trainer(tiny_config(tmp_path, loss=dict(deform=1.0, deform_blend_rule=str(tmp_path / "r.json"))), root,
+                tmp_path / "r2", progress=False, tensorboard=False)

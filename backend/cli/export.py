@@ -47,13 +47,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rule = None
     if args.prior_blend_rule:
-        from backend.inference.blend_rule import PieceBlendRule
+        from backend.inference.blend_rule import load_rule_file
 
         try:
-            data = json.loads(Path(args.prior_blend_rule).read_text(encoding="utf-8"))
-            rule = PieceBlendRule.from_dict(data.get("piece_rule", data) if isinstance(data, dict) else data).as_dict()
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
-            print(f"error: --prior-blend-rule {args.prior_blend_rule}: {exc}", file=sys.stderr)
+            rule = load_rule_file(args.prior_blend_rule).as_dict()
+        except ValueError as exc:
+            print(f"error: --prior-blend-rule {exc}", file=sys.stderr)
             return 2
     model, ckpt = load_checkpoint(args.checkpoint)
     fcfg = feature_config_of(ckpt, str(args.checkpoint))

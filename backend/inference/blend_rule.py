@@ -13,7 +13,9 @@ Rounding keeps every runtime blend on the grid that ``blend-sweep --fit-rule`` s
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -75,3 +77,13 @@ class PieceBlendRule:
             return cls(**{k: float(v) for k, v in fields.items()})
         except TypeError as exc:
             raise ValueError(f"blend rule: {exc}") from None
+
+
+def load_rule_file(path: str | Path) -> PieceBlendRule:
+    """The rule in a JSON file: the ``piece_rule`` of a ``blend-sweep --fit-rule --out`` file, or the
+    rule itself. ValueError naming the file for anything else (missing, not JSON, malformed rule)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return PieceBlendRule.from_dict(data.get("piece_rule", data) if isinstance(data, dict) else data)
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -66,6 +66,9 @@ class LossConfig:
     deform: float = 0.0  # weight of the deformation loss added to L_sup (our addition; training/poses.py)
     deform_poses: int = 4  # random poses per labelled rig and epoch for the deformation loss
     deform_power: float = 1.0  # 1: mean distance (the evaluation's figure); 2: mean squared distance
+    # a blend rule JSON (blend-sweep --fit-rule --out): pose the runtime's mix b * G + (1 - b) * prior,
+    # with each rig's b from the rule, instead of G alone ("" = G alone)
+    deform_blend_rule: str = ""
 
 
 @dataclass

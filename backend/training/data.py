@@ -22,6 +22,7 @@ import torch
 from backend.features.batch import collate
 from backend.features.cache import cached
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, RigFeatures, compute_features, feature_code_hash
+from backend.inference.blend_rule import PieceBlendRule
 from backend.io.npz import list_rig_files, load_npz
 from backend.rig import Rig, RigError
 from backend.training.poses import candidate_displacements
@@ -51,6 +52,7 @@ class Sample:
     labeled: bool
     coverage: float = 1.0
     displacement: np.ndarray | None = None  # (P, V, K, 3) float32, see training.poses
+    blend: float = 1.0  # the generator's share of the runtime weights for this rig (the rest is its prior)
 
     @property
     def num_vertices(self) -> int:
@@ -273,6 +275,7 @@ def collate_samples(samples: list[Sample]) -> Batch:
         disp = [np.zeros((P, s.num_vertices, K, 3), np.float32) if s.displacement is None else
                 np.pad(s.displacement, ((0, 0), (0, 0), (0, K - s.displacement.shape[2]), (0, 0))) for s in samples]
         arrays["displacement"] = np.concatenate(disp, axis=1)
+        arrays["blend"] = np.concatenate([np.full(s.num_vertices, s.blend, np.float32) for s in samples])
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return Batch(tensors, len(samples), [s.name for s in samples])
 
@@ -281,8 +284,10 @@ class RigSet:
     """A list of rig files with a labelled flag each, materialised per epoch into batches."""
 
     def __init__(self, paths: list[Path], labeled: list[bool], store: FeatureStore, max_vertices: int,
-                 augment_variants: int = 0, deform_poses: int = 0):
+                 augment_variants: int = 0, deform_poses: int = 0, blend_rule: PieceBlendRule | None = None):
         self.deform_poses = int(deform_poses)  # > 0: labelled samples carry candidate displacements
+        self.blend_rule = blend_rule  # posed samples carry the runtime's prior blend for their rig
+        self._shares: dict[str, float] = {}
         self.paths = list(paths)
         self.labeled = list(labeled)
         self.store = store
@@ -306,6 +311,14 @@ class RigSet:
                 if self.deform_poses and self.labeled[i]:
                     self.store.geometry(self.paths[i], v)
 
+    def piece_share(self, i: int) -> float:
+        """Share of rig i's surface in small separate pieces (of the painted file, as the runtime sees it)."""
+        key = str(self.paths[i])
+        if key not in self._shares:
+            rig = load_npz(self.paths[i])
+            self._shares[key] = self.blend_rule.share(rig) if self.blend_rule is not None else 0.0
+        return self._shares[key]
+
     def sizes(self) -> list[int]:
         return [min(int(self.store.arrays(p)["vertex_feat"].shape[0]), self.max_vertices) for p in self.paths]
 
@@ -326,6 +339,8 @@ class RigSet:
             s = replace(s, displacement=candidate_displacements(
                 x, g["joints"], g["parents"], s.deform_index, s.cand, float(g["diagonal"]), self.deform_poses,
                 seed=int(rng.integers(2**31))))
+            if self.blend_rule is not None:
+                s = replace(s, blend=self.blend_rule.blend_for_share(self.piece_share(i)))
         return s
 
     def batch(self, indices: list[int], seed: int, epoch: int) -> Batch:

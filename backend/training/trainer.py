@@ -50,6 +50,16 @@ def _f(t: torch.Tensor) -> float:
     return float(t.detach())
 
 
+def blend_with_prior(w: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(V, K) runtime mix b_v * w + (1 - b_v) * prior when the batch carries per-vertex blends
+    ``blend`` (V,), else ``w``. Both inputs sum to 1 over the candidates, so the mix does too."""
+    b = tensors.get("blend")
+    if b is None:
+        return w
+    b = b.to(w.dtype)[:, None]
+    return b * w + (1.0 - b) * tensors["prior"].to(w.dtype)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -174,10 +184,20 @@ class Trainer:
         if cfg.stages.score_deform and not cfg.loss.deform:
             raise RigError("stages.score_deform needs loss.deform > 0 (the val rigs are posed only then)")
         poses = cfg.loss.deform_poses if cfg.loss.deform > 0 else 0
-        self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av, poses)
+        rule = None
+        if cfg.loss.deform_blend_rule:
+            if not cfg.loss.deform:
+                raise RigError("loss.deform_blend_rule needs loss.deform > 0")
+            from backend.inference.blend_rule import load_rule_file
+
+            try:
+                rule = load_rule_file(cfg.loss.deform_blend_rule)
+            except ValueError as exc:
+                raise RigError(f"loss.deform_blend_rule: {exc}") from None
+        self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av, poses, rule)
         self.train_u = RigSet(unl, [False] * len(unl), self.store, cfg.data.max_vertices, 0)
         val = list_rigs(data_dir / "val")
-        self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0, poses)
+        self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0, poses, rule)
 
         self.log = RunLog(self.out, self.main, tensorboard)
         self.amp_dtype = None
@@ -234,7 +254,9 @@ class Trainer:
         return rig_balance_weights(tensors["vertex_graph"], tensors["row_valid"])
 
     def deform_loss(self, w: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L_deform of G's (V, K) weights on a labelled batch, rows weighted like L_sup."""
+        """L_deform of G's (V, K) weights on a labelled batch, rows weighted like L_sup; with
+        ``loss.deform_blend_rule`` of the runtime's mix b * G + (1 - b) * prior instead."""
+        w = blend_with_prior(w, tensors)
         return deformation_loss(w, tensors["target"], tensors["displacement"], tensors["pair_mask"],
                                 tensors["row_valid"], self.row_weight(tensors), power=self.cfg.loss.deform_power)
 
@@ -408,7 +430,7 @@ class Trainer:
             n_v = float(t["neighbors"].numel())
             dfm, n_d = 0.0, 0.0
             if "displacement" in t:  # per-vertex mean (not rig-balanced), like the other val figures
-                dfm, n_d = _f(deformation_loss(w, t["target"], t["displacement"], t["pair_mask"], t["row_valid"])), n_r
+                dfm, n_d = _f(deformation_loss(blend_with_prior(w, t), t["target"], t["displacement"], t["pair_mask"], t["row_valid"])), n_r
             sums += torch.tensor([_f(mse) * n_m, n_m, _f(cos) * n_r, n_r, _f(sm) * n_v, n_v, dfm * n_d, n_d],
                                  dtype=torch.float64)
         sums = dd.all_sum(sums, self.dist)
