@@ -44,12 +44,18 @@ FINAL=runs/deformsq_w1.0_s23
 # the generator alone, then its blend with the prior: a fixed blend and a per-rig rule (the blend rises
 # with the share of the surface in small separate pieces), both by the lowest L1 averaged over val and
 # the out-of-style check; the model ships the rule, the fixed blend is its fallback
-python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx
+# model 1.7: the run-time clean-up (sharpening power, fades), chosen on val + the out-of-style check with
+# 1.6's blend rule (scripts/cleanup_study.py; its rule is fixed in the script)
+python -m backend export $FINAL/best_generator.pt $FINAL/ruled_16.onnx --prior-blend-rule docs/cards/blend_val_1.6.json
+[ -f docs/cleanup_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --model $FINAL/ruled_16.onnx \
+    $VIEW/val $VIEW/out_of_style --out docs/cleanup_val.json
+SHARPEN=$(python -c "import json, re; print(re.match(r'sharpen ([0-9.]+),', json.load(open('docs/cleanup_val.json'))['chosen']).group(1))")
+python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx --sharpen "$SHARPEN"
 python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export $FINAL/best_generator.pt models/autoskin.onnx --model-version 1.6 --prior-blend "$BLEND" \
-    --prior-blend-rule docs/blend_val.json
+python -m backend export $FINAL/best_generator.pt models/autoskin.onnx --model-version 1.7 --prior-blend "$BLEND" \
+    --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN"
 cp $FINAL/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
 python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped

@@ -70,6 +70,7 @@ def test_card_files_written(tmp_path):
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| `ours` | 2 | 0.300 |" in text and "seed 3" in text
     assert card["prior_blend"] == 0.5 and "prior blend 0.5" in text
+    assert card["sharpen"] == 1.0 and "sharpening" not in text  # absent from the metadata: none
     assert "| 0.50 | 0.410 | +0.010 | 0.020 |" in text and "chosen: 0.5" in text
     assert "rule: lowest mean" in text and "| 0.50 | 0.600 | +0.000 |" in text
 
@@ -78,7 +79,8 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     from backend.inference.blend_rule import PieceBlendRule
 
     rule = PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
-    ev, run, model, blend = card_inputs(tmp_path, 1, {"prior_blend": "0.5", "prior_blend_rule": json.dumps(rule.as_dict())},
+    ev, run, model, blend = card_inputs(tmp_path, 1, {"prior_blend": "0.5", "prior_blend_rule": json.dumps(rule.as_dict()),
+                                                      "sharpen": "1.4"},
                                         piece_share=np.array([0.0, 0.3]))
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"piece_rule": rule.as_dict(),
                                                                        "piece_rule_l1": [0.37], "fixed_blend_l1": [0.41]}))
@@ -95,6 +97,7 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "b = 0.2 for one closed body, rising linearly to 1 when 0.1 of the surface" in text
     assert "`val` 0.370 (fixed blend 0.410)" in text
+    assert card["sharpen"] == 1.4 and "raised to the power 1.4" in text
     assert text.index("## Ablation") < text.index("GRID TABLE") < text.index("RUNS TABLE")
 
 
