@@ -153,9 +153,10 @@ def test_fill_remainder_known_answers(addon):
     out = combine.fill_remainder(pred, kept, free, 0)
     np.testing.assert_allclose(out[0], [0.3, 0.18, 0.12, 0.0], atol=1e-6)
     np.testing.assert_allclose(out[1], 0.0)
-    # 3 influences, one used by the kept bone: 2 left; the 3rd largest (0.2) is subtracted -> 0.3, 0.1
+    # 3 influences, one used by the kept bone: 2 left; with t = the 3rd largest (0.2) a weight is kept
+    # whole from 2t = 0.4 up and fades below: 0.5 stays, 0.3 keeps half, 0.2 goes -> [0.5, 0.15] / 0.65
     out = combine.fill_remainder(pred, kept, free, 3)
-    np.testing.assert_allclose(out[0], [0.45, 0.15, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[0], np.array([0.5, 0.15, 0.0, 0.0]) / 0.65 * 0.6, atol=1e-6)
     # 1 influence and a kept bone: nothing left for the free bones
     np.testing.assert_allclose(combine.fill_remainder(pred, kept, free, 1)[0], 0.0)
     sel = np.array([True, False, False])
