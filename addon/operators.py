@@ -35,23 +35,25 @@ def _import_predictor():
 
 
 def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None,
-                  skip_helpers: bool = True, rigid_pieces: bool = False):
+                  skip_helpers: bool = True, rigid_pieces: bool = False, sharpen: float | None = None):
     """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend, helper skipping,
-    rigid pieces);
-    raises RigError subclasses. ``prior_blend`` None: the blend stored in the model."""
+    rigid pieces, sharpening);
+    raises RigError subclasses. ``prior_blend`` / ``sharpen`` None: the value stored in the model."""
     learned = mode == "LEARNED"
     prior_blend = prior_blend if learned else None
+    sharpen = sharpen if learned else None
     if learned and not os.path.isfile(model_file):
         raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
                          f"add-on preferences, or use the Geodesic mode (no model needed)")
     key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device, prior_blend,
-           bool(skip_helpers), bool(rigid_pieces))
+           bool(skip_helpers), bool(rigid_pieces), sharpen)
     if key not in _PREDICTORS:
         Predictor = _import_predictor()
         _PREDICTORS.clear()
         _PREDICTORS[key] = Predictor(model_path=model_file if learned else None, mode=mode.lower(),
                                      device=device.lower(), prior_blend=prior_blend,
-                                     skip_helpers=bool(skip_helpers), rigid_pieces=bool(rigid_pieces))
+                                     skip_helpers=bool(skip_helpers), rigid_pieces=bool(rigid_pieces),
+                                     sharpen=sharpen)
     return _PREDICTORS[key]
 
 
@@ -102,6 +104,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 continue
             if name == "network_share" and not self.set_network_share:
                 continue
+            if name == "sharpness" and not self.set_sharpness:
+                continue
             layout.prop(self, name)
 
     def execute(self, context):
@@ -112,8 +116,9 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 target = read_target(context, opt["only_selected_bones"], opt["respect_locked"])
                 progress.update(10)
                 blend = float(opt["network_share"]) if opt["set_network_share"] else None
+                sharpen = float(opt["sharpness"]) if opt["set_sharpness"] else None
                 predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"],
-                                          blend, opt["skip_helper_bones"], opt["rigid_pieces"])
+                                          blend, opt["skip_helper_bones"], opt["rigid_pieces"], sharpen)
                 progress.update(20)
                 pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
                                          prune=opt["prune_threshold"], smooth=opt["smoothing"])
@@ -149,7 +154,9 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         rigid = pred.info.get("rigid_pieces", 0)
         helpers += f" ({rigid} separate parts made rigid)" if rigid else ""
         share = pred.info.get("prior_blend")
-        mix = f" (network share {share:.2f})" if share is not None else ""
+        mix = f" (network share {share:.2f}" if share is not None else ""
+        sharp = pred.info.get("sharpen", 1.0) if opt["mode"] == "LEARNED" else 1.0
+        mix += (f", sharpness {sharp:g})" if sharp != 1.0 else ")") if mix else ""
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
                               f"bones{helpers}, {opt['mode'].lower()}{mix} on {pred.provider}, "
                               f"{time.perf_counter() - t0:.2f} s")

@@ -22,9 +22,9 @@ DEVICE_ITEMS = [
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
 OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "device", "model_path",
-                "set_network_share", "network_share", "skip_helper_bones", "rigid_pieces",
+                "set_network_share", "network_share", "set_sharpness", "sharpness", "skip_helper_bones", "rigid_pieces",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
-LEARNED_ONLY = ("model_path", "set_network_share", "network_share", "rigid_pieces")
+LEARNED_ONLY = ("model_path", "set_network_share", "network_share", "set_sharpness", "sharpness", "rigid_pieces")
 """Options that mean something in the Learned mode only (hidden in the others)."""
 
 
@@ -56,6 +56,15 @@ def option_properties(operator: bool) -> dict:
             name="Network Share", default=0.4, min=0.0, max=1.0, precision=2, subtype="FACTOR",
             description="1: the network alone (closest to the training artists' style); 0: the heat "
                         "prior alone (physically based, no style)", **opts),
+        "set_sharpness": BoolProperty(
+            name="Set Sharpness", default=False,
+            description="Learned mode: choose how sharp the weights are instead of the model's own setting "
+                        "(the shipped model sharpens with power 1.4)", **opts),
+        "sharpness": FloatProperty(
+            name="Sharpness", default=1.4, min=1.0, max=10.0, precision=2,
+            description="Power the weights are raised to before the influence limit: 1 keeps the network's "
+                        "smooth falloff (for characters painted smoothly across several bones), higher "
+                        "values give crisper borders between bones", **opts),
         "skip_helper_bones": BoolProperty(
             name="Skip Helper Bones", default=True,
             description="Leave bones that never carry skin empty even when they are marked Deform: "

@@ -509,6 +509,28 @@ def test_network_share_overrides_the_model_blend(fresh, tmp_path):
     assert np.abs(got["prior"] - got["net"]).max() > 1e-2
 
 
+def test_sharpness_overrides_the_model_setting(fresh, tmp_path):
+    """Set Sharpness P gives the runtime's weights at power P; unset keeps the model's (1 for the tiny model)."""
+    path = tiny_model(tmp_path, seed=1)
+    from backend.inference.predictor import Predictor
+
+    mesh, arm, rig = make_scene(3)
+    names = ["bone_0", "bone_1", "bone_2"]
+    got = {}
+    for key, kw in (("model", {}), ("one", {"set_sharpness": True, "sharpness": 1.0}),
+                    ("sharp", {"set_sharpness": True, "sharpness": 3.0})):
+        select(mesh, arm)
+        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
+        assert res == {"FINISHED"}, msg
+        got[key] = weights(mesh, names)
+    np.testing.assert_allclose(got["model"], got["one"], atol=1e-6)
+    expected = Predictor(path, sharpen=3.0, device="cpu").predict(rig, max_influences=0, prune=0.0).weights
+    np.testing.assert_allclose(got["sharp"], expected, atol=1e-3)
+    # sharper: every vertex's largest weight grows (or stays), and the weights moved
+    assert (got["sharp"].max(axis=1) >= got["one"].max(axis=1) - 1e-5).all()
+    assert np.abs(got["sharp"] - got["one"]).max() > 1e-2
+
+
 @pytest.mark.parametrize("mode", ["HEAT", "GEODESIC"])
 def test_helper_bones_stay_empty_unless_asked(fresh, mode):
     """A chain-end leaf bone (``*_end``) marked Deform gets no weight by default; with Skip Helper
