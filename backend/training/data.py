@@ -275,7 +275,8 @@ def collate_samples(samples: list[Sample]) -> Batch:
         disp = [np.zeros((P, s.num_vertices, K, 3), np.float32) if s.displacement is None else
                 np.pad(s.displacement, ((0, 0), (0, 0), (0, K - s.displacement.shape[2]), (0, 0))) for s in samples]
         arrays["displacement"] = np.concatenate(disp, axis=1)
-        arrays["blend"] = np.concatenate([np.full(s.num_vertices, s.blend, np.float32) for s in samples])
+        if any(s.blend != 1.0 for s in samples):  # (V,) the runtime's prior blend of each row's rig
+            arrays["blend"] = np.concatenate([np.full(s.num_vertices, s.blend, np.float32) for s in samples])
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return Batch(tensors, len(samples), [s.name for s in samples])
 
