@@ -106,6 +106,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 continue
             if name == "sharpness" and not self.set_sharpness:
                 continue
+            if name == "smoothing" and not self.set_smoothing:
+                continue
             layout.prop(self, name)
 
     def execute(self, context):
@@ -121,7 +123,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                                           blend, opt["skip_helper_bones"], opt["rigid_pieces"], sharpen)
                 progress.update(20)
                 pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
-                                         prune=opt["prune_threshold"], smooth=opt["smoothing"])
+                                         prune=opt["prune_threshold"],
+                                         smooth=int(opt["smoothing"]) if opt["set_smoothing"] else None)
                 progress.update(80)
                 final, columns, written = combine_for_target(target, pred.weights, opt)
             except RigError as exc:

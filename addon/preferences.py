@@ -21,7 +21,7 @@ DEVICE_ITEMS = [
     ("CPU", "CPU", "Always run on the CPU"),
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
-OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "device", "model_path",
+OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "set_smoothing", "smoothing", "device", "model_path",
                 "set_network_share", "network_share", "set_sharpness", "sharpness", "skip_helper_bones", "rigid_pieces",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
 LEARNED_ONLY = ("model_path", "set_network_share", "network_share", "set_sharpness", "sharpness", "rigid_pieces")
@@ -40,6 +40,10 @@ def option_properties(operator: bool) -> dict:
         "prune_threshold": FloatProperty(
             name="Prune", default=0.05, min=0.0, max=0.5, precision=3,
             description="Weights below this are removed (the rest renormalised)", **opts),
+        "set_smoothing": BoolProperty(
+            name="Set Smoothing", default=False,
+            description="Choose the smoothing instead of the model's own setting (the shipped model smooths "
+                        "its weights twice; the Geodesic and Heat modes do not smooth)", **opts),
         "smoothing": IntProperty(
             name="Smoothing", default=0, min=0, max=20,
             description="Laplacian smoothing iterations over the mesh edges", **opts),

@@ -1,18 +1,21 @@
-"""Choosing the runtime clean-up for a model: sharpening power x influence-limit fade x prune fade.
+"""Choosing the runtime clean-up for a model: sharpening power x influence-limit fade x prune fade
+(``--grid fades``, model 1.7), or smoothing iterations x sharpening power (``--grid smoothing``, model 1.8).
 
 For every rig of the given folders the model's blended weights (its own blend rule, helper bones
 skipped) are computed once, before any clean-up; every setting then re-runs only the cheap
 clean-up (``backend.inference.postprocess``: sharpen, limit to 4 influences, prune at 0.05) and
 is scored with the ``evaluate`` metrics (L1, influence precision / recall, deformation error).
-The first row is the clean-up that shipped with model 1.6 (the (k+1)-th weight and the prune
-threshold subtracted from the row), kept here as the reference.
+The reference row of ``fades`` is the clean-up that shipped with model 1.6 (the (k+1)-th weight and
+the prune threshold subtracted from the row); of ``smoothing``, model 1.7's (no smoothing, power 1.4).
 
-The choice rule, fixed before the sweep: the lowest deformation error averaged over the folders
+The choice rule, fixed before each sweep: the lowest deformation error averaged over the folders
 (each counts equally), among settings whose mean L1 is no higher than the reference's, whose mean
 recall is no lower and whose mean precision is at most 0.01 lower.
 
-    PYTHONPATH=. python scripts/cleanup_study.py --model models/autoskin.onnx \\
+    PYTHONPATH=. python scripts/cleanup_study.py --model <model 1.6> \\
         runs/views/shipped/val runs/views/shipped/out_of_style --out docs/cleanup_val.json
+    PYTHONPATH=. python scripts/cleanup_study.py --grid smoothing --model <model 1.6 or 1.7> \\
+        runs/views/shipped/val runs/views/shipped/out_of_style --out docs/smoothing_val.json
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from backend.evaluation.runner import evaluate_weights
 from backend.inference.postprocess import (kth_largest, limit_influences, normalize_rows, prune_weights,
-                                           sharpen_weights)
+                                           sharpen_weights, smooth_weights)
 from backend.inference.predictor import Predictor
 from backend.io.npz import list_rig_files, load_npz
 
@@ -35,9 +38,12 @@ FADES = (1.5, 2.0, 3.0)
 PRUNE_STARTS = (0.2, 0.6, 0.8)
 K, PRUNE = 4, 0.05
 REFERENCE = "model 1.6 clean-up (subtracting)"
+SMOOTHS = (0, 1, 2)
+SMOOTH_POWERS = (1.3, 1.4, 1.5, 1.6, 1.7, 1.8)
+SMOOTH_REFERENCE = "smoothing 0, sharpen 1.4 (model 1.7)"
 
 
-def reference_cleanup(w: np.ndarray) -> np.ndarray:
+def reference_cleanup(w: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """The clean-up model 1.6 shipped with: subtract the (k+1)-th weight, then min(prune, max / 2)."""
     w = normalize_rows(w)
     w = normalize_rows(np.clip(w - kth_largest(w, K + 1)[:, None], 0.0, None))
@@ -45,17 +51,25 @@ def reference_cleanup(w: np.ndarray) -> np.ndarray:
     return normalize_rows(np.clip(w - t[:, None], 0.0, None))
 
 
-def cleanup(w: np.ndarray, power: float, fade: float, start: float) -> np.ndarray:
-    """The runtime's clean-up (postprocess without smoothing) with explicit fade settings."""
+def cleanup(w: np.ndarray, faces: np.ndarray, power: float, fade: float = 2.0, start: float = 0.8,
+            smooth: int = 0) -> np.ndarray:
+    """The runtime's clean-up (postprocess) with explicit smoothing, power and fade settings."""
+    if smooth:
+        w = smooth_weights(w, faces, smooth)
     return prune_weights(limit_influences(sharpen_weights(w, power), K, fade), PRUNE, start)
 
 
-def settings() -> dict[str, object]:
+def settings(grid: str) -> tuple[dict[str, object], str]:
+    """(name -> clean-up(w, faces), the reference row's name) of one grid."""
+    if grid == "smoothing":
+        out = {f"smoothing {n}, sharpen {p:g}" if (n, p) != (0, 1.4) else SMOOTH_REFERENCE:
+               (lambda w, f, n=n, p=p: cleanup(w, f, p, smooth=n)) for n in SMOOTHS for p in SMOOTH_POWERS}
+        return out, SMOOTH_REFERENCE
     out: dict[str, object] = {REFERENCE: reference_cleanup}
     for p, f, s in itertools.product(POWERS, FADES, PRUNE_STARTS):
         out[f"sharpen {p:g}, limit fade {f:g}, prune fade from {s:g}"] = (
-            lambda w, p=p, f=f, s=s: cleanup(w, p, f, s))
-    return out
+            lambda w, faces, p=p, f=f, s=s: cleanup(w, faces, p, f, s))
+    return out, REFERENCE
 
 
 def main() -> None:
@@ -64,27 +78,28 @@ def main() -> None:
     ap.add_argument("--model", default="models/autoskin.onnx")
     ap.add_argument("--out", default=None, help="JSON with every setting's per-folder means and the choice")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--grid", choices=("fades", "smoothing"), default="fades")
     args = ap.parse_args()
     predictor = Predictor(args.model, device="cpu", threads=args.threads, sharpen=1.0)
-    table = settings()
+    table, reference = settings(args.grid)
     means: dict[str, dict[str, dict[str, float]]] = {name: {} for name in table}
     for folder in args.folders:
         rows: dict[str, list[dict]] = {name: [] for name in table}
         for f in list_rig_files(folder):
             rig = load_npz(f)
-            raw = predictor.predict(rig, max_influences=0, prune=0.0).weights  # blended, no clean-up
+            raw = predictor.predict(rig, max_influences=0, prune=0.0, smooth=0).weights  # blended, no clean-up
             for name, fn in table.items():
-                w = normalize_rows(fn(raw), rig.is_deform).astype(np.float32)
+                w = normalize_rows(fn(raw, rig.faces), rig.is_deform).astype(np.float32)
                 m = evaluate_weights(rig, w)
                 rows[name].append({k: m[k] for k in METRICS})
         for name in table:
             means[name][Path(folder).name] = {k: float(np.mean([r[k] for r in rows[name]])) for k in METRICS}
     overall = {name: {k: float(np.mean([per[k] for per in sets.values()])) for k in METRICS}
                for name, sets in means.items()}
-    ref = overall[REFERENCE]
-    ok = [n for n in table if n != REFERENCE and overall[n]["l1"] <= ref["l1"] + 1e-12
+    ref = overall[reference]
+    ok = [n for n in table if n != reference and overall[n]["l1"] <= ref["l1"] + 1e-12
           and overall[n]["recall"] >= ref["recall"] - 1e-12 and overall[n]["precision"] >= ref["precision"] - 0.01]
-    chosen = min(ok, key=lambda n: overall[n]["deform_mean"]) if ok else REFERENCE
+    chosen = min(ok, key=lambda n: overall[n]["deform_mean"]) if ok else reference
     print("| clean-up | " + " | ".join(f"{Path(d).name} L1 / P / R / deform %" for d in args.folders)
           + " | mean L1 | mean P | mean R | mean deform % |")
     print("|---" * (len(args.folders) + 5) + "|")

@@ -38,7 +38,7 @@ def dump(model: str, folder: Path, raw: Path) -> list[dict]:
         if not dst.is_file():
             pred = pred or Predictor(model)
             rig = load_npz(f)
-            gen, prior = pred.predict_blends(rig, [1.0, 0.0], max_influences=0, prune=0.0)
+            gen, prior = pred.predict_blends(rig, [1.0, 0.0], max_influences=0, prune=0.0, smooth=0)
             np.savez(dst, truth=rig.weights, model=gen.weights, prior=prior.weights, faces=rig.faces,
                      is_deform=rig.is_deform)
         d = np.load(dst)

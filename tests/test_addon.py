@@ -462,7 +462,7 @@ def test_failed_rerun_keeps_the_first_result_and_its_stored_prediction(fresh, mo
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(apply.scene, "write_weights", half_then_fail)
-    res, msg = run(max_influences=3, smoothing=2)
+    res, msg = run(max_influences=3, set_smoothing=True, smoothing=2)
     assert res == {"CANCELLED"} and "out of memory" in msg
     assert fingerprint() == before
     np.testing.assert_array_equal(weights(mesh, names), first)
@@ -529,6 +529,36 @@ def test_sharpness_overrides_the_model_setting(fresh, tmp_path):
     # sharper: every vertex's largest weight grows (or stays), and the weights moved
     assert (got["sharp"].max(axis=1) >= got["one"].max(axis=1) - 1e-5).all()
     assert np.abs(got["sharp"] - got["one"]).max() > 1e-2
+
+
+def test_smoothing_follows_the_model_unless_set(fresh, tmp_path):
+    """A model that stores smoothing 3 is smoothed 3 times by default; Set Smoothing 0 turns it off."""
+    path = tiny_model(tmp_path, seed=2)
+    import onnx
+
+    from backend.export.metadata import get_metadata, set_metadata
+    from backend.inference.predictor import Predictor
+
+    proto = onnx.load(str(path))
+    meta = get_metadata(proto)
+    meta["smooth"] = "3"
+    del proto.metadata_props[:]
+    set_metadata(proto, meta)
+    smooth_path = tmp_path / "smooth.onnx"
+    onnx.save_model(proto, str(smooth_path))
+    mesh, arm, rig = make_scene(3)
+    names = ["bone_0", "bone_1", "bone_2"]
+    got = {}
+    for key, kw in (("model", {}), ("off", {"set_smoothing": True, "smoothing": 0})):
+        select(mesh, arm)
+        res, msg = run(mode="LEARNED", model_path=str(smooth_path), device="CPU", max_influences=0, prune_threshold=0.0,
+                       **kw)
+        assert res == {"FINISHED"}, msg
+        got[key] = weights(mesh, names)
+    pred = Predictor(smooth_path, device="cpu")
+    np.testing.assert_allclose(got["model"], pred.predict(rig, max_influences=0, prune=0.0).weights, atol=1e-3)
+    np.testing.assert_allclose(got["off"], pred.predict(rig, max_influences=0, prune=0.0, smooth=0).weights, atol=1e-3)
+    assert np.abs(got["model"] - got["off"]).max() > 1e-3
 
 
 @pytest.mark.parametrize("mode", ["HEAT", "GEODESIC"])

@@ -128,33 +128,43 @@ def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
     torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")),
                tmp_path / "g.pt")
     ok = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "s.onnx"),
-                         "--sharpen", "1.4"], capture_output=True, text=True)
+                         "--sharpen", "1.4", "--smooth", "2"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     rig = make_capsule_chain(4, with_weights=False)
     sharp = Predictor(tmp_path / "s.onnx")
     assert sharp.model.info.sharpen == pytest.approx(1.4) and sharp.sharpen == pytest.approx(1.4)
-    raw = Predictor(tmp_path / "s.onnx", sharpen=1.0).predict(rig, max_influences=0, prune=0.0).weights
+    assert sharp.model.info.smooth == 2
+    raw = Predictor(tmp_path / "s.onnx", sharpen=1.0).predict(rig, max_influences=0, prune=0.0, smooth=0).weights
     got = sharp.predict(rig)
-    assert got.info["sharpen"] == pytest.approx(1.4)
-    np.testing.assert_allclose(got.weights, postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.4), atol=1e-6)
+    assert got.info["sharpen"] == pytest.approx(1.4) and got.info["smooth"] == 2
+    np.testing.assert_allclose(got.weights, postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.4, smooth=2),
+                               atol=1e-6)
     assert not np.allclose(got.weights, postprocess(raw, rig.faces, allowed=rig.is_deform), atol=1e-4)
+    # a caller's smoothing wins; the model-free modes do not smooth unless asked
+    no_smooth = sharp.predict(rig, smooth=0)
+    assert no_smooth.info["smooth"] == 0
+    np.testing.assert_allclose(no_smooth.weights, postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.4),
+                               atol=1e-6)
+    assert Predictor(mode="geodesic").predict(rig).info["smooth"] == 0
     # a caller's power wins; the model-free modes are never sharpened
     assert Predictor(tmp_path / "s.onnx", sharpen=1.0).predict(rig).info["sharpen"] == 1.0
     assert Predictor(mode="geodesic").sharpen == 1.0
     with pytest.raises(ValueError, match="sharpen"):
         Predictor(tmp_path / "s.onnx", sharpen=0.5)
-    bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "b.onnx"),
-                          "--sharpen", "0.5"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--sharpen" in bad.stderr and not (tmp_path / "b.onnx").exists()
+    for flag, value in (("--sharpen", "0.5"), ("--smooth", "30"), ("--smooth", "1.5")):
+        bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "b.onnx"),
+                              flag, value], capture_output=True, text=True)
+        assert bad.returncode == 2 and flag in bad.stderr and not (tmp_path / "b.onnx").exists()
     # a model whose stored power is out of range is refused with the key's name
     proto = onnx.load(str(tmp_path / "s.onnx"))
     meta = get_metadata(proto)
-    meta[mm.KEY_SHARPEN] = "0.2"
-    del proto.metadata_props[:]
-    set_metadata(proto, meta)
-    onnx.save_model(proto, str(tmp_path / "bad.onnx"))
-    with pytest.raises(mm.ModelError, match="sharpen"):
-        Predictor(tmp_path / "bad.onnx")
+    for key, value in ((mm.KEY_SHARPEN, "0.2"), (mm.KEY_SMOOTH, "-1"), (mm.KEY_SMOOTH, "two")):
+        bad_meta = dict(meta, **{key: value})
+        del proto.metadata_props[:]
+        set_metadata(proto, bad_meta)
+        onnx.save_model(proto, str(tmp_path / "bad.onnx"))
+        with pytest.raises(mm.ModelError, match=key):
+            Predictor(tmp_path / "bad.onnx")
 
 
 def test_blend_sweep_fits_a_rule_and_export_ships_it(rule_model, tmp_path):

@@ -116,23 +116,24 @@ def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
     from backend.export.metadata import get_metadata, set_metadata
     from backend.export.onnx_export import export_random_generator
     from backend.inference.model_meta import ModelError
-    from backend.training.finetune import current_sharpen
+    from backend.training.finetune import current_sharpen, current_smooth
 
-    assert current_sharpen(tmp_path) == 1.0  # no model in use
+    assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # no model in use
     export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
-    assert current_sharpen(tmp_path) == 1.0  # stored default
+    assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # stored defaults
     proto = onnx.load(str(tmp_path / "autoskin.onnx"))
-    for value in ("1.4", "0.5"):
+    for key, value, read, expect in (("sharpen", "1.4", current_sharpen, 1.4), ("sharpen", "0.5", current_sharpen, None),
+                                     ("smooth", "2", current_smooth, 2), ("smooth", "-3", current_smooth, None)):
         meta = get_metadata(proto)
-        meta["sharpen"] = value
+        meta[key] = value
         del proto.metadata_props[:]
         set_metadata(proto, meta)
         onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
-        if value == "1.4":
-            assert current_sharpen(tmp_path) == pytest.approx(1.4)
+        if expect is not None:
+            assert read(tmp_path) == pytest.approx(expect)
         else:
-            with pytest.raises(ModelError, match="sharpen"):
-                current_sharpen(tmp_path)
+            with pytest.raises(ModelError, match=key):
+                read(tmp_path)
 
 
 def test_fine_tuned_versions_keep_the_blend_rule_in_use(tmp_path):

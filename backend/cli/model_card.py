@@ -146,18 +146,20 @@ def run(args: argparse.Namespace) -> int:
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
     import onnxruntime as ort
 
-    from backend.inference.model_meta import parse_prior_blend, parse_prior_blend_rule, parse_sharpen
+    from backend.inference.model_meta import parse_prior_blend, parse_prior_blend_rule, parse_sharpen, parse_smooth
 
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     prior_blend = parse_prior_blend(meta, model)
     rule = parse_prior_blend_rule(meta, model)
     sharpen = parse_sharpen(meta, model)
+    smooth = parse_smooth(meta, model)
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     card = {
         "model": model.name,
         "prior_blend": prior_blend,
         "prior_blend_rule": rule.as_dict() if rule else None,
         "sharpen": sharpen,
+        "smooth": smooth,
         "blend_sweep": blend,
         "sha256": file_sha256(model),
         "size_bytes": model.stat().st_size,
@@ -186,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
            f"{1 - prior_blend:g} x the prior it is given (metadata `prior_blend`)"),
           *([f"- run-time sharpening (metadata `sharpen`): the weights are raised to the power {sharpen:g} and "
              "renormalised before the influence limit (`backend/inference/postprocess.py`)"] if sharpen != 1.0 else []),
+          *([f"- run-time smoothing (metadata `smooth`): {smooth} Laplacian iterations over the mesh edges "
+             "before the sharpening"] if smooth else []),
           ""]
     if view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "

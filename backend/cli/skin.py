@@ -37,6 +37,17 @@ def sharpen_power(text: str) -> float:
     return value
 
 
+def smooth_iterations(text: str) -> int:
+    """argparse type: smoothing iterations, a whole number in [0, 20]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"must be in [0, 20], got {text}")
+    return value
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options shared with ``predict``."""
     p.add_argument("--mode", choices=("learned", "geodesic", "heat"), default="learned",
@@ -44,7 +55,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="ONNX model (default: $AUTOSKIN_MODEL or models/autoskin.onnx)")
     p.add_argument("--max-influences", type=int, default=4, help="bones per vertex at most, 0 = no limit (4)")
     p.add_argument("--prune", type=float, default=DEFAULT_PRUNE, help=f"fade out weights below this ({DEFAULT_PRUNE})")
-    p.add_argument("--smooth", type=int, default=0, help="Laplacian smoothing iterations over the mesh (0)")
+    p.add_argument("--smooth", type=smooth_iterations, default=None,
+                   help="Laplacian smoothing iterations over the mesh, 0..20 (default: the model's own choice, "
+                        "2 for the shipped model; 0 in the model-free modes)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",

@@ -39,6 +39,11 @@ KEY_SHARPEN = "sharpen"
 """Sharpening power the runtime applies to this model's weights before the influence limit
 (backend.inference.postprocess.sharpen_weights), chosen with the model on validation rigs. Absent
 means 1.0 (no sharpening)."""
+KEY_SMOOTH = "smooth"
+"""Laplacian smoothing iterations the runtime applies to this model's weights before sharpening
+(backend.inference.postprocess.smooth_weights), chosen with the model on validation rigs. Absent
+means 0."""
+MAX_SMOOTH = 20
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -64,6 +69,7 @@ class ModelInfo:
     prior_blend: float = 1.0
     prior_blend_rule: PieceBlendRule | None = None
     sharpen: float = 1.0
+    smooth: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -75,6 +81,7 @@ class ModelInfo:
             "prior_blend": self.prior_blend,
             "prior_blend_rule": self.prior_blend_rule.as_dict() if self.prior_blend_rule else None,
             "sharpen": self.sharpen,
+            "smooth": self.smooth,
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -131,6 +138,19 @@ def parse_sharpen(meta: Mapping[str, str], source: str | Path) -> float:
     return power
 
 
+def parse_smooth(meta: Mapping[str, str], source: str | Path) -> int:
+    """The ``smooth`` iterations of a model's metadata (0 when absent); ModelError naming ``source``
+    unless it is a whole number in [0, MAX_SMOOTH]."""
+    text = meta.get(KEY_SMOOTH, "0")
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SMOOTH:
+        raise ModelError(f"{source}: {KEY_SMOOTH} metadata must be a whole number in [0, {MAX_SMOOTH}], got {text!r}")
+    return value
+
+
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
     """The model's per-rig blend rule (None when absent); ModelError naming ``source`` when malformed."""
     text = meta.get(KEY_PRIOR_BLEND_RULE)
@@ -174,6 +194,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
         prior_blend=parse_prior_blend(meta, source),
         prior_blend_rule=parse_prior_blend_rule(meta, source),
         sharpen=parse_sharpen(meta, source),
+        smooth=parse_smooth(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

@@ -175,19 +175,23 @@ class Predictor:
             raise ValueError(f"prior_blend must be in [0, 1], got {blend}")
         return float(blend)
 
-    def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE, smooth: int = 0) -> Prediction:
+    def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
+                smooth: int | None = None) -> Prediction:
         """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
 
         max_influences: at most this many bones per vertex (0 = no limit), cut continuously;
-        prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges.
+        prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges (None: the
+        model's own, 0 in the model-free modes).
         """
         return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth)[0]
 
     def predict_blends(self, rig: Rig, blends: Sequence[float | None], max_influences: int = 4,
-                       prune: float = DEFAULT_PRUNE, smooth: int = 0) -> list[Prediction]:
+                       prune: float = DEFAULT_PRUNE, smooth: int | None = None) -> list[Prediction]:
         """:meth:`predict` once per prior blend (None: the predictor's own), computing the features and
         running the network only once; ``seconds`` of each counts that shared work."""
         t0 = time.perf_counter()
+        if smooth is None:
+            smooth = self.model.info.smooth if self.model is not None else 0
         rig = rig.without_weights()
         validate_rig(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
@@ -220,6 +224,7 @@ class Predictor:
                             allowed=rig.is_deform, sharpen=self.sharpen)
             one = dict(info)
             one["sharpen"] = self.sharpen
+            one["smooth"] = int(smooth)
             if self.model is not None and self.rigid_pieces:
                 w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform)
                 one["rigid_pieces"] = len(bones)

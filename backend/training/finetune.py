@@ -461,18 +461,29 @@ def current_sharpen(models_dir: Path) -> float:
     return 1.0 if found is None else parse_sharpen(found[1], found[0])
 
 
+def current_smooth(models_dir: Path) -> int:
+    """The ``smooth`` iterations of ``models_dir/autoskin.onnx``; 0 when there is no such file or it stores
+    none (ModelError for an invalid one). A fine-tuned version keeps them, as it keeps the sharpening."""
+    from backend.inference.model_meta import parse_smooth
+
+    found = _metadata_in_use(models_dir)
+    return 0 if found is None else parse_smooth(found[1], found[0])
+
+
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
             activate: bool = True) -> model_store.ModelVersion:
     """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
     it the model in use. A model in use that has no version yet is kept as one first. The new ONNX
-    keeps the prior blend, the per-rig blend rule and the sharpening of the model in use
-    (:func:`current_prior_blend`, :func:`current_prior_blend_rule`, :func:`current_sharpen`)."""
+    keeps the prior blend, the per-rig blend rule, the sharpening and the smoothing of the model in use
+    (:func:`current_prior_blend`, :func:`current_prior_blend_rule`, :func:`current_sharpen`,
+    :func:`current_smooth`)."""
     from backend.export.onnx_export import export_generator
 
     models_dir = Path(models_dir)
     blend = current_prior_blend(models_dir)
     rule = current_prior_blend_rule(models_dir)
     sharpen = current_sharpen(models_dir)
+    smooth = current_smooth(models_dir)
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
@@ -482,10 +493,10 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
         save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
         res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
                                model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend,
-                               prior_blend_rule=rule, sharpen=sharpen)
+                               prior_blend_rule=rule, sharpen=sharpen, smooth=smooth)
         card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
                     checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", prior_blend=blend,
-                    prior_blend_rule=rule, sharpen=sharpen,
+                    prior_blend_rule=rule, sharpen=sharpen, smooth=smooth,
                     export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
         model_store.write_text_atomic(paths["md"], model_card_text(card))
         model_store.write_json_atomic(paths["json"], card)
