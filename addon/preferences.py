@@ -42,8 +42,8 @@ def option_properties(operator: bool) -> dict:
             description="Weights below this are removed (the rest renormalised)", **opts),
         "set_smoothing": BoolProperty(
             name="Set Smoothing", default=False,
-            description="Choose the smoothing instead of the model's own setting (the shipped model smooths "
-                        "its weights twice; the Geodesic and Heat modes do not smooth)", **opts),
+            description="Choose the smoothing instead of the model's own setting (the shipped model and the "
+                        "Geodesic and Heat modes do not smooth)", **opts),
         "smoothing": IntProperty(
             name="Smoothing", default=0, min=0, max=20,
             description="Laplacian smoothing iterations over the mesh edges", **opts),

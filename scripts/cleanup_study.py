@@ -1,5 +1,6 @@
 """Choosing the runtime clean-up for a model: sharpening power x influence-limit fade x prune fade
-(``--grid fades``, model 1.7), or smoothing iterations x sharpening power (``--grid smoothing``, model 1.8).
+(``--grid fades``, model 1.7), or smoothing iterations x sharpening power (``--grid smoothing``, the
+withdrawn model 1.8, docs/ablation.md).
 
 For every rig of the given folders the model's blended weights (its own blend rule, helper bones
 skipped) are computed once, before any clean-up; every setting then re-runs only the cheap

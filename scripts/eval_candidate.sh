@@ -2,8 +2,9 @@
 # Score a candidate generator the way the shipped model is chosen (docs/ablation.md): export it, fit
 # its per-rig prior blend rule on val + the out-of-style check, export it with that rule, then
 # evaluate it (alone) on val and on the out-of-style check.
-# Usage: [SHARPEN=P] bash scripts/eval_candidate.sh RUN_DIR   (RUN_DIR/best_generator.pt from `train`; ~8 min;
-# SHARPEN: the runtime sharpening power exported with it, default 1.4 as in the shipped model 1.7)
+# Usage: [SHARPEN=P] [SMOOTH=N] bash scripts/eval_candidate.sh RUN_DIR   (RUN_DIR/best_generator.pt from `train`;
+# ~8 min; SHARPEN / SMOOTH: the runtime sharpening power and smoothing exported with it, default 1.4 and 0 as in
+# the shipped model 1.7)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"
@@ -12,12 +13,13 @@ R=${1:?usage: eval_candidate.sh RUN_DIR}
 V=runs/views/shipped
 export OMP_NUM_THREADS=1
 S=${SHARPEN:-1.4}
-python -m backend export "$R/best_generator.pt" "$R/generator.onnx" --sharpen "$S"
+N=${SMOOTH:-0}
+python -m backend export "$R/best_generator.pt" "$R/generator.onnx" --sharpen "$S" --smooth "$N"
 python -m backend blend-sweep "$R/generator.onnx" $V/val --check $V/out_of_style --fit-rule \
     --out "$R/blend_val.json" --threads 1 > "$R/blend_sweep.log"
 B=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$R/blend_val.json")
 python -m backend export "$R/best_generator.pt" "$R/ruled.onnx" --model-version candidate --prior-blend "$B" \
-    --prior-blend-rule "$R/blend_val.json" --sharpen "$S"
+    --prior-blend-rule "$R/blend_val.json" --sharpen "$S" --smooth "$N"
 python -m backend evaluate $V/val --methods "model:$R/ruled.onnx" --out "$R/eval_val" --no-progress > /dev/null
 python -m backend evaluate $V/out_of_style --methods "model:$R/ruled.onnx" --out "$R/eval_oos" --no-progress > /dev/null
 sed -n 7,9p "$R/eval_val/summary.md"

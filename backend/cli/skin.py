@@ -57,7 +57,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", type=float, default=DEFAULT_PRUNE, help=f"fade out weights below this ({DEFAULT_PRUNE})")
     p.add_argument("--smooth", type=smooth_iterations, default=None,
                    help="Laplacian smoothing iterations over the mesh, 0..20 (default: the model's own choice, "
-                        "2 for the shipped model; 0 in the model-free modes)")
+                        "none for the shipped model; 0 in the model-free modes)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
