@@ -168,3 +168,22 @@ def test_training_refuses_a_bad_blend_rule(tmp_path):
     with pytest.raises(RigError, match="r.json"):
         Trainer(tiny_config(tmp_path, loss=dict(deform=1.0, deform_blend_rule=str(tmp_path / "r.json"))), root,
                 tmp_path / "r2", progress=False, tensorboard=False)
+
+
+def test_memo_rig_set_poses_each_sample_once(tmp_path, monkeypatch):
+    """Validation's RigSet keeps its samples: the same (rig, seed, epoch) is posed once, not per epoch."""
+    import backend.training.data as data_mod
+
+    rig = make_capsule_chain(n_bones=3, length=3.0, radius=0.3, segments=8, rings=9)
+    path = tmp_path / "a.npz"
+    save_npz(rig, path)
+    calls = []
+    real = data_mod.candidate_displacements
+    monkeypatch.setattr(data_mod, "candidate_displacements", lambda *a, **k: calls.append(1) or real(*a, **k))
+    store = FeatureStore(tmp_path / "cache", FeatureConfig(distance="euclidean", k_bones=3))
+    memo = RigSet([path], [True], store, max_vertices=10**9, deform_poses=2, memo=True)
+    first = memo.get(0, seed=0, epoch=0)
+    assert memo.get(0, seed=0, epoch=0) is first and len(calls) == 1
+    plain = RigSet([path], [True], store, max_vertices=10**9, deform_poses=2)
+    again = plain.get(0, seed=0, epoch=0)
+    assert len(calls) == 2 and np.array_equal(again.displacement, first.displacement)

@@ -285,8 +285,12 @@ class RigSet:
     """A list of rig files with a labelled flag each, materialised per epoch into batches."""
 
     def __init__(self, paths: list[Path], labeled: list[bool], store: FeatureStore, max_vertices: int,
-                 augment_variants: int = 0, deform_poses: int = 0, blend_rule: PieceBlendRule | None = None):
+                 augment_variants: int = 0, deform_poses: int = 0, blend_rule: PieceBlendRule | None = None,
+                 memo: bool = False):
         self.deform_poses = int(deform_poses)  # > 0: labelled samples carry candidate displacements
+        # keep every sample built (validation: the same rigs, seed and epoch every time, so the posed
+        # displacements are computed once instead of once per epoch)
+        self.memo: dict[tuple[int, int, int], Sample] | None = {} if memo else None
         self.blend_rule = blend_rule  # posed samples carry the runtime's prior blend for their rig
         self._shares: dict[str, float] = {}
         self.paths = list(paths)
@@ -325,6 +329,14 @@ class RigSet:
 
     def get(self, i: int, seed: int, epoch: int) -> Sample:
         """Rig i as seen in ``epoch`` (its augmentation variant and crop depend on seed, epoch, i)."""
+        if self.memo is not None:
+            key = (i, seed, epoch)
+            if key not in self.memo:
+                self.memo[key] = self._build(i, seed, epoch)
+            return self.memo[key]
+        return self._build(i, seed, epoch)
+
+    def _build(self, i: int, seed: int, epoch: int) -> Sample:
         rng = np.random.default_rng([seed, epoch, i, 7])
         variant = int(rng.integers(self.augment_variants + 1)) if self.augment_variants else 0
         s = self.store.sample(self.paths[i], variant, self.labeled[i])

@@ -197,7 +197,7 @@ class Trainer:
         self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av, poses, rule)
         self.train_u = RigSet(unl, [False] * len(unl), self.store, cfg.data.max_vertices, 0)
         val = list_rigs(data_dir / "val")
-        self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0, poses, rule)
+        self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0, poses, rule, memo=True)
 
         self.log = RunLog(self.out, self.main, tensorboard)
         self.amp_dtype = None
