@@ -9,43 +9,32 @@ from __future__ import annotations
 
 import argparse
 
-from backend.inference.postprocess import DEFAULT_PRUNE
+from backend.inference.postprocess import DEFAULT_PRUNE, MAX_SMOOTH, SHARPEN_RANGE
 
 NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
 
-def unit_interval(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+def _bounded(convert: type, low: float, high: float, what: str):
+    """An argparse type: ``convert(text)`` within [low, high], described as ``what`` in its docstring."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        return value
+
+    parse.__doc__ = f"argparse type: {what} in [{low:g}, {high:g}]."
+    return parse
 
 
-def sharpen_power(text: str) -> float:
-    """argparse type: a sharpening power in [1, 10]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1.0 <= value <= 10.0:
-        raise argparse.ArgumentTypeError(f"must be in [1, 10], got {text}")
-    return value
-
-
-def smooth_iterations(text: str) -> int:
-    """argparse type: smoothing iterations, a whole number in [0, 20]."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value <= 20:
-        raise argparse.ArgumentTypeError(f"must be in [0, 20], got {text}")
-    return value
+unit_interval = _bounded(float, 0.0, 1.0, "a number")
+sharpen_power = _bounded(float, *SHARPEN_RANGE, "a sharpening power")
+smooth_iterations = _bounded(int, 0, MAX_SMOOTH, "smoothing iterations, a whole number")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
 from backend.inference import model_meta as mm
+from backend.inference.postprocess import check_clean_up
 
 
 def weights_hash(state_dict: Mapping[str, object]) -> str:
@@ -44,10 +45,7 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
     """
     if not 0.0 <= prior_blend <= 1.0:
         raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
-    if not 1.0 <= sharpen <= 10.0:
-        raise ValueError(f"sharpen must be in [1, 10], got {sharpen}")
-    if not (isinstance(smooth, int) and 0 <= smooth <= mm.MAX_SMOOTH):
-        raise ValueError(f"smooth must be a whole number in [0, {mm.MAX_SMOOTH}], got {smooth!r}")
+    check_clean_up(sharpen, smooth)
     whash = weights_hash(state_dict)
     meta = {
         mm.KEY_FORMAT: mm.MODEL_FORMAT,

@@ -21,6 +21,7 @@ import torch
 from backend.export.metadata import build_metadata, set_metadata
 from backend.features.pipeline import FB, FEATURE_VERSION, FP, FV, FeatureConfig
 from backend.inference.model_meta import INPUT_NAMES, OUTPUT_NAME, ModelError
+from backend.inference.postprocess import check_clean_up
 from backend.io.atomic import atomic_path
 from backend.models.generator import Generator, generator_from_config
 
@@ -157,10 +158,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
     (backend.inference.model_meta.KEY_SHARPEN / KEY_SMOOTH).
     """
     out_path = Path(out_path)
-    if not 1.0 <= sharpen <= 10.0:
-        raise ValueError(f"sharpen must be in [1, 10], got {sharpen}")
-    if not (isinstance(smooth, int) and 0 <= smooth <= 20):
-        raise ValueError(f"smooth must be a whole number in [0, 20], got {smooth!r}")
+    check_clean_up(sharpen, smooth)  # refuse bad settings before any work
     if prior_blend_rule is not None:  # refuse a malformed rule before any work (ValueError names the field)
         from backend.inference.blend_rule import PieceBlendRule
 

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
 from backend.inference.blend_rule import PieceBlendRule
+from backend.inference.postprocess import MAX_SMOOTH, SHARPEN_RANGE
 from backend.rig import RigError
 
 #: Format tag of the models this runtime reads.
@@ -43,7 +44,6 @@ KEY_SMOOTH = "smooth"
 """Laplacian smoothing iterations the runtime applies to this model's weights before sharpening
 (backend.inference.postprocess.smooth_weights), chosen with the model on validation rigs. Absent
 means 0."""
-MAX_SMOOTH = 20
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -112,43 +112,37 @@ def feature_config_from_json(text: str, source: str) -> FeatureConfig:
         raise ModelError(f"{source}: bad feature_config metadata ({exc})") from None
 
 
+def _parse_bounded(meta: Mapping[str, str], key: str, default: str, convert: type, low: float, high: float,
+                   source: str | Path) -> float | int:
+    """``convert(meta[key])`` (``default`` when absent); ModelError naming ``source`` and ``key`` unless
+    it converts and lies in [low, high]."""
+    text = meta.get(key, default)
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        kind = "a whole number" if convert is int else "a number"
+        raise ModelError(f"{source}: {key} metadata must be {kind} in [{low:g}, {high:g}], got {text!r}")
+    return value
+
+
 def parse_prior_blend(meta: Mapping[str, str], source: str | Path) -> float:
     """The ``prior_blend`` of a model's metadata (1.0 when absent); ModelError naming ``source`` unless
     it is a number in [0, 1]."""
-    text = meta.get(KEY_PRIOR_BLEND, "1.0")
-    try:
-        blend = float(text)
-    except ValueError:
-        blend = float("nan")
-    if not 0.0 <= blend <= 1.0:
-        raise ModelError(f"{source}: {KEY_PRIOR_BLEND} metadata must be a number in [0, 1], got {text!r}")
-    return blend
+    return _parse_bounded(meta, KEY_PRIOR_BLEND, "1.0", float, 0.0, 1.0, source)
 
 
 def parse_sharpen(meta: Mapping[str, str], source: str | Path) -> float:
     """The ``sharpen`` power of a model's metadata (1.0 when absent); ModelError naming ``source`` unless
-    it is a number in [1, 10]."""
-    text = meta.get(KEY_SHARPEN, "1.0")
-    try:
-        power = float(text)
-    except ValueError:
-        power = float("nan")
-    if not 1.0 <= power <= 10.0:
-        raise ModelError(f"{source}: {KEY_SHARPEN} metadata must be a number in [1, 10], got {text!r}")
-    return power
+    it is a number in SHARPEN_RANGE."""
+    return _parse_bounded(meta, KEY_SHARPEN, "1.0", float, *SHARPEN_RANGE, source)
 
 
 def parse_smooth(meta: Mapping[str, str], source: str | Path) -> int:
     """The ``smooth`` iterations of a model's metadata (0 when absent); ModelError naming ``source``
     unless it is a whole number in [0, MAX_SMOOTH]."""
-    text = meta.get(KEY_SMOOTH, "0")
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SMOOTH:
-        raise ModelError(f"{source}: {KEY_SMOOTH} metadata must be a whole number in [0, {MAX_SMOOTH}], got {text!r}")
-    return value
+    return _parse_bounded(meta, KEY_SMOOTH, "0", int, 0, MAX_SMOOTH, source)
 
 
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:

@@ -47,6 +47,21 @@ def kth_largest(w: np.ndarray, k: int) -> np.ndarray:
 #: out-of-style check, docs/ablation.md "What changed for model 1.7").
 LIMIT_FADE = 2.0
 
+#: The sharpening powers and smoothing iterations a model may carry (model_meta.KEY_SHARPEN / KEY_SMOOTH).
+SHARPEN_RANGE = (1.0, 10.0)
+MAX_SMOOTH = 20
+
+
+def check_clean_up(sharpen: float, smooth: int) -> None:
+    """ValueError unless ``sharpen`` lies in SHARPEN_RANGE and ``smooth`` is a whole number in
+    [0, MAX_SMOOTH] (what the writers of a model's clean-up settings accept)."""
+    low, high = SHARPEN_RANGE
+    if not low <= sharpen <= high:
+        raise ValueError(f"sharpen must be in [{low:g}, {high:g}], got {sharpen}")
+    if not (isinstance(smooth, int) and 0 <= smooth <= MAX_SMOOTH):
+        raise ValueError(f"smooth must be a whole number in [0, {MAX_SMOOTH}], got {smooth!r}")
+
+
 #: Where pruning starts to fade a weight out, as a share of the prune threshold (:func:`prune_weights`).
 PRUNE_FADE_START = 0.8
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from backend.inference.model_meta import ModelError
-from backend.inference.postprocess import DEFAULT_PRUNE, postprocess
+from backend.inference.postprocess import DEFAULT_PRUNE, check_clean_up, postprocess
 from backend.inference.rigid_pieces import rigid_pieces
 from backend.inference.session import LoadedModel, default_threads, get_session
 from backend.rig import Rig, validate_rig
@@ -78,8 +78,8 @@ class Predictor:
                  rigid_pieces: bool = False, sharpen: float | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if sharpen is not None and not 1.0 <= sharpen <= 10.0:
-            raise ValueError(f"sharpen must be in [1, 10], got {sharpen}")
+        if sharpen is not None:
+            check_clean_up(sharpen, 0)
         self._sharpen = sharpen
         if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
             raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")

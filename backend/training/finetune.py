@@ -431,25 +431,34 @@ def _metadata_in_use(models_dir: Path) -> tuple[Path, dict] | None:
     return cur, get_metadata(onnx.load(str(cur), load_external_data=False))
 
 
+def _parse_in_use(models_dir: Path, parse, found: tuple[Path, dict] | None = None):
+    """``parse(metadata, path)`` of the model in use; with no model in use its metadata is empty, so
+    ``parse`` gives its default. ``found``: :func:`_metadata_in_use`'s answer when already read."""
+    found = _metadata_in_use(models_dir) if found is None else found
+    return parse(found[1], found[0]) if found is not None else parse({}, Path(models_dir) / model_store.CURRENT_NAME)
+
+
 def current_prior_blend(models_dir: Path) -> float:
     """The ``prior_blend`` stored in ``models_dir/autoskin.onnx`` (the model in use); 1.0 when there is
     no such file or it stores none (ModelError for an invalid one). A fine-tuned version keeps the
     blend the shipped model was given."""
     from backend.inference.model_meta import parse_prior_blend
 
-    found = _metadata_in_use(models_dir)
-    return 1.0 if found is None else parse_prior_blend(found[1], found[0])
+    return _parse_in_use(models_dir, parse_prior_blend)
+
+
+def _rule_dict(meta: dict, source: Path) -> dict | None:
+    from backend.inference.model_meta import parse_prior_blend_rule
+
+    rule = parse_prior_blend_rule(meta, source)
+    return rule.as_dict() if rule is not None else None
 
 
 def current_prior_blend_rule(models_dir: Path) -> dict | None:
     """The per-rig blend rule of ``models_dir/autoskin.onnx`` (``PieceBlendRule.as_dict()``), None when
     there is no such file or it has none (ModelError for a malformed one). A fine-tuned version keeps
     it, as it keeps the fixed blend."""
-    from backend.inference.model_meta import parse_prior_blend_rule
-
-    found = _metadata_in_use(models_dir)
-    rule = None if found is None else parse_prior_blend_rule(found[1], found[0])
-    return rule.as_dict() if rule is not None else None
+    return _parse_in_use(models_dir, _rule_dict)
 
 
 def current_sharpen(models_dir: Path) -> float:
@@ -457,8 +466,7 @@ def current_sharpen(models_dir: Path) -> float:
     none (ModelError for an invalid one). A fine-tuned version keeps it, as it keeps the blend."""
     from backend.inference.model_meta import parse_sharpen
 
-    found = _metadata_in_use(models_dir)
-    return 1.0 if found is None else parse_sharpen(found[1], found[0])
+    return _parse_in_use(models_dir, parse_sharpen)
 
 
 def current_smooth(models_dir: Path) -> int:
@@ -466,8 +474,7 @@ def current_smooth(models_dir: Path) -> int:
     none (ModelError for an invalid one). A fine-tuned version keeps them, as it keeps the sharpening."""
     from backend.inference.model_meta import parse_smooth
 
-    found = _metadata_in_use(models_dir)
-    return 0 if found is None else parse_smooth(found[1], found[0])
+    return _parse_in_use(models_dir, parse_smooth)
 
 
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
@@ -479,11 +486,14 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
     :func:`current_smooth`)."""
     from backend.export.onnx_export import export_generator
 
+    from backend.inference.model_meta import parse_prior_blend, parse_sharpen, parse_smooth
+
     models_dir = Path(models_dir)
-    blend = current_prior_blend(models_dir)
-    rule = current_prior_blend_rule(models_dir)
-    sharpen = current_sharpen(models_dir)
-    smooth = current_smooth(models_dir)
+    found = _metadata_in_use(models_dir)  # read once for the four settings
+    blend = _parse_in_use(models_dir, parse_prior_blend, found)
+    rule = _parse_in_use(models_dir, _rule_dict, found)
+    sharpen = _parse_in_use(models_dir, parse_sharpen, found)
+    smooth = _parse_in_use(models_dir, parse_smooth, found)
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
