@@ -173,3 +173,26 @@ def test_export_command_refuses_other_feature_version(tmp_path, capsys):
     assert "autoskin-features-0" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
     assert main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "m.onnx")]) == 2
+
+
+def test_grown_generator_exports_with_parity_and_padding(tmp_path):
+    """Candidate attention and gated context layers export without scatter ops and match torch
+    (4 threads), also on rows whose padded candidates (prior 0) must stay out of the attention."""
+    torch.manual_seed(3)
+    model = Generator(hidden=16, fused=16, context_layers=2, pair_attention=2).eval()
+    with torch.no_grad():  # open the identity-start layers, as training would
+        for layer in model.context:
+            layer.gate.fill_(0.5)
+        model.attention.out.weight.normal_(0.0, 0.3)
+    res = export_generator(model, tmp_path / "g.onnx", FCFG)
+    assert res.max_abs_diff <= 1e-5
+    assert not any("Scatter" in op for op in op_types(onnx.load(str(tmp_path / "g.onnx"))))
+    sess = ort_session(tmp_path / "g.onnx", threads=4)
+    inputs = example_inputs(300, 6, 9, 5, seed=4)
+    inputs["prior"][::3, -2:] = 0.0  # padded candidates on every third vertex
+    got = sess.run(["weights"], inputs)[0]
+    np.testing.assert_allclose(got, torch_forward(model, inputs), atol=1e-5, rtol=0)
+    assert (got[::3, -2:] == 0.0).all()
+    pads = dict(inputs, pair_feat=inputs["pair_feat"].copy())
+    pads["pair_feat"][::3, -2:] += 4.0
+    np.testing.assert_allclose(sess.run(["weights"], pads)[0], got, atol=1e-5, rtol=0)

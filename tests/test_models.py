@@ -135,3 +135,51 @@ def test_critic_input_sees_neighbour_disagreement(feats):
     l1_smooth = critic_inputs(smooth, b)[:, -11].mean()
     l1_noisy = critic_inputs(noisy, b)[:, -11].mean()
     assert l1_noisy > l1_smooth + 0.3
+
+
+def open_growth(G: Generator, seed: int = 1) -> None:
+    """Give a grown generator's identity-start layers non-trivial values (as training would)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in G.context:
+            layer.gate.fill_(0.5)
+        if G.attention is not None:
+            G.attention.out.weight.copy_(0.2 * torch.randn(G.attention.out.weight.shape, generator=gen))
+
+
+def test_grown_generator_starts_as_the_old_one(feats):
+    torch.manual_seed(0)
+    old = Generator(hidden=16, fused=16).eval()
+    grown = Generator(hidden=16, fused=16, context_layers=2, pair_attention=2).eval()
+    result = grown.load_state_dict(old.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert all(k.startswith(("context.", "attention.")) for k in result.missing_keys)
+    assert grown.config["context_layers"] == 2 and grown.config["pair_attention"] == 2
+    assert "pair_attention" not in old.config  # older checkpoints' configs stay equal
+    b = tensors(collate(list(feats)))
+    with torch.no_grad():
+        w_old, w_new = old(*gen_inputs(b)), grown(*gen_inputs(b))
+        torch.testing.assert_close(w_new, w_old, atol=1e-7, rtol=0)
+        open_growth(grown)
+        w_open = grown(*gen_inputs(b))
+    assert (w_open - w_old).abs().max() > 1e-3
+    assert torch.allclose(w_open.sum(1), torch.ones(len(w_open)), atol=1e-5)
+
+
+def test_candidate_attention_is_order_equivariant_and_ignores_padding(feats):
+    torch.manual_seed(0)
+    G = Generator(hidden=16, fused=16, pair_attention=2).eval()
+    open_growth(G)
+    b = tensors(collate(list(feats)))  # the 2-bone rig's rows have a padded third candidate
+    b = {k: b[k] for k in ("vertex_feat", "neighbors", "bone_feat", "cand", "pair_feat", "prior")}
+    pad = b["prior"] <= 0
+    assert pad.any()
+    perm = torch.tensor([2, 0, 1])
+    b2 = dict(b, cand=b["cand"][:, perm], pair_feat=b["pair_feat"][:, perm], prior=b["prior"][:, perm])
+    noisy = dict(b, pair_feat=torch.where(pad[..., None], b["pair_feat"] + 5.0, b["pair_feat"]))
+    with torch.no_grad():
+        w = G(*gen_inputs(b))
+        torch.testing.assert_close(G(*gen_inputs(b2)), w[:, perm], atol=1e-6, rtol=0)
+        # what a padded candidate holds reaches no other candidate
+        torch.testing.assert_close(G(*gen_inputs(noisy)), w, atol=1e-6, rtol=0)
+    assert (w[pad] == 0).all()

@@ -387,3 +387,28 @@ def test_warm_start_loads_the_checkpoint_and_refuses_another_architecture(tmp_pa
     train_cli.add_arguments(parser)
     args = parser.parse_args(["--data", "d", "--out", "o", "--init", str(best)])
     assert train_cli.build_config(args).run.init_generator == str(best)
+
+
+def test_warm_start_may_grow_the_generator_but_not_shrink_it(tmp_path, data_dir):
+    from backend.export.onnx_export import example_inputs, torch_forward
+    from backend.training.checkpoint import load_generator_checkpoint
+
+    torch.set_num_threads(1)
+    Trainer(tiny_config(tmp_path, stages=dict(stage1_epochs=1)), data_dir, tmp_path / "first",
+            progress=False, tensorboard=False).fit()
+    best = tmp_path / "first" / "best_generator.pt"
+    old, _ = load_generator_checkpoint(best)
+    grow = tiny_config(tmp_path, model=dict(hidden=16, fused=16, critic_hidden=8, context_layers=1, pair_attention=2),
+                       run=dict(init_generator=str(best)))
+    t = Trainer(grow, data_dir, tmp_path / "grown", progress=False, tensorboard=False)
+    assert t.G.config["pair_attention"] == 2 and len(t.G.context) == 1
+    inputs = example_inputs(60, 4, 5, 3, seed=1, fp=old.config["fp"])
+    # the grown generator starts as the old one
+    np.testing.assert_allclose(torch_forward(t.G.eval(), inputs), torch_forward(old, inputs), atol=1e-6, rtol=0)
+    t.fit()
+    grown, ck = load_generator_checkpoint(tmp_path / "grown" / "best_generator.pt")
+    assert ck["config"]["pair_attention"] == 2 and ck["config"]["context_layers"] == 1
+    # a plain run cannot start from the grown generator: its added layers would be dropped
+    with pytest.raises(RigError, match="pair_attention"):
+        Trainer(tiny_config(tmp_path, run=dict(init_generator=str(tmp_path / "grown" / "best_generator.pt"))),
+                data_dir, tmp_path / "shrunk", progress=False, tensorboard=False)

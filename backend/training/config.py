@@ -19,6 +19,8 @@ class ModelConfig:
     prior_gain: float = 0.3   # initial gain of log(prior) in the pair scores (learned)
     prior_floor: float = 1e-4  # prior values are clamped to this before the log
     relative_inputs: bool = False  # G ignores absolute positions (vertex xyz, bone head/tail xyz)
+    context_layers: int = 0  # gated residual GraphSAGE layers after the first two (start as the identity)
+    pair_attention: int = 0  # heads of the attention among a vertex's candidates (0 = none; starts as the identity)
     critic_hidden: int = 128
 
 
@@ -135,7 +137,8 @@ class TrainConfig:
     def generator_kwargs(self) -> dict[str, Any]:
         return dict(hidden=self.model.hidden, fused=self.model.fused, use_prior=self.model.use_prior,
                     prior_gain=self.model.prior_gain, prior_floor=self.model.prior_floor,
-                    relative_inputs=self.model.relative_inputs, fp=self.feature_config().pair_dim)
+                    relative_inputs=self.model.relative_inputs, fp=self.feature_config().pair_dim,
+                    context_layers=self.model.context_layers, pair_attention=self.model.pair_attention)
 
     def feature_config(self):
         from backend.features.pipeline import FeatureConfig
