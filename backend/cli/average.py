@@ -5,7 +5,15 @@ Example (model 1.5: model 1.4's generator and two warm-started continuations of 
     python -m backend average models/autoskin.pth runs/cont_s1/best_generator.pt \\
         runs/cont_s3/best_generator.pt --out runs/soup/best_generator.pt
 
-The members must share architecture and features (refused otherwise); export the result as usual.
+The members must share architecture and features (refused otherwise), except that a generator may
+be averaged with grown warm starts of it (``--set model.pair_attention=...``): it counts as the grown
+one with the new layers at their identity start. ``--weights`` gives a weighted mean, e.g. halfway
+between a generator and its grown warm start (model 1.9)::
+
+    python -m backend average runs/deformsq_w1.0_s23/best_generator.pt runs/grow/best_generator.pt \
+        --weights 0.5,0.5 --out runs/wise/best_generator.pt
+
+Export the result as usual.
 """
 from __future__ import annotations
 
@@ -18,11 +26,21 @@ HELP = "average generator checkpoints of one architecture (model soup)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", nargs="+", help="generator checkpoints (.pt/.pth), at least two")
     p.add_argument("--out", required=True, help="output generator checkpoint")
+    p.add_argument("--weights", type=_weights, default=None,
+                   help="comma-separated non-negative weights, one per checkpoint (default: equal)")
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weights must be comma-separated numbers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from backend.training.average import average_generators
 
-    out = average_generators(args.checkpoints, args.out)
-    print(f"wrote {out}: the mean of {len(args.checkpoints)} generators")
+    out = average_generators(args.checkpoints, args.out, args.weights)
+    kind = "weighted mean" if args.weights else "mean"
+    print(f"wrote {out}: the {kind} of {len(args.checkpoints)} generators")
     return 0

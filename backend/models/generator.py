@@ -72,6 +72,19 @@ class CandidateAttention(nn.Module):
         return x + self.out(o.permute(0, 2, 1, 3).reshape(v, k, self.dim))
 
 
+#: Generator settings that grow it by layers starting as the identity (GatedSAGE, CandidateAttention),
+#: with the prefix of the parameters each adds; absent from a config = 0.
+GROWTH = {"context_layers": "context.", "pair_attention": "attention."}
+
+
+def is_identity_start(name: str) -> bool:
+    """True for the parameters whose zero makes a growth layer the identity (a GatedSAGE gate, the
+    candidate attention's output projection): a generator without the layer equals one with the
+    layer and these parameters at 0, whatever its other parameters hold."""
+    parts = name.split(".")
+    return (parts[0] == "context" and parts[-1] == "gate") or name.startswith("attention.out.")
+
+
 def mlp(sizes: list[int], last_act: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):

@@ -31,7 +31,7 @@ import torch
 
 from backend.features.pipeline import FEATURE_VERSION
 from backend.models.critic import Critic
-from backend.models.generator import Generator
+from backend.models.generator import GROWTH, Generator
 from backend.rig import RigError
 from backend.training import distributed as dd
 from backend.io.atomic import atomic_path
@@ -120,27 +120,23 @@ class RunLog:
             self.tb.close()
 
 
-#: Generator settings a warm start may raise: the layers they add start as the identity
-#: (backend.models.generator.GatedSAGE, CandidateAttention), so the grown generator begins as the old one.
-GROWTH_KEYS = {"context_layers": ("context.",), "pair_attention": ("attention.",)}
-
-
 def warm_start(G: Generator, path: str | Path, kwargs: dict) -> None:
     """Load a checkpoint's generator weights into ``G`` (built from ``kwargs``); RigError when the
-    checkpoint's architecture differs, except that ``G`` may add growth layers (GROWTH_KEYS), which
-    keep their identity start. The features may differ (a warm start adapts to them)."""
+    checkpoint's architecture differs, except that ``G`` may add growth layers
+    (backend.models.generator.GROWTH), which keep their identity start. The features may differ (a
+    warm start adapts to them)."""
     from backend.training.checkpoint import load_generator_checkpoint
 
     old, _ = load_generator_checkpoint(path)  # RigError when unreadable or its weights do not fit its config
-    was = {k: old.config.get(k, 0 if k in GROWTH_KEYS else None) for k in kwargs}  # growth absent = 0
+    was = {k: old.config.get(k, 0 if k in GROWTH else None) for k in kwargs}  # growth absent = 0
     differ = {k: (was[k], v) for k, v in kwargs.items() if was[k] != v}
-    grown = {k for k, (before, now) in differ.items() if k in GROWTH_KEYS and before < now}
+    grown = {k for k, (before, now) in differ.items() if k in GROWTH and before < now}
     rest = {k: v for k, v in differ.items() if k not in grown}
     if rest:
         raise RigError(f"{path}: cannot warm-start from it, its generator differs from this run's "
                        f"(settings (checkpoint, this run): {rest})")
     result = G.load_state_dict(old.state_dict(), strict=False)
-    new_prefixes = tuple(p for k in grown for p in GROWTH_KEYS[k])
+    new_prefixes = tuple(GROWTH[k] for k in grown)
     stray = [k for k in result.missing_keys if not k.startswith(new_prefixes)] + list(result.unexpected_keys)
     if stray:  # cannot happen when the configs agree; guards against a changed Generator
         raise RigError(f"{path}: its weights do not fit this run's generator ({stray[:5]})")
