@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from backend.inference.postprocess import (
+    diffuse_weights,
     kth_largest,
     limit_influences,
     normalize_rows,
@@ -148,6 +149,45 @@ def test_smoothing_averages_over_mesh_neighbours():
     assert np.abs(out5[:, 0] - 0.5).max() < np.abs(out[:, 0] - 0.5).max()
     with pytest.raises(ValueError):
         postprocess(w, faces=None, smooth=2)
+
+
+def grid_mesh(n: int, x0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A unit square at x0.. x0 + 1 split into n x n quads (2 triangles each): vertices, faces."""
+    t = np.linspace(0.0, 1.0, n + 1)
+    xx, yy = np.meshgrid(t, t, indexing="ij")
+    v = np.stack([xx.ravel() + x0, yy.ravel(), np.zeros(xx.size)], axis=1)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    return v, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+
+
+def test_diffusion_blurs_by_distance_not_by_mesh_density():
+    """A step between two bones at x = 0.5, blurred on a coarse and on a 4x finer grid: the diffusion's
+    profile is the same on both (its reach is a share of the size), the edge smoothing's is not."""
+    profiles, edge_profiles = [], []
+    for n in (8, 32):
+        v, f = grid_mesh(n)
+        w = np.stack([v[:, 0] < 0.5, v[:, 0] >= 0.5], axis=1).astype(float)
+        out = diffuse_weights(w, v, f, radius=0.05)
+        assert out.min() >= 0.0 and np.allclose(out.sum(axis=1), 1.0)
+        probe = np.isclose(v[:, 1], 0.5) & np.isin(np.round(v[:, 0], 6), [0.25, 0.375, 0.625, 0.75])
+        profiles.append(out[probe, 0])
+        edge_profiles.append(smooth_weights(w, f, iterations=3)[probe, 0])
+        np.testing.assert_array_equal(diffuse_weights(w, v, f, radius=0.0), w)
+    # (the coarse grid draws the step half a cell off, hence not 0)
+    assert np.abs(profiles[0] - profiles[1]).max() < 0.08
+    assert np.abs(edge_profiles[0] - edge_profiles[1]).max() > 0.2
+    # the blur is real: weight crosses the step, more near it than far from it
+    assert 0.05 < 1.0 - profiles[1][1] and 1.0 - profiles[1][1] > 1.0 - profiles[1][0] + 0.02
+
+
+def test_diffusion_keeps_separate_pieces_and_constant_rows_apart():
+    (v1, f1), (v2, f2) = grid_mesh(4), grid_mesh(4, x0=1.0)  # two touching but unconnected pieces
+    v, f = np.concatenate([v1, v2]), np.concatenate([f1, f2 + len(v1)])
+    w = np.zeros((len(v), 3))
+    w[: len(v1), 0] = 1.0
+    w[len(v1):, 1:] = [0.3, 0.7]
+    np.testing.assert_allclose(diffuse_weights(w, v, f, radius=0.2), w, atol=1e-9)
 
 
 def test_kth_largest():

@@ -153,6 +153,41 @@ def smooth_weights(w: np.ndarray, faces: np.ndarray, iterations: int, strength: 
     return normalize_rows(w)
 
 
+def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius: float) -> np.ndarray:
+    """Heat diffusion of the weights over the mesh surface for a reach given in units of the mesh's
+    size, so that it blurs a 1 000- and a 13 000-vertex character alike (:func:`smooth_weights`
+    counts mesh edges instead).
+
+    One implicit step (M + t L) w' = M w, with M the lumped vertex areas and L the graph Laplacian
+    whose edge weights are the mean area of the edge's ends over its squared length (a density-
+    independent discretisation), t = (radius * bounding-box diagonal)^2 / 2: a kernel of standard
+    deviation about ``radius`` diagonals. Separate pieces never mix. w (V, J), vertices (V, 3),
+    faces (F, 3) -> (V, J) float64 rows summing to 1; radius <= 0 returns the normalised input.
+    """
+    from scipy.sparse.linalg import splu
+
+    w = normalize_rows(w)
+    e = mesh_edges(faces)
+    if radius <= 0.0 or len(e) == 0:
+        return w
+    x = np.asarray(vertices, np.float64)
+    n = len(x)
+    f = np.asarray(faces, np.int64)
+    area = 0.5 * np.linalg.norm(np.cross(x[f[:, 1]] - x[f[:, 0]], x[f[:, 2]] - x[f[:, 0]]), axis=1)
+    mass = np.bincount(f.ravel(), weights=np.repeat(area / 3.0, 3), minlength=n)
+    mass = np.maximum(mass, 1e-9 * max(float(mass.mean()), 1e-30))
+    length2 = np.sum((x[e[:, 0]] - x[e[:, 1]]) ** 2, axis=1)
+    length2 = np.maximum(length2, (1e-3 * max(float(np.sqrt(np.median(length2))), 1e-12)) ** 2)
+    c = 0.5 * (mass[e[:, 0]] + mass[e[:, 1]]) / length2
+    lap = sparse.csr_matrix((np.concatenate([-c, -c]), (np.concatenate([e[:, 0], e[:, 1]]),
+                                                        np.concatenate([e[:, 1], e[:, 0]]))), shape=(n, n))
+    lap = lap - sparse.diags(np.asarray(lap.sum(axis=1)).ravel())
+    diag = float(np.linalg.norm(x.max(axis=0) - x.min(axis=0)))
+    t = 0.5 * (radius * diag) ** 2
+    solve = splu((sparse.diags(mass) + t * lap).tocsc())
+    return normalize_rows(solve.solve(mass[:, None] * w))
+
+
 #: Default prune threshold, chosen on rigs/val with the shipped model (docs/model.md): 0.05 gives a
 #: lower per-vertex L1 and a better precision/recall balance than 0.01.
 DEFAULT_PRUNE = 0.05
