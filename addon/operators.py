@@ -108,6 +108,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 continue
             if name == "smoothing" and not self.set_smoothing:
                 continue
+            if name == "diffusion" and not self.set_diffusion:
+                continue
             layout.prop(self, name)
 
     def execute(self, context):
@@ -124,7 +126,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 progress.update(20)
                 pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
                                          prune=opt["prune_threshold"],
-                                         smooth=int(opt["smoothing"]) if opt["set_smoothing"] else None)
+                                         smooth=int(opt["smoothing"]) if opt["set_smoothing"] else None,
+                                         diffuse=float(opt["diffusion"]) if opt["set_diffusion"] else None)
                 progress.update(80)
                 final, columns, written = combine_for_target(target, pred.weights, opt)
             except RigError as exc:

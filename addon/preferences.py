@@ -21,7 +21,8 @@ DEVICE_ITEMS = [
     ("CPU", "CPU", "Always run on the CPU"),
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
-OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "set_smoothing", "smoothing", "device", "model_path",
+OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "set_smoothing", "smoothing", "set_diffusion", "diffusion",
+                "device", "model_path",
                 "set_network_share", "network_share", "set_sharpness", "sharpness", "skip_helper_bones", "rigid_pieces",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
 LEARNED_ONLY = ("model_path", "set_network_share", "network_share", "set_sharpness", "sharpness", "rigid_pieces")
@@ -47,6 +48,14 @@ def option_properties(operator: bool) -> dict:
         "smoothing": IntProperty(
             name="Smoothing", default=0, min=0, max=20,
             description="Laplacian smoothing iterations over the mesh edges", **opts),
+        "set_diffusion": BoolProperty(
+            name="Set Diffusion", default=False,
+            description="Choose the diffusion instead of the model's own setting (the Geodesic and Heat modes "
+                        "do not diffuse)", **opts),
+        "diffusion": FloatProperty(
+            name="Diffusion", default=0.0, min=0.0, max=5.0, precision=2, subtype="PERCENTAGE",
+            description="Blur the weights over the surface, reach in % of the character's size: the same on a "
+                        "dense and a low-poly mesh, unlike Smoothing (0: none)", **opts),
         "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO", **opts),
         "model_path": StringProperty(
             name="Model", subtype="FILE_PATH", default="",

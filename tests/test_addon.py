@@ -561,6 +561,36 @@ def test_smoothing_follows_the_model_unless_set(fresh, tmp_path):
     assert np.abs(got["model"] - got["off"]).max() > 1e-3
 
 
+def test_diffusion_follows_the_model_unless_set(fresh, tmp_path):
+    """A model that stores a diffusion of 2 % diffuses by default; Set Diffusion 0 turns it off."""
+    path = tiny_model(tmp_path, seed=2)
+    import onnx
+
+    from backend.export.metadata import get_metadata, set_metadata
+    from backend.inference.predictor import Predictor
+
+    proto = onnx.load(str(path))
+    meta = get_metadata(proto)
+    meta["diffuse"] = "2.0"
+    del proto.metadata_props[:]
+    set_metadata(proto, meta)
+    diffuse_path = tmp_path / "diffuse.onnx"
+    onnx.save_model(proto, str(diffuse_path))
+    mesh, arm, rig = make_scene(3)
+    names = ["bone_0", "bone_1", "bone_2"]
+    got = {}
+    for key, kw in (("model", {}), ("off", {"set_diffusion": True, "diffusion": 0.0})):
+        select(mesh, arm)
+        res, msg = run(mode="LEARNED", model_path=str(diffuse_path), device="CPU", max_influences=0, prune_threshold=0.0,
+                       **kw)
+        assert res == {"FINISHED"}, msg
+        got[key] = weights(mesh, names)
+    pred = Predictor(diffuse_path, device="cpu")
+    np.testing.assert_allclose(got["model"], pred.predict(rig, max_influences=0, prune=0.0).weights, atol=1e-3)
+    np.testing.assert_allclose(got["off"], pred.predict(rig, max_influences=0, prune=0.0, diffuse=0.0).weights, atol=1e-3)
+    assert np.abs(got["model"] - got["off"]).max() > 1e-3
+
+
 @pytest.mark.parametrize("mode", ["HEAT", "GEODESIC"])
 def test_helper_bones_stay_empty_unless_asked(fresh, mode):
     """A chain-end leaf bone (``*_end``) marked Deform gets no weight by default; with Skip Helper

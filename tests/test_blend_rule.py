@@ -167,6 +167,49 @@ def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
             Predictor(tmp_path / "bad.onnx")
 
 
+def test_runtime_diffuses_by_the_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from backend.export.onnx_export import checkpoint_dict
+    from backend.features.pipeline import FeatureConfig
+    from backend.inference.postprocess import postprocess
+    from backend.models.generator import Generator
+
+    torch.manual_seed(0)
+    torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")),
+               tmp_path / "g.pt")
+    ok = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "d.onnx"),
+                         "--sharpen", "1.5", "--diffuse", "2"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "diffuse 2 %" in ok.stdout
+    rig = make_capsule_chain(4, with_weights=False)
+    model = Predictor(tmp_path / "d.onnx")
+    assert model.model.info.diffuse == pytest.approx(2.0) and model.model.info.as_dict()["diffuse"] == 2.0
+    raw = Predictor(tmp_path / "d.onnx", sharpen=1.0).predict(rig, max_influences=0, prune=0.0, diffuse=0).weights
+    got = model.predict(rig)
+    assert got.info["diffuse"] == pytest.approx(2.0)
+    expect = postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.5, diffuse=2.0, vertices=rig.vertices)
+    np.testing.assert_allclose(got.weights, expect, atol=1e-6)
+    assert not np.allclose(got.weights, postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.5), atol=1e-4)
+    # a caller's setting wins; the model-free modes do not diffuse unless asked
+    none = model.predict(rig, diffuse=0.0)
+    assert none.info["diffuse"] == 0.0
+    np.testing.assert_allclose(none.weights, postprocess(raw, rig.faces, allowed=rig.is_deform, sharpen=1.5), atol=1e-6)
+    assert Predictor(mode="geodesic").predict(rig).info["diffuse"] == 0.0
+    with pytest.raises(ValueError, match="diffuse"):
+        model.predict(rig, diffuse=9.0)
+    bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "b.onnx"),
+                          "--diffuse", "6"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--diffuse" in bad.stderr and not (tmp_path / "b.onnx").exists()
+    proto = onnx.load(str(tmp_path / "d.onnx"))
+    for value in ("-1", "lots"):
+        bad_meta = dict(get_metadata(proto), **{mm.KEY_DIFFUSE: value})
+        del proto.metadata_props[:]
+        set_metadata(proto, bad_meta)
+        onnx.save_model(proto, str(tmp_path / "bad.onnx"))
+        with pytest.raises(mm.ModelError, match=mm.KEY_DIFFUSE):
+            Predictor(tmp_path / "bad.onnx")
+
+
 def test_blend_sweep_fits_a_rule_and_export_ships_it(rule_model, tmp_path):
     torch = pytest.importorskip("torch")
     from backend.export.onnx_export import checkpoint_dict

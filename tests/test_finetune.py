@@ -116,14 +116,16 @@ def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
     from backend.export.metadata import get_metadata, set_metadata
     from backend.export.onnx_export import export_random_generator
     from backend.inference.model_meta import ModelError
-    from backend.training.finetune import current_sharpen, current_smooth
+    from backend.training.finetune import current_diffuse, current_sharpen, current_smooth
 
     assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # no model in use
     export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
     assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # stored defaults
+    assert current_diffuse(tmp_path) == 0.0
     proto = onnx.load(str(tmp_path / "autoskin.onnx"))
     for key, value, read, expect in (("sharpen", "1.4", current_sharpen, 1.4), ("sharpen", "0.5", current_sharpen, None),
-                                     ("smooth", "2", current_smooth, 2), ("smooth", "-3", current_smooth, None)):
+                                     ("smooth", "2", current_smooth, 2), ("smooth", "-3", current_smooth, None),
+                                     ("diffuse", "0.5", current_diffuse, 0.5), ("diffuse", "7", current_diffuse, None)):
         meta = get_metadata(proto)
         meta[key] = value
         del proto.metadata_props[:]

@@ -85,7 +85,7 @@ def test_skin_npz(model_path, tmp_path, capsys):
     save_npz(make_capsule_chain(4), src)
     dst = tmp_path / "skinned.npz"
     assert main(["skin", str(src), str(dst), "--model", str(model_path), "--max-influences", "2",
-                 "--smooth", "2"]) == 0
+                 "--smooth", "2", "--diffuse", "1"]) == 0
     out = load_npz(dst)
     ref = load_npz(src)
     assert np.array_equal(out.vertices, ref.vertices) and out.joint_names == ref.joint_names

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from backend.cli.skin import sharpen_power, smooth_iterations, unit_interval
+from backend.cli.skin import diffuse_percent, sharpen_power, smooth_iterations, unit_interval
 
 NAME = "export"
 HELP = "export a generator checkpoint to ONNX (optionally int8-quantised)"
@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=smooth_iterations, default=0,
                    help="Laplacian smoothing iterations (0..20) the runtime applies to this model's weights before "
                         "sharpening them (default 0; choose it on val, docs/ablation.md)")
+    p.add_argument("--diffuse", type=diffuse_percent, default=0.0, metavar="PCT",
+                   help="reach of the heat diffusion the runtime applies to this model's weights before sharpening "
+                        "them, in %% of the character's size (0..5, default 0; choose it on val, docs/ablation.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         res = export_generator(model, out, fcfg, train_summary=ckpt.get("train_summary"),
                                model_version=args.model_version, method=args.method,
                                prior_blend=args.prior_blend, prior_blend_rule=rule, sharpen=args.sharpen,
-                               smooth=args.smooth)
+                               smooth=args.smooth, diffuse=args.diffuse)
     except RuntimeError as exc:
         print(f"error: {args.checkpoint}: {exc}", file=sys.stderr)
         return 1
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: exporter {note[:300]}")
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {res.method} exporter, "
           f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']}, "
-          f"prior blend {'rule ' + json.dumps(rule) if rule else args.prior_blend}, sharpen {args.sharpen:g}, smooth {args.smooth})")
+          f"prior blend {'rule ' + json.dumps(rule) if rule else args.prior_blend}, sharpen {args.sharpen:g}, smooth {args.smooth}, "
+          f"diffuse {args.diffuse:g} %)")
     if args.quantize == "int8":
         from backend.export.quantize import quantize_with_report
 

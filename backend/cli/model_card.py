@@ -146,13 +146,15 @@ def run(args: argparse.Namespace) -> int:
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
     import onnxruntime as ort
 
-    from backend.inference.model_meta import parse_prior_blend, parse_prior_blend_rule, parse_sharpen, parse_smooth
+    from backend.inference.model_meta import (parse_diffuse, parse_prior_blend, parse_prior_blend_rule, parse_sharpen,
+                                              parse_smooth)
 
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     prior_blend = parse_prior_blend(meta, model)
     rule = parse_prior_blend_rule(meta, model)
     sharpen = parse_sharpen(meta, model)
     smooth = parse_smooth(meta, model)
+    diffuse = parse_diffuse(meta, model)
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     card = {
         "model": model.name,
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         "prior_blend_rule": rule.as_dict() if rule else None,
         "sharpen": sharpen,
         "smooth": smooth,
+        "diffuse": diffuse,
         "blend_sweep": blend,
         "sha256": file_sha256(model),
         "size_bytes": model.stat().st_size,
@@ -190,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
              "renormalised before the influence limit (`backend/inference/postprocess.py`)"] if sharpen != 1.0 else []),
           *([f"- run-time smoothing (metadata `smooth`): {smooth} Laplacian iterations over the mesh edges "
              "before the sharpening"] if smooth else []),
+          *([f"- run-time diffusion (metadata `diffuse`): the weights are diffused over the surface with a reach of "
+             f"{diffuse:g} % of the character's bounding-box diagonal before the sharpening, the same blur on a dense "
+             "and a low-poly mesh (`diffuse_weights` in `backend/inference/postprocess.py`)"] if diffuse else []),
           ""]
     if view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "

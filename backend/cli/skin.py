@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from backend.inference.postprocess import DEFAULT_PRUNE, MAX_SMOOTH, SHARPEN_RANGE
+from backend.inference.postprocess import DEFAULT_PRUNE, MAX_DIFFUSE, MAX_SMOOTH, SHARPEN_RANGE
 
 NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
@@ -35,6 +35,7 @@ def _bounded(convert: type, low: float, high: float, what: str):
 unit_interval = _bounded(float, 0.0, 1.0, "a number")
 sharpen_power = _bounded(float, *SHARPEN_RANGE, "a sharpening power")
 smooth_iterations = _bounded(int, 0, MAX_SMOOTH, "smoothing iterations, a whole number")
+diffuse_percent = _bounded(float, 0.0, MAX_DIFFUSE, "a diffusion reach in % of the character's size")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -47,6 +48,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=smooth_iterations, default=None,
                    help="Laplacian smoothing iterations over the mesh, 0..20 (default: the model's own choice, "
                         "none for the shipped model; 0 in the model-free modes)")
+    p.add_argument("--diffuse", type=diffuse_percent, default=None, metavar="PCT",
+                   help="heat diffusion of the weights over the surface, reach in %% of the character's size, "
+                        f"0..{MAX_DIFFUSE:g} (default: the model's own choice; 0 in the model-free modes). Unlike "
+                        "--smooth it blurs a dense and a low-poly mesh alike")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = make_predictor(args)
     rig = read_rig_for_prediction(args.input)
-    pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth)
+    pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth,
+                             diffuse=args.diffuse)
     out = write_skinned_rig(rig.with_weights(pred.weights), args.output)
     print(f"{args.input}: {rig.num_vertices} vertices, {rig.num_bones} bones -> {out} "
           f"({pred.mode}, {pred.provider}, {pred.seconds:.2f} s)")

@@ -34,18 +34,20 @@ def _to_numpy(t: object) -> np.ndarray:
 def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict: Mapping[str, object],
                    train_summary: dict | None = None, model_version: str | None = None,
                    quantization: str = "none", prior_blend: float = 1.0,
-                   prior_blend_rule: dict | None = None, sharpen: float = 1.0, smooth: int = 0) -> dict[str, str]:
+                   prior_blend_rule: dict | None = None, sharpen: float = 1.0, smooth: int = 0,
+                   diffuse: float = 0.0) -> dict[str, str]:
     """All metadata_props of an exported model, as strings.
 
     ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``; ``prior_blend`` in [0, 1]
     is the generator's share of the runtime weights (see model_meta.KEY_PRIOR_BLEND);
     ``prior_blend_rule`` (PieceBlendRule.as_dict()) makes that share depend on the rig; ``sharpen`` in
     [1, 10] is the power the runtime raises the weights to before limiting them (model_meta.KEY_SHARPEN);
-    ``smooth`` the Laplacian iterations it applies first (model_meta.KEY_SMOOTH).
+    ``smooth`` the Laplacian iterations it applies first (model_meta.KEY_SMOOTH), then ``diffuse`` the
+    reach of its heat diffusion in % of the character's size (model_meta.KEY_DIFFUSE).
     """
     if not 0.0 <= prior_blend <= 1.0:
         raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
-    check_clean_up(sharpen, smooth)
+    check_clean_up(sharpen, smooth, diffuse)
     whash = weights_hash(state_dict)
     meta = {
         mm.KEY_FORMAT: mm.MODEL_FORMAT,
@@ -61,6 +63,7 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
         mm.KEY_PRIOR_BLEND: repr(float(prior_blend)),
         mm.KEY_SHARPEN: repr(float(sharpen)),
         mm.KEY_SMOOTH: str(int(smooth)),
+        mm.KEY_DIFFUSE: repr(float(diffuse)),
     }
     if prior_blend_rule is not None:
         from backend.inference.blend_rule import PieceBlendRule

@@ -146,7 +146,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                      train_summary: dict | None = None, model_version: str | None = None,
                      opset: int = OPSET, method: str = "auto", atol: float = 1e-5,
                      prior_blend: float = 1.0, prior_blend_rule: dict | None = None,
-                     sharpen: float = 1.0, smooth: int = 0) -> ExportResult:
+                     sharpen: float = 1.0, smooth: int = 0, diffuse: float = 0.0) -> ExportResult:
     """Write ``model`` to ``out_path`` (atomically) as a single .onnx with metadata.
 
     method: "auto" (dynamo, then torchscript if dynamo fails or disagrees with torch),
@@ -154,11 +154,11 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
     to ``atol`` or the graph contains a scatter op. ``prior_blend``: stored in the metadata
     (the generator's share of the runtime weights, see backend.inference.model_meta);
     ``prior_blend_rule``: an optional per-rig rule (backend.inference.blend_rule.PieceBlendRule.as_dict());
-    ``sharpen`` / ``smooth``: the runtime's sharpening power and smoothing iterations for this model
-    (backend.inference.model_meta.KEY_SHARPEN / KEY_SMOOTH).
+    ``sharpen`` / ``smooth`` / ``diffuse``: the runtime's sharpening power, smoothing iterations and
+    diffusion reach for this model (backend.inference.model_meta.KEY_SHARPEN / KEY_SMOOTH / KEY_DIFFUSE).
     """
     out_path = Path(out_path)
-    check_clean_up(sharpen, smooth)  # refuse bad settings before any work
+    check_clean_up(sharpen, smooth, diffuse)  # refuse bad settings before any work
     if prior_blend_rule is not None:  # refuse a malformed rule before any work (ValueError names the field)
         from backend.inference.blend_rule import PieceBlendRule
 
@@ -180,7 +180,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                     raise RuntimeError(f"graph contains scatter ops {bad}")
                 meta = build_metadata(feature_config, dict(model.config), model.state_dict(), train_summary,
                                       model_version, prior_blend=prior_blend, prior_blend_rule=prior_blend_rule,
-                                      sharpen=sharpen, smooth=smooth)
+                                      sharpen=sharpen, smooth=smooth, diffuse=diffuse)
                 meta["exporter"] = f"torch {torch.__version__} {m}"
                 set_metadata(proto, meta)
                 onnx.checker.check_model(proto)

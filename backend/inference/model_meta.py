@@ -13,7 +13,7 @@ from typing import Mapping
 
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
 from backend.inference.blend_rule import PieceBlendRule
-from backend.inference.postprocess import MAX_SMOOTH, SHARPEN_RANGE
+from backend.inference.postprocess import MAX_DIFFUSE, MAX_SMOOTH, SHARPEN_RANGE
 from backend.rig import RigError
 
 #: Format tag of the models this runtime reads.
@@ -44,6 +44,10 @@ KEY_SMOOTH = "smooth"
 """Laplacian smoothing iterations the runtime applies to this model's weights before sharpening
 (backend.inference.postprocess.smooth_weights), chosen with the model on validation rigs. Absent
 means 0."""
+KEY_DIFFUSE = "diffuse"
+"""Reach of the heat diffusion the runtime applies to this model's weights before sharpening, in % of
+the character's bounding-box diagonal (backend.inference.postprocess.diffuse_weights), chosen with the
+model on validation rigs. Absent means 0 (none)."""
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -70,6 +74,7 @@ class ModelInfo:
     prior_blend_rule: PieceBlendRule | None = None
     sharpen: float = 1.0
     smooth: int = 0
+    diffuse: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -82,6 +87,7 @@ class ModelInfo:
             "prior_blend_rule": self.prior_blend_rule.as_dict() if self.prior_blend_rule else None,
             "sharpen": self.sharpen,
             "smooth": self.smooth,
+            "diffuse": self.diffuse,
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -145,6 +151,12 @@ def parse_smooth(meta: Mapping[str, str], source: str | Path) -> int:
     return _parse_bounded(meta, KEY_SMOOTH, "0", int, 0, MAX_SMOOTH, source)
 
 
+def parse_diffuse(meta: Mapping[str, str], source: str | Path) -> float:
+    """The ``diffuse`` radius (% of the diagonal) of a model's metadata (0 when absent); ModelError naming
+    ``source`` unless it is a number in [0, MAX_DIFFUSE]."""
+    return _parse_bounded(meta, KEY_DIFFUSE, "0.0", float, 0.0, MAX_DIFFUSE, source)
+
+
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
     """The model's per-rig blend rule (None when absent); ModelError naming ``source`` when malformed."""
     text = meta.get(KEY_PRIOR_BLEND_RULE)
@@ -189,6 +201,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
         prior_blend_rule=parse_prior_blend_rule(meta, source),
         sharpen=parse_sharpen(meta, source),
         smooth=parse_smooth(meta, source),
+        diffuse=parse_diffuse(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

@@ -47,19 +47,24 @@ def kth_largest(w: np.ndarray, k: int) -> np.ndarray:
 #: out-of-style check, docs/ablation.md "What changed for model 1.7").
 LIMIT_FADE = 2.0
 
-#: The sharpening powers and smoothing iterations a model may carry (model_meta.KEY_SHARPEN / KEY_SMOOTH).
+#: The sharpening powers, smoothing iterations and diffusion radii (% of the bounding-box diagonal) a
+#: model may carry (model_meta.KEY_SHARPEN / KEY_SMOOTH / KEY_DIFFUSE).
 SHARPEN_RANGE = (1.0, 10.0)
 MAX_SMOOTH = 20
+MAX_DIFFUSE = 5.0
 
 
-def check_clean_up(sharpen: float, smooth: int) -> None:
-    """ValueError unless ``sharpen`` lies in SHARPEN_RANGE and ``smooth`` is a whole number in
-    [0, MAX_SMOOTH] (what the writers of a model's clean-up settings accept)."""
+def check_clean_up(sharpen: float, smooth: int, diffuse: float = 0.0) -> None:
+    """ValueError unless ``sharpen`` lies in SHARPEN_RANGE, ``smooth`` is a whole number in
+    [0, MAX_SMOOTH] and ``diffuse`` in [0, MAX_DIFFUSE] (what the writers of a model's clean-up
+    settings accept)."""
     low, high = SHARPEN_RANGE
     if not low <= sharpen <= high:
         raise ValueError(f"sharpen must be in [{low:g}, {high:g}], got {sharpen}")
     if not (isinstance(smooth, int) and 0 <= smooth <= MAX_SMOOTH):
         raise ValueError(f"smooth must be a whole number in [0, {MAX_SMOOTH}], got {smooth!r}")
+    if not 0.0 <= diffuse <= MAX_DIFFUSE:
+        raise ValueError(f"diffuse must be in [0, {MAX_DIFFUSE:g}] % of the character's size, got {diffuse}")
 
 
 #: Where pruning starts to fade a weight out, as a share of the prune threshold (:func:`prune_weights`).
@@ -194,11 +199,14 @@ DEFAULT_PRUNE = 0.05
 
 
 def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
-                smooth: int = 0, allowed: np.ndarray | None = None, sharpen: float = 1.0) -> np.ndarray:
+                smooth: int = 0, allowed: np.ndarray | None = None, sharpen: float = 1.0, diffuse: float = 0.0,
+                vertices: np.ndarray | None = None) -> np.ndarray:
     """The runtime's clean-up of (V, J) predicted weights -> (V, J) float32 rows summing to 1.
 
     Order: zero the columns not ``allowed`` ((J,) bool, e.g. non-deform bones), renormalise,
-    ``smooth`` Laplacian iterations over ``faces`` (F, 3), sharpen (w ** ``sharpen``), limit to
+    ``smooth`` Laplacian iterations over ``faces`` (F, 3), heat diffusion over the surface with a reach
+    of ``diffuse`` % of the bounding-box diagonal of ``vertices`` (V, 3) (:func:`diffuse_weights`),
+    sharpen (w ** ``sharpen``), limit to
     ``max_influences`` (0 = no limit), prune below ``prune``, renormalise. Continuous in ``w``
     (see :func:`limit_influences`).
     """
@@ -214,6 +222,10 @@ def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: 
         if faces is None:
             raise ValueError("smoothing needs the mesh faces")
         out = smooth_weights(out, faces, smooth)
+    if diffuse > 0.0:
+        if faces is None or vertices is None:
+            raise ValueError("diffusion needs the mesh vertices and faces")
+        out = diffuse_weights(out, vertices, faces, diffuse / 100.0)
     out = sharpen_weights(out, sharpen)
     out = limit_influences(out, max_influences)
     out = prune_weights(out, prune)

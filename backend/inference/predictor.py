@@ -176,22 +176,27 @@ class Predictor:
         return float(blend)
 
     def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
-                smooth: int | None = None) -> Prediction:
+                smooth: int | None = None, diffuse: float | None = None) -> Prediction:
         """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
 
         max_influences: at most this many bones per vertex (0 = no limit), cut continuously;
-        prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges (None: the
-        model's own, 0 in the model-free modes).
+        prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges; diffuse:
+        heat diffusion over the surface, reach in % of the character's size (both None: the model's own,
+        0 in the model-free modes).
         """
-        return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth)[0]
+        return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth, diffuse)[0]
 
     def predict_blends(self, rig: Rig, blends: Sequence[float | None], max_influences: int = 4,
-                       prune: float = DEFAULT_PRUNE, smooth: int | None = None) -> list[Prediction]:
+                       prune: float = DEFAULT_PRUNE, smooth: int | None = None,
+                       diffuse: float | None = None) -> list[Prediction]:
         """:meth:`predict` once per prior blend (None: the predictor's own), computing the features and
         running the network only once; ``seconds`` of each counts that shared work."""
         t0 = time.perf_counter()
         if smooth is None:
             smooth = self.model.info.smooth if self.model is not None else 0
+        if diffuse is None:
+            diffuse = self.model.info.diffuse if self.model is not None else 0.0
+        check_clean_up(1.0, int(smooth), float(diffuse))
         rig = rig.without_weights()
         validate_rig(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
@@ -221,10 +226,11 @@ class Predictor:
             if simp is not None:
                 w = np.asarray(simp[1](rig, index_map, w), np.float32)
             w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
-                            allowed=rig.is_deform, sharpen=self.sharpen)
+                            allowed=rig.is_deform, sharpen=self.sharpen, diffuse=diffuse, vertices=rig.vertices)
             one = dict(info)
             one["sharpen"] = self.sharpen
             one["smooth"] = int(smooth)
+            one["diffuse"] = float(diffuse)
             if self.model is not None and self.rigid_pieces:
                 w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform)
                 one["rigid_pieces"] = len(bones)

@@ -477,23 +477,32 @@ def current_smooth(models_dir: Path) -> int:
     return _parse_in_use(models_dir, parse_smooth)
 
 
+def current_diffuse(models_dir: Path) -> float:
+    """The ``diffuse`` reach (% of the character's size) of ``models_dir/autoskin.onnx``; 0 when there is
+    no such file or it stores none (ModelError for an invalid one). A fine-tuned version keeps it."""
+    from backend.inference.model_meta import parse_diffuse
+
+    return _parse_in_use(models_dir, parse_diffuse)
+
+
 def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
             activate: bool = True) -> model_store.ModelVersion:
     """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
     it the model in use. A model in use that has no version yet is kept as one first. The new ONNX
-    keeps the prior blend, the per-rig blend rule, the sharpening and the smoothing of the model in use
-    (:func:`current_prior_blend`, :func:`current_prior_blend_rule`, :func:`current_sharpen`,
-    :func:`current_smooth`)."""
+    keeps the prior blend, the per-rig blend rule, the sharpening, the smoothing and the diffusion of the
+    model in use (:func:`current_prior_blend`, :func:`current_prior_blend_rule`, :func:`current_sharpen`,
+    :func:`current_smooth`, :func:`current_diffuse`)."""
     from backend.export.onnx_export import export_generator
 
-    from backend.inference.model_meta import parse_prior_blend, parse_sharpen, parse_smooth
+    from backend.inference.model_meta import parse_diffuse, parse_prior_blend, parse_sharpen, parse_smooth
 
     models_dir = Path(models_dir)
-    found = _metadata_in_use(models_dir)  # read once for the four settings
+    found = _metadata_in_use(models_dir)  # read once for the five settings
     blend = _parse_in_use(models_dir, parse_prior_blend, found)
     rule = _parse_in_use(models_dir, _rule_dict, found)
     sharpen = _parse_in_use(models_dir, parse_sharpen, found)
     smooth = _parse_in_use(models_dir, parse_smooth, found)
+    diffuse = _parse_in_use(models_dir, parse_diffuse, found)
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
@@ -503,10 +512,10 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
         save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
         res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
                                model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend,
-                               prior_blend_rule=rule, sharpen=sharpen, smooth=smooth)
+                               prior_blend_rule=rule, sharpen=sharpen, smooth=smooth, diffuse=diffuse)
         card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
                     checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", prior_blend=blend,
-                    prior_blend_rule=rule, sharpen=sharpen, smooth=smooth,
+                    prior_blend_rule=rule, sharpen=sharpen, smooth=smooth, diffuse=diffuse,
                     export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
         model_store.write_text_atomic(paths["md"], model_card_text(card))
         model_store.write_json_atomic(paths["json"], card)
