@@ -159,14 +159,22 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         helpers = f" ({skipped} helper bones left empty)" if skipped else ""
         rigid = pred.info.get("rigid_pieces", 0)
         helpers += f" ({rigid} separate parts made rigid)" if rigid else ""
-        share = pred.info.get("prior_blend")
-        mix = f" (network share {share:.2f}" if share is not None else ""
-        sharp = pred.info.get("sharpen", 1.0) if opt["mode"] == "LEARNED" else 1.0
-        mix += (f", sharpness {sharp:g})" if sharp != 1.0 else ")") if mix else ""
+        mix = settings_note(pred.info, opt["mode"] == "LEARNED")
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
                               f"bones{helpers}, {opt['mode'].lower()}{mix} on {pred.provider}, "
                               f"{time.perf_counter() - t0:.2f} s")
         return {"FINISHED"}
+
+def settings_note(info: dict, learned: bool) -> str:
+    """' (network share 0.80, sharpness 1.5, diffusion 0.5 %)' for the status line: the mix and the
+    clean-up a prediction used (``Prediction.info``), each only when it applies; '' when none does."""
+    share = info.get("prior_blend")
+    sharp = info.get("sharpen", 1.0) if learned else 1.0
+    spread = info.get("diffuse", 0.0)
+    parts = ([f"network share {share:.2f}"] if share is not None else []) + (
+        [f"sharpness {sharp:g}"] if sharp != 1.0 else []) + ([f"diffusion {spread:g} %"] if spread else [])
+    return f" ({', '.join(parts)})" if parts else ""
+
 
 def combine_for_target(target, predicted: np.ndarray, opt: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(final (V, J) deform weights after writing, (V, Jf) columns to write for the free bones,

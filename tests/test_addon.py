@@ -589,6 +589,12 @@ def test_diffusion_follows_the_model_unless_set(fresh, tmp_path):
     np.testing.assert_allclose(got["model"], pred.predict(rig, max_influences=0, prune=0.0).weights, atol=1e-3)
     np.testing.assert_allclose(got["off"], pred.predict(rig, max_influences=0, prune=0.0, diffuse=0.0).weights, atol=1e-3)
     assert np.abs(got["model"] - got["off"]).max() > 1e-3
+    # the status line names the settings used
+    note = fresh.operators.settings_note
+    info = pred.predict(rig).info
+    assert note(info, learned=True) == " (network share 1.00, diffusion 2 %)"
+    assert note(dict(info, sharpen=1.5, diffuse=0.0), learned=True) == " (network share 1.00, sharpness 1.5)"
+    assert note(Predictor(mode="heat").predict(rig).info, learned=False) == ""
 
 
 @pytest.mark.parametrize("mode", ["HEAT", "GEODESIC"])
