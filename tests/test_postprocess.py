@@ -203,3 +203,18 @@ def test_bad_arguments():
         postprocess(w, prune=1.5)
     with pytest.raises(ValueError):
         postprocess(w[0])
+
+
+def test_diffusion_survives_degenerate_meshes():
+    """Zero-area faces, duplicate vertices, zero-length edges and a vertex in no face: finite rows that
+    sum to 1, and the loose vertex keeps its weights."""
+    v, f = grid_mesh(4)
+    v = np.concatenate([v, v[:3], [[5.0, 5.0, 5.0]]])  # 3 duplicates and a loose vertex
+    n = len(v) - 4
+    f = np.concatenate([f, [[0, n, 1], [n, n + 1, n + 2], [2, 2, 3]]])  # zero-length edges, zero-area faces
+    w = np.random.default_rng(1).random((len(v), 4))
+    out = diffuse_weights(w, v, f, radius=0.05)
+    assert np.isfinite(out).all() and np.allclose(out.sum(axis=1), 1.0)
+    np.testing.assert_allclose(out[-1], w[-1] / w[-1].sum())
+    flat = diffuse_weights(w[:3], np.zeros((3, 3)), np.array([[0, 1, 2]]), radius=0.05)  # a mesh of one point
+    assert np.isfinite(flat).all() and np.allclose(flat.sum(axis=1), 1.0)
