@@ -146,3 +146,25 @@ def test_augmentation_with_remeshing_gives_a_consistent_rig():
     assert out.num_vertices != rig.num_vertices
     validate_rig(out, require_weights=True)
     np.testing.assert_allclose(out.weights.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_detaching_changes_only_the_hierarchy():
+    """With ``detach`` some bones become roots of their own; the mesh, the skeleton's positions and
+    the weights are what the same seed gives without it, and the shipped cache keys do not change."""
+    from backend.features.cache import cache_key
+
+    rig = make_capsule_chain(n_bones=8, segments=16)
+    plain = augment_rig(rig, np.random.default_rng(3), AugmentConfig())
+    cut = augment_rig(rig, np.random.default_rng(3), AugmentConfig(detach=0.5))
+    validate_rig(cut)
+    for name in ("vertices", "joints", "tails", "weights"):
+        np.testing.assert_array_equal(getattr(cut, name), getattr(plain, name))
+    changed = cut.parents != plain.parents
+    assert changed.any() and (cut.parents[changed] == -1).all()
+    assert (cut.parents[plain.parents < 0] == -1).all()  # the old root stays a root
+    every = augment_rig(rig, np.random.default_rng(3), AugmentConfig(detach=1.0))
+    assert (every.parents == -1).all()
+    assert cache_key({"a": AugmentConfig(remesh=0.5)}) != cache_key({"a": AugmentConfig(remesh=0.5, detach=0.1)})
+    from backend.features.cache import key_fields
+
+    assert "detach" not in key_fields(AugmentConfig(remesh=0.5))  # caches made before the option stay valid

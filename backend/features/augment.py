@@ -9,7 +9,7 @@ converted to the rig's own units with its canonical frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,10 @@ class AugmentConfig:
     label_smoothing: float = 0.1  # w <- (1 - s) w + s * mean of mesh neighbours' w
     remesh: float = 0.0  # probability of a tessellation change: midpoint subdivision or decimation
     remesh_max_vertices: int = 12000  # subdivision only when the result stays below this
+    #: probability that a non-root bone loses its parent link and becomes a root of its own (with its
+    #: children), as riggers do with IK feet, props and mechanical parts: the weights do not change,
+    #: only the hierarchy the bone features describe (left out of cache keys while 0)
+    detach: float = field(default=0.0, metadata={"key_omits_default": True})
 
 
 def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -164,6 +168,11 @@ def augment_rig(rig: Rig, rng: np.random.Generator, config: AugmentConfig = Augm
             setattr(out, name, (getattr(out, name) + t).astype(np.float32))
     if config.noise_sigma > 0:
         out.vertices = (out.vertices + rng.normal(0.0, config.noise_sigma * scale, (V, 3))).astype(np.float32)
+    if config.detach > 0:  # last, so that the steps above draw the same numbers with or without it
+        parents = out.parents.copy()
+        cut = (parents >= 0) & (rng.random(J) < config.detach)
+        parents[cut] = -1
+        out.parents = parents
     if config.label_smoothing > 0:
         w = out.weights
         empty = w.sum(axis=1) <= 1e-8

@@ -108,8 +108,8 @@ class FeatureStore:
     def key_parts(self, path: Path, variant: int) -> dict:
         key = {"kind": "training-sample", "file": self.digest(path), "features": self.feature_config,
                "feature_version": FEATURE_VERSION, "feature_code": feature_code_hash(), "variant": variant}
-        if variant > 0 and self.augment_config.remesh > 0:  # older caches stay valid without remeshing
-            key["augment"] = self.augment_config
+        if variant > 0 and (self.augment_config.remesh > 0 or self.augment_config.detach > 0):
+            key["augment"] = self.augment_config  # older caches stay valid without remeshing or detaching
         if self.skip_helpers:  # older caches stay valid without it
             key["skip_helpers"] = True
         return key

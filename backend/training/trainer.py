@@ -176,7 +176,8 @@ class Trainer:
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out.parent / "cache"
         from backend.features.augment import AugmentConfig
 
-        self.store = FeatureStore(cache, cfg.feature_config(), AugmentConfig(remesh=cfg.data.augment_remesh),
+        self.store = FeatureStore(cache, cfg.feature_config(), AugmentConfig(remesh=cfg.data.augment_remesh,
+                                                                           detach=cfg.data.augment_detach),
                                   skip_helpers=cfg.data.skip_helper_bones)
         train = list_rigs(data_dir / "train")
         flags = split_labeled(len(train), cfg.data.labeled_fraction, cfg.run.seed)
