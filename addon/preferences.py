@@ -53,7 +53,7 @@ def option_properties(operator: bool) -> dict:
             description="Choose the diffusion instead of the model's own setting (the Geodesic and Heat modes "
                         "do not diffuse)", **opts),
         "diffusion": FloatProperty(
-            name="Diffusion", default=0.0, min=0.0, max=5.0, precision=2, subtype="PERCENTAGE",
+            name="Diffusion", default=0.5, min=0.0, max=5.0, precision=2, subtype="PERCENTAGE",
             description="Blur the weights over the surface, reach in % of the character's size: the same on a "
                         "dense and a low-poly mesh, unlike Smoothing (0: none)", **opts),
         "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO", **opts),
@@ -72,9 +72,9 @@ def option_properties(operator: bool) -> dict:
         "set_sharpness": BoolProperty(
             name="Set Sharpness", default=False,
             description="Learned mode: choose how sharp the weights are instead of the model's own setting "
-                        "(the shipped model sharpens with power 1.4)", **opts),
+                        "(the shipped model sharpens with power 1.5)", **opts),
         "sharpness": FloatProperty(
-            name="Sharpness", default=1.4, min=1.0, max=10.0, precision=2,
+            name="Sharpness", default=1.5, min=1.0, max=10.0, precision=2,
             description="Power the weights are raised to before the influence limit: 1 keeps the network's "
                         "smooth falloff (for characters painted smoothly across several bones), higher "
                         "values give crisper borders between bones", **opts),

@@ -59,7 +59,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                         "choice, per character for the shipped model; 1 = the network alone)")
     p.add_argument("--sharpen", type=sharpen_power, default=None, metavar="P",
                    help="learned mode: raise the weights to this power before limiting the influences, 1..10 "
-                        "(default: the model's own choice, 1.4 for the shipped model; 1 = none)")
+                        "(default: the model's own choice, 1.5 for the shipped model; 1 = none)")
     p.add_argument("--keep-helper-bones", action="store_true",
                    help="also weight bones that by convention carry no skin (*_end chain ends, pole targets); "
                         "by default they are left empty")
