@@ -13,6 +13,7 @@ import numpy as np
 from scipy import sparse
 
 from backend.features.geometry import mesh_edges
+from backend.features.pieces import vertex_areas
 
 #: Relative mass below which a limited row counts as degenerate (its top k+1 weights tie).
 _DEGENERATE = 1e-7
@@ -177,9 +178,7 @@ def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radi
         return w
     x = np.asarray(vertices, np.float64)
     n = len(x)
-    f = np.asarray(faces, np.int64)
-    area = 0.5 * np.linalg.norm(np.cross(x[f[:, 1]] - x[f[:, 0]], x[f[:, 2]] - x[f[:, 0]]), axis=1)
-    mass = np.bincount(f.ravel(), weights=np.repeat(area / 3.0, 3), minlength=n)
+    mass = vertex_areas(x, faces)
     mass = np.maximum(mass, 1e-9 * max(float(mass.mean()), 1e-30))
     length2 = np.sum((x[e[:, 0]] - x[e[:, 1]]) ** 2, axis=1)
     length2 = np.maximum(length2, (1e-3 * max(float(np.sqrt(np.median(length2))), 1e-12)) ** 2)
