@@ -130,3 +130,23 @@ def export_tiny_model(path: str | Path, seed: int = 0, width: int = 32, k_bones:
     export_random_generator(path, hidden=width, fused=width, seed=seed,
                             feature_config=FeatureConfig(k_bones=k_bones, distance="euclidean"))
     return Path(path)
+
+
+def rewrite_meta(src: str | Path, dst: str | Path, **changes: str | None) -> Path:
+    """Copy the ONNX model ``src`` to ``dst`` (may be the same file) with metadata keys set to the given
+    strings (None: removed); returns ``dst``. Needs onnx."""
+    import onnx
+
+    from backend.export.metadata import get_metadata, set_metadata
+
+    proto = onnx.load(str(src))
+    meta = get_metadata(proto)
+    for k, v in changes.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    del proto.metadata_props[:]
+    set_metadata(proto, meta)
+    onnx.save_model(proto, str(dst))
+    return Path(dst)

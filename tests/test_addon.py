@@ -531,67 +531,39 @@ def test_sharpness_overrides_the_model_setting(fresh, tmp_path):
     assert np.abs(got["sharp"] - got["one"]).max() > 1e-2
 
 
-def test_smoothing_follows_the_model_unless_set(fresh, tmp_path):
-    """A model that stores smoothing 3 is smoothed 3 times by default; Set Smoothing 0 turns it off."""
-    path = tiny_model(tmp_path, seed=2)
-    import onnx
-
-    from backend.export.metadata import get_metadata, set_metadata
+@pytest.mark.parametrize("key, stored, unset, call", [
+    ("smooth", "3", {"set_smoothing": True, "smoothing": 0}, {"smooth": 0}),
+    ("diffuse", "2.0", {"set_diffusion": True, "diffusion": 0.0}, {"diffuse": 0.0}),
+])
+def test_clean_up_follows_the_model_unless_set(fresh, tmp_path, key, stored, unset, call):
+    """A model that stores smoothing 3 (diffusion 2 %) is smoothed (diffused) so by default; Set
+    Smoothing 0 (Set Diffusion 0) turns it off, with the runtime's own weights in both cases."""
     from backend.inference.predictor import Predictor
+    from conftest import rewrite_meta
 
-    proto = onnx.load(str(path))
-    meta = get_metadata(proto)
-    meta["smooth"] = "3"
-    del proto.metadata_props[:]
-    set_metadata(proto, meta)
-    smooth_path = tmp_path / "smooth.onnx"
-    onnx.save_model(proto, str(smooth_path))
+    path = rewrite_meta(tiny_model(tmp_path, seed=2), tmp_path / f"{key}.onnx", **{key: stored})
     mesh, arm, rig = make_scene(3)
     names = ["bone_0", "bone_1", "bone_2"]
     got = {}
-    for key, kw in (("model", {}), ("off", {"set_smoothing": True, "smoothing": 0})):
+    for name, kw in (("model", {}), ("off", unset)):
         select(mesh, arm)
-        res, msg = run(mode="LEARNED", model_path=str(smooth_path), device="CPU", max_influences=0, prune_threshold=0.0,
-                       **kw)
+        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
         assert res == {"FINISHED"}, msg
-        got[key] = weights(mesh, names)
-    pred = Predictor(smooth_path, device="cpu")
+        got[name] = weights(mesh, names)
+    pred = Predictor(path, device="cpu")
     np.testing.assert_allclose(got["model"], pred.predict(rig, max_influences=0, prune=0.0).weights, atol=1e-3)
-    np.testing.assert_allclose(got["off"], pred.predict(rig, max_influences=0, prune=0.0, smooth=0).weights, atol=1e-3)
+    np.testing.assert_allclose(got["off"], pred.predict(rig, max_influences=0, prune=0.0, **call).weights, atol=1e-3)
     assert np.abs(got["model"] - got["off"]).max() > 1e-3
 
 
-def test_diffusion_follows_the_model_unless_set(fresh, tmp_path):
-    """A model that stores a diffusion of 2 % diffuses by default; Set Diffusion 0 turns it off."""
-    path = tiny_model(tmp_path, seed=2)
-    import onnx
-
-    from backend.export.metadata import get_metadata, set_metadata
+def test_status_line_names_the_settings_used(fresh, tmp_path):
     from backend.inference.predictor import Predictor
+    from conftest import rewrite_meta
 
-    proto = onnx.load(str(path))
-    meta = get_metadata(proto)
-    meta["diffuse"] = "2.0"
-    del proto.metadata_props[:]
-    set_metadata(proto, meta)
-    diffuse_path = tmp_path / "diffuse.onnx"
-    onnx.save_model(proto, str(diffuse_path))
-    mesh, arm, rig = make_scene(3)
-    names = ["bone_0", "bone_1", "bone_2"]
-    got = {}
-    for key, kw in (("model", {}), ("off", {"set_diffusion": True, "diffusion": 0.0})):
-        select(mesh, arm)
-        res, msg = run(mode="LEARNED", model_path=str(diffuse_path), device="CPU", max_influences=0, prune_threshold=0.0,
-                       **kw)
-        assert res == {"FINISHED"}, msg
-        got[key] = weights(mesh, names)
-    pred = Predictor(diffuse_path, device="cpu")
-    np.testing.assert_allclose(got["model"], pred.predict(rig, max_influences=0, prune=0.0).weights, atol=1e-3)
-    np.testing.assert_allclose(got["off"], pred.predict(rig, max_influences=0, prune=0.0, diffuse=0.0).weights, atol=1e-3)
-    assert np.abs(got["model"] - got["off"]).max() > 1e-3
-    # the status line names the settings used
+    path = rewrite_meta(tiny_model(tmp_path, seed=2), tmp_path / "diffuse.onnx", diffuse="2.0")
+    rig = make_scene(3)[2]
     note = fresh.operators.settings_note
-    info = pred.predict(rig).info
+    info = Predictor(path, device="cpu").predict(rig).info
     assert note(info, learned=True) == " (network share 1.00, diffusion 2 %)"
     assert note(dict(info, sharpen=1.5, diffuse=0.0), learned=True) == " (network share 1.00, sharpness 1.5)"
     assert note(Predictor(mode="heat").predict(rig).info, learned=False) == ""

@@ -7,18 +7,16 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 
 from backend.evaluation.blend import BlendSummary, fit_piece_rule, rule_l1
-from backend.export.metadata import get_metadata, set_metadata
 from backend.features.pieces import small_piece_share
 from backend.inference import model_meta as mm
 from backend.inference.blend_rule import PieceBlendRule
 from backend.inference.predictor import Predictor
 from backend.io.npz import save_npz
 from backend.rig import make_rig
-from conftest import export_tiny_model, make_capsule_chain
+from conftest import export_tiny_model, make_capsule_chain, rewrite_meta
 
 
 def square(x0: float, size: float, z: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,14 +79,8 @@ def test_fit_recovers_the_blend_each_kind_of_rig_wants():
 def rule_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("rule_model")
     plain = export_tiny_model(d / "tiny.onnx", seed=4)
-    proto = onnx.load(str(plain))
-    meta = get_metadata(proto)
-    meta[mm.KEY_PRIOR_BLEND] = "0.5"
-    meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(PieceBlendRule(low=0.2, high=1.0, saturation=0.1).as_dict())
-    del proto.metadata_props[:]
-    set_metadata(proto, meta)
-    onnx.save_model(proto, str(d / "rule.onnx"))
-    return plain, d / "rule.onnx"
+    rule = json.dumps(PieceBlendRule(low=0.2, high=1.0, saturation=0.1).as_dict())
+    return plain, rewrite_meta(plain, d / "rule.onnx", **{mm.KEY_PRIOR_BLEND: "0.5", mm.KEY_PRIOR_BLEND_RULE: rule})
 
 
 def test_runtime_blends_by_the_rule(rule_model, tmp_path):
@@ -107,28 +99,35 @@ def test_runtime_blends_by_the_rule(rule_model, tmp_path):
     assert Predictor(plain).predict(parts).info["prior_blend"] == 1.0 and "small_piece_share" not in \
         Predictor(plain).predict(parts).info
     # a malformed rule is refused with the key's name
-    proto = onnx.load(str(with_rule))
-    meta = get_metadata(proto)
-    meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps({"kind": "small-pieces", "low": 2, "high": 1, "saturation": 0.1})
-    del proto.metadata_props[:]
-    set_metadata(proto, meta)
-    onnx.save_model(proto, str(tmp_path / "bad.onnx"))
+    bad_rule = json.dumps({"kind": "small-pieces", "low": 2, "high": 1, "saturation": 0.1})
+    rewrite_meta(with_rule, tmp_path / "bad.onnx", **{mm.KEY_PRIOR_BLEND_RULE: bad_rule})
     with pytest.raises(mm.ModelError, match="prior_blend_rule"):
         Predictor(tmp_path / "bad.onnx")
 
 
-def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
+def tiny_checkpoint(path):
+    """A seeded random generator checkpoint (hidden = fused = 8, 4 Euclidean candidates) at ``path``."""
     torch = pytest.importorskip("torch")
     from backend.export.onnx_export import checkpoint_dict
     from backend.features.pipeline import FeatureConfig
-    from backend.inference.postprocess import postprocess
     from backend.models.generator import Generator
 
     torch.manual_seed(0)
-    torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")),
-               tmp_path / "g.pt")
-    ok = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "s.onnx"),
-                         "--sharpen", "1.4", "--smooth", "2"], capture_output=True, text=True)
+    torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")), path)
+    return path
+
+
+def export_cli(checkpoint, out, *flags: str) -> subprocess.CompletedProcess:
+    """``python -m backend export CHECKPOINT OUT FLAGS...`` in a subprocess (output captured)."""
+    return subprocess.run([sys.executable, "-m", "backend", "export", str(checkpoint), str(out), *flags],
+                          capture_output=True, text=True)
+
+
+def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
+    from backend.inference.postprocess import postprocess
+
+    ckpt = tiny_checkpoint(tmp_path / "g.pt")
+    ok = export_cli(ckpt, tmp_path / "s.onnx", "--sharpen", "1.4", "--smooth", "2")
     assert ok.returncode == 0, ok.stderr
     rig = make_capsule_chain(4, with_weights=False)
     sharp = Predictor(tmp_path / "s.onnx")
@@ -152,33 +151,20 @@ def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
     with pytest.raises(ValueError, match="sharpen"):
         Predictor(tmp_path / "s.onnx", sharpen=0.5)
     for flag, value in (("--sharpen", "0.5"), ("--smooth", "30"), ("--smooth", "1.5")):
-        bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "b.onnx"),
-                              flag, value], capture_output=True, text=True)
+        bad = export_cli(ckpt, tmp_path / "b.onnx", flag, value)
         assert bad.returncode == 2 and flag in bad.stderr and not (tmp_path / "b.onnx").exists()
     # a model whose stored power is out of range is refused with the key's name
-    proto = onnx.load(str(tmp_path / "s.onnx"))
-    meta = get_metadata(proto)
     for key, value in ((mm.KEY_SHARPEN, "0.2"), (mm.KEY_SMOOTH, "-1"), (mm.KEY_SMOOTH, "two")):
-        bad_meta = dict(meta, **{key: value})
-        del proto.metadata_props[:]
-        set_metadata(proto, bad_meta)
-        onnx.save_model(proto, str(tmp_path / "bad.onnx"))
+        rewrite_meta(tmp_path / "s.onnx", tmp_path / "bad.onnx", **{key: value})
         with pytest.raises(mm.ModelError, match=key):
             Predictor(tmp_path / "bad.onnx")
 
 
 def test_runtime_diffuses_by_the_model(tmp_path):
-    torch = pytest.importorskip("torch")
-    from backend.export.onnx_export import checkpoint_dict
-    from backend.features.pipeline import FeatureConfig
     from backend.inference.postprocess import postprocess
-    from backend.models.generator import Generator
 
-    torch.manual_seed(0)
-    torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")),
-               tmp_path / "g.pt")
-    ok = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "d.onnx"),
-                         "--sharpen", "1.5", "--diffuse", "2"], capture_output=True, text=True)
+    ckpt = tiny_checkpoint(tmp_path / "g.pt")
+    ok = export_cli(ckpt, tmp_path / "d.onnx", "--sharpen", "1.5", "--diffuse", "2")
     assert ok.returncode == 0, ok.stderr
     assert "diffuse 2 %" in ok.stdout
     rig = make_capsule_chain(4, with_weights=False)
@@ -197,25 +183,16 @@ def test_runtime_diffuses_by_the_model(tmp_path):
     assert Predictor(mode="geodesic").predict(rig).info["diffuse"] == 0.0
     with pytest.raises(ValueError, match="diffuse"):
         model.predict(rig, diffuse=9.0)
-    bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "b.onnx"),
-                          "--diffuse", "6"], capture_output=True, text=True)
+    bad = export_cli(ckpt, tmp_path / "b.onnx", "--diffuse", "6")
     assert bad.returncode == 2 and "--diffuse" in bad.stderr and not (tmp_path / "b.onnx").exists()
-    proto = onnx.load(str(tmp_path / "d.onnx"))
     for value in ("-1", "lots"):
-        bad_meta = dict(get_metadata(proto), **{mm.KEY_DIFFUSE: value})
-        del proto.metadata_props[:]
-        set_metadata(proto, bad_meta)
-        onnx.save_model(proto, str(tmp_path / "bad.onnx"))
+        rewrite_meta(tmp_path / "d.onnx", tmp_path / "bad.onnx", **{mm.KEY_DIFFUSE: value})
         with pytest.raises(mm.ModelError, match=mm.KEY_DIFFUSE):
             Predictor(tmp_path / "bad.onnx")
 
 
 def test_blend_sweep_fits_a_rule_and_export_ships_it(rule_model, tmp_path):
-    torch = pytest.importorskip("torch")
-    from backend.export.onnx_export import checkpoint_dict
-    from backend.features.pipeline import FeatureConfig
-    from backend.models.generator import Generator
-
+    ckpt = tiny_checkpoint(tmp_path / "g.pt")
     plain, _ = rule_model
     data = tmp_path / "rigs"
     data.mkdir()
@@ -230,13 +207,9 @@ def test_blend_sweep_fits_a_rule_and_export_ships_it(rule_model, tmp_path):
     rule = PieceBlendRule.from_dict(res["piece_rule"])
     # one-piece rigs only: the rule's low end is the best fixed blend on them
     assert rule.low == pytest.approx(res["best"]) and res["piece_rule_l1"][0] == pytest.approx(min(res["means"]["l1"]))
-    torch.save(checkpoint_dict(Generator(hidden=8, fused=8), FeatureConfig(k_bones=4, distance="euclidean")),
-               tmp_path / "g.pt")
-    ok = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "m.onnx"),
-                         "--prior-blend-rule", str(out)], capture_output=True, text=True)
+    ok = export_cli(ckpt, tmp_path / "m.onnx", "--prior-blend-rule", str(out))
     assert ok.returncode == 0, ok.stderr
     assert Predictor(tmp_path / "m.onnx").model.info.prior_blend_rule == rule
     (tmp_path / "bad.json").write_text(json.dumps({"kind": "small-pieces", "low": 0.2}))
-    bad = subprocess.run([sys.executable, "-m", "backend", "export", str(tmp_path / "g.pt"), str(tmp_path / "n.onnx"),
-                          "--prior-blend-rule", str(tmp_path / "bad.json")], capture_output=True, text=True)
+    bad = export_cli(ckpt, tmp_path / "n.onnx", "--prior-blend-rule", str(tmp_path / "bad.json"))
     assert bad.returncode == 2 and "--prior-blend-rule" in bad.stderr and not (tmp_path / "n.onnx").exists()

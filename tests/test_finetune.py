@@ -23,7 +23,7 @@ from backend.training.corrections import read_corrections
 from backend.training.finetune import (Finetuner, FinetuneOptions, epoch_plan, replay_batch_count, run_finetune,
                                        weighted_supervised_loss)
 from backend.training.losses import supervised_loss
-from conftest import make_capsule_chain
+from conftest import make_capsule_chain, rewrite_meta
 
 FC = FeatureConfig(k_bones=3, distance="euclidean")
 SMALL = dict(rings=12, segments=10)
@@ -111,9 +111,6 @@ def test_fine_tuned_versions_keep_the_prior_blend_in_use(tmp_path):
 
 
 def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
-    import onnx
-
-    from backend.export.metadata import get_metadata, set_metadata
     from backend.export.onnx_export import export_random_generator
     from backend.inference.model_meta import ModelError
     from backend.training.finetune import current_diffuse, current_sharpen, current_smooth
@@ -122,15 +119,10 @@ def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
     export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
     assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # stored defaults
     assert current_diffuse(tmp_path) == 0.0
-    proto = onnx.load(str(tmp_path / "autoskin.onnx"))
     for key, value, read, expect in (("sharpen", "1.4", current_sharpen, 1.4), ("sharpen", "0.5", current_sharpen, None),
                                      ("smooth", "2", current_smooth, 2), ("smooth", "-3", current_smooth, None),
                                      ("diffuse", "0.5", current_diffuse, 0.5), ("diffuse", "7", current_diffuse, None)):
-        meta = get_metadata(proto)
-        meta[key] = value
-        del proto.metadata_props[:]
-        set_metadata(proto, meta)
-        onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
+        rewrite_meta(tmp_path / "autoskin.onnx", tmp_path / "autoskin.onnx", **{key: value})
         if expect is not None:
             assert read(tmp_path) == pytest.approx(expect)
         else:
@@ -141,9 +133,6 @@ def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
 def test_fine_tuned_versions_keep_the_blend_rule_in_use(tmp_path):
     import json
 
-    import onnx
-
-    from backend.export.metadata import get_metadata, set_metadata
     from backend.export.onnx_export import export_random_generator
     from backend.inference.blend_rule import PieceBlendRule
     from backend.inference.model_meta import ModelError
@@ -153,13 +142,8 @@ def test_fine_tuned_versions_keep_the_blend_rule_in_use(tmp_path):
     rule = PieceBlendRule(low=0.15, high=1.0, saturation=0.1).as_dict()
     export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
     assert current_prior_blend_rule(tmp_path) is None  # a model without a rule
-    proto = onnx.load(str(tmp_path / "autoskin.onnx"))
     for value, expect in [(json.dumps(rule), rule), (json.dumps({**rule, "low": 3}), None)]:
-        meta = get_metadata(proto)
-        meta["prior_blend_rule"] = value
-        del proto.metadata_props[:]
-        set_metadata(proto, meta)
-        onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
+        rewrite_meta(tmp_path / "autoskin.onnx", tmp_path / "autoskin.onnx", prior_blend_rule=value)
         if expect is not None:
             assert current_prior_blend_rule(tmp_path) == expect
         else:

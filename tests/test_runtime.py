@@ -5,10 +5,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 
-from backend.export.metadata import get_metadata, set_metadata
 from backend.features.pipeline import FeatureConfig
 from backend.inference import model_meta as mm
 from backend.inference import predictor as predictor_mod
@@ -16,7 +14,7 @@ from backend.inference import session as session_mod
 from backend.inference.model_meta import ModelError
 from backend.inference.predictor import Predictor
 from backend.rig import RigError, make_rig
-from conftest import export_tiny_model, make_capsule_chain
+from conftest import export_tiny_model, make_capsule_chain, rewrite_meta
 
 FCFG = FeatureConfig(k_bones=4, distance="euclidean")
 
@@ -40,20 +38,6 @@ def rig_with_control_bone():
     tails = np.concatenate([base.tails, [[1.0, 0.0, 3.5]]])
     return make_rig(base.vertices, base.faces, joints, np.array([-1, 0, 1, -1]), tails=tails,
                     is_deform=np.array([True, True, True, False]), name="ctrl")
-
-
-def rewrite_meta(src, dst, **changes):
-    proto = onnx.load(str(src))
-    meta = get_metadata(proto)
-    for k, v in changes.items():
-        if v is None:
-            meta.pop(k, None)
-        else:
-            meta[k] = v
-    del proto.metadata_props[:]
-    set_metadata(proto, meta)
-    onnx.save_model(proto, str(dst))
-    return dst
 
 
 def test_learned_prediction(model_path):
