@@ -146,15 +146,12 @@ def run(args: argparse.Namespace) -> int:
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
     import onnxruntime as ort
 
-    from backend.inference.model_meta import (parse_diffuse, parse_prior_blend, parse_prior_blend_rule, parse_sharpen,
-                                              parse_smooth)
+    from backend.inference.model_meta import parse_runtime_settings
 
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    prior_blend = parse_prior_blend(meta, model)
-    rule = parse_prior_blend_rule(meta, model)
-    sharpen = parse_sharpen(meta, model)
-    smooth = parse_smooth(meta, model)
-    diffuse = parse_diffuse(meta, model)
+    settings = parse_runtime_settings(meta, model)
+    prior_blend, rule, sharpen, smooth, diffuse = (
+        settings[k] for k in ("prior_blend", "prior_blend_rule", "sharpen", "smooth", "diffuse"))
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     card = {
         "model": model.name,

@@ -168,6 +168,15 @@ def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> Piece
         raise ModelError(f"{source}: {KEY_PRIOR_BLEND_RULE} metadata is not a valid blend rule ({exc})") from None
 
 
+def parse_runtime_settings(meta: Mapping[str, str], source: str | Path) -> dict:
+    """The run-time settings a model carries, each parsed and checked as above: ``prior_blend``,
+    ``prior_blend_rule`` (PieceBlendRule or None), ``sharpen``, ``smooth``, ``diffuse`` (the names of
+    :class:`ModelInfo`'s fields and of ``export_generator``'s arguments)."""
+    return dict(prior_blend=parse_prior_blend(meta, source), prior_blend_rule=parse_prior_blend_rule(meta, source),
+                sharpen=parse_sharpen(meta, source), smooth=parse_smooth(meta, source),
+                diffuse=parse_diffuse(meta, source))
+
+
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
     """Check ``meta`` (the model's metadata_props) against the installed feature code.
 
@@ -197,11 +206,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
         return val if isinstance(val, dict) else {"value": val}
 
     return ModelInfo(
-        prior_blend=parse_prior_blend(meta, source),
-        prior_blend_rule=parse_prior_blend_rule(meta, source),
-        sharpen=parse_sharpen(meta, source),
-        smooth=parse_smooth(meta, source),
-        diffuse=parse_diffuse(meta, source),
+        **parse_runtime_settings(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

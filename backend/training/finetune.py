@@ -431,10 +431,10 @@ def _metadata_in_use(models_dir: Path) -> tuple[Path, dict] | None:
     return cur, get_metadata(onnx.load(str(cur), load_external_data=False))
 
 
-def _parse_in_use(models_dir: Path, parse, found: tuple[Path, dict] | None = None):
+def _parse_in_use(models_dir: Path, parse):
     """``parse(metadata, path)`` of the model in use; with no model in use its metadata is empty, so
-    ``parse`` gives its default. ``found``: :func:`_metadata_in_use`'s answer when already read."""
-    found = _metadata_in_use(models_dir) if found is None else found
+    ``parse`` gives its default."""
+    found = _metadata_in_use(models_dir)
     return parse(found[1], found[0]) if found is not None else parse({}, Path(models_dir) / model_store.CURRENT_NAME)
 
 
@@ -494,15 +494,12 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
     :func:`current_smooth`, :func:`current_diffuse`)."""
     from backend.export.onnx_export import export_generator
 
-    from backend.inference.model_meta import parse_diffuse, parse_prior_blend, parse_sharpen, parse_smooth
+    from backend.inference.model_meta import parse_runtime_settings
 
     models_dir = Path(models_dir)
-    found = _metadata_in_use(models_dir)  # read once for the five settings
-    blend = _parse_in_use(models_dir, parse_prior_blend, found)
-    rule = _parse_in_use(models_dir, _rule_dict, found)
-    sharpen = _parse_in_use(models_dir, parse_sharpen, found)
-    smooth = _parse_in_use(models_dir, parse_smooth, found)
-    diffuse = _parse_in_use(models_dir, parse_diffuse, found)
+    settings = _parse_in_use(models_dir, parse_runtime_settings)  # the model in use, read once
+    rule = settings["prior_blend_rule"]
+    settings["prior_blend_rule"] = rule.as_dict() if rule is not None else None
     model_store.register_current(models_dir)
     n = reserve_version(models_dir)
     paths = model_store.version_paths(models_dir, n)
@@ -511,11 +508,9 @@ def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_metho
                    "val_l1": card["metrics"]["val_new"]["l1"], "version": n}
         save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
         res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
-                               model_version=f"autoskin-v{n}", method=export_method, prior_blend=blend,
-                               prior_blend_rule=rule, sharpen=sharpen, smooth=smooth, diffuse=diffuse)
+                               model_version=f"autoskin-v{n}", method=export_method, **settings)
         card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
-                    checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", prior_blend=blend,
-                    prior_blend_rule=rule, sharpen=sharpen, smooth=smooth, diffuse=diffuse,
+                    checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", **settings,
                     export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
         model_store.write_text_atomic(paths["md"], model_card_text(card))
         model_store.write_json_atomic(paths["json"], card)
