@@ -55,7 +55,7 @@ MAX_SMOOTH = 20
 MAX_DIFFUSE = 5.0
 
 
-def check_clean_up(sharpen: float, smooth: int, diffuse: float = 0.0) -> None:
+def check_clean_up(sharpen: float = 1.0, smooth: int = 0, diffuse: float = 0.0) -> None:
     """ValueError unless ``sharpen`` lies in SHARPEN_RANGE, ``smooth`` is a whole number in
     [0, MAX_SMOOTH] and ``diffuse`` in [0, MAX_DIFFUSE] (what the writers of a model's clean-up
     settings accept)."""

@@ -79,7 +79,7 @@ class Predictor:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if sharpen is not None:
-            check_clean_up(sharpen, 0)
+            check_clean_up(sharpen=sharpen)
         self._sharpen = sharpen
         if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
             raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
@@ -196,7 +196,7 @@ class Predictor:
             smooth = self.model.info.smooth if self.model is not None else 0
         if diffuse is None:
             diffuse = self.model.info.diffuse if self.model is not None else 0.0
-        check_clean_up(1.0, int(smooth), float(diffuse))
+        check_clean_up(smooth=int(smooth), diffuse=float(diffuse))
         rig = rig.without_weights()
         validate_rig(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
