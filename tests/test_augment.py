@@ -168,3 +168,21 @@ def test_detaching_changes_only_the_hierarchy():
     from backend.features.cache import key_fields
 
     assert "detach" not in key_fields(AugmentConfig(remesh=0.5))  # caches made before the option stay valid
+
+
+def test_detach_copies_leaves_some_copies_whole():
+    """``detach_copies`` < 1 detaches only that share of the copies (the others keep every parent
+    link); at 1 (the default) every copy is detached, drawing the same numbers as before the option."""
+    from backend.features.cache import key_fields
+
+    rig = make_capsule_chain(n_bones=8, segments=16)
+    whole = [bool((augment_rig(rig, np.random.default_rng(s), AugmentConfig(detach=1.0, detach_copies=0.5)).parents
+                   == rig.parents).all()) for s in range(40)]
+    assert 8 <= sum(whole) <= 32  # about half of the copies keep the hierarchy
+    none = augment_rig(rig, np.random.default_rng(5), AugmentConfig(detach=1.0, detach_copies=0.0))
+    np.testing.assert_array_equal(none.parents, rig.parents)
+    always = augment_rig(rig, np.random.default_rng(5), AugmentConfig(detach=0.5, detach_copies=1.0))
+    before = augment_rig(rig, np.random.default_rng(5), AugmentConfig(detach=0.5))
+    np.testing.assert_array_equal(always.parents, before.parents)
+    assert "detach_copies" not in key_fields(AugmentConfig(detach=0.5))
+    assert "detach_copies" in key_fields(AugmentConfig(detach=0.5, detach_copies=0.5))

@@ -34,6 +34,9 @@ class AugmentConfig:
     #: children), as riggers do with IK feet, props and mechanical parts: the weights do not change,
     #: only the hierarchy the bone features describe (left out of cache keys while 0)
     detach: float = field(default=0.0, metadata={"key_omits_default": True})
+    #: probability that a copy is detached at all (at the rate ``detach``); below 1 the other copies
+    #: keep the whole hierarchy, so deep chains (spines, fingers) are still seen intact
+    detach_copies: float = field(default=1.0, metadata={"key_omits_default": True})
 
 
 def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -168,7 +171,8 @@ def augment_rig(rig: Rig, rng: np.random.Generator, config: AugmentConfig = Augm
             setattr(out, name, (getattr(out, name) + t).astype(np.float32))
     if config.noise_sigma > 0:
         out.vertices = (out.vertices + rng.normal(0.0, config.noise_sigma * scale, (V, 3))).astype(np.float32)
-    if config.detach > 0:  # last, so that the steps above draw the same numbers with or without it
+    if config.detach > 0 and (config.detach_copies >= 1 or rng.random() < config.detach_copies):
+        # last, so that the steps above draw the same numbers with or without it
         parents = out.parents.copy()
         cut = (parents >= 0) & (rng.random(J) < config.detach)
         parents[cut] = -1

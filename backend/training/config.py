@@ -46,6 +46,7 @@ class DataConfig:
     augment_variants: int = 0  # >0: that many augmented copies per rig (cached), one drawn per epoch
     augment_remesh: float = 0.0  # probability that a variant is re-tessellated (subdivided or decimated)
     augment_detach: float = 0.0  # probability that a bone of a variant is detached from its parent (augment.py)
+    augment_detach_copies: float = 1.0  # probability that a variant is detached at all (the others stay whole)
     skip_helper_bones: bool = False  # helper bones (*_end, pole targets) are no candidates, as in the runtime
     cache_dir: str = ""  # "" -> <out>/../cache (i.e. runs/cache)
     plot_rigs: int = 3  # validation characters drawn in the weight-map plots

@@ -177,7 +177,8 @@ class Trainer:
         from backend.features.augment import AugmentConfig
 
         self.store = FeatureStore(cache, cfg.feature_config(), AugmentConfig(remesh=cfg.data.augment_remesh,
-                                                                           detach=cfg.data.augment_detach),
+                                                                           detach=cfg.data.augment_detach,
+                                                                           detach_copies=cfg.data.augment_detach_copies),
                                   skip_helpers=cfg.data.skip_helper_bones)
         train = list_rigs(data_dir / "train")
         flags = split_labeled(len(train), cfg.data.labeled_fraction, cfg.run.seed)
