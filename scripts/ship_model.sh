@@ -19,6 +19,9 @@ TRAIN5_CMD="python -m backend train $WARM --out runs/cont3_s7 --init runs/cont2_
 TRAIN6_CMD="python -m backend train $WARM --out runs/cont4_s8 --init runs/cont3_s7/best_generator.pt --set stages.stage2_epochs=0 --set run.seed=8"
 # model 1.6: one more warm start with the deformation loss (mean squared posed-vertex distance, weight 1; 10 epochs)
 TRAIN7_CMD="python -m backend train $WARM --out runs/deformsq_w1.0_s23 --init runs/cont4_s8/best_generator.pt --set stages.stage1_epochs=10 --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=23"
+# model 2.0: the generator grown (candidate attention, 2 context layers) and trained 12 more epochs with bones
+# detached from their parents in half of the augmented copies
+TRAIN8_CMD="python -m backend train $WARM --out runs/grow_dc0.5 --init runs/deformsq_w1.0_s23/best_generator.pt --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=31 --set model.pair_attention=4 --set model.context_layers=2 --set data.augment_detach=0.5 --set data.augment_detach_copies=0.5"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
@@ -63,20 +66,29 @@ python -m backend export $FINAL/best_generator.pt runs/ruled_17.onnx --prior-ble
 read -r DIFFUSE SHARPEN < <(python -c "import json, re; m = re.match(r'diffusion ([0-9.]+) % of the diagonal, sharpen ([0-9.]+)', json.load(open('docs/diffusion_wide_val.json'))['chosen']); print(m.group(1), m.group(2))")
 python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
+    --fit-rule --out docs/cards/blend_val_1.9.json
+BLEND=$(python -c "import json; print(json.load(open('docs/cards/blend_val_1.9.json'))['chosen'])")
+python -m backend export $FINAL/best_generator.pt runs/model19.onnx --model-version 1.9 --prior-blend "$BLEND" \
+    --prior-blend-rule docs/cards/blend_val_1.9.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+# step 8 (model 2.0): the grown generator, with model 1.9's clean-up and its blend rule refitted
+train_step runs/grow_dc0.5 "$TRAIN8_CMD"
+GROWN=runs/grow_dc0.5
+python -m backend export $GROWN/best_generator.pt $GROWN/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+python -m backend blend-sweep $GROWN/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export $FINAL/best_generator.pt models/autoskin.onnx --model-version 1.9 --prior-blend "$BLEND" \
+python -m backend export $GROWN/best_generator.pt models/autoskin.onnx --model-version 2.0 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-cp $FINAL/best_generator.pt models/autoskin.pth
+cp $GROWN/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
 python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
 python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabeled-dir runs/synth400 \
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
     --seeds 0,1,2 --out runs/ablation --table docs/ablation_grid.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent \
-    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --data-view $VIEW/view.json \
+    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --run $GROWN --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
     --ablation docs/ablation_grid.md --ablation docs/ablation.md --notes docs/model_notes.md \
     --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
     --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD" \
-    --train-command "$TRAIN7_CMD"
+    --train-command "$TRAIN7_CMD" --train-command "$TRAIN8_CMD"
