@@ -1,7 +1,8 @@
 """Choosing the runtime clean-up for a model: sharpening power x influence-limit fade x prune fade
 (``--grid fades``, model 1.7), or smoothing iterations x sharpening power (``--grid smoothing``, the
 withdrawn model 1.8, docs/ablation.md), or a diffusion radius in units of the character's size x
-sharpening power (``--grid diffusion``: smoothing that blurs dense and low-poly meshes alike).
+sharpening power (``--grid diffusion``: smoothing that blurs dense and low-poly meshes alike), or
+the same around model 1.9's setting for a new generator (``--grid diffusion-around``).
 
 For every rig of the given folders the model's blended weights (its own blend rule, helper bones
 skipped) are computed once, before any clean-up; every setting then re-runs only the cheap
@@ -9,11 +10,11 @@ clean-up (``backend.inference.postprocess``: sharpen, limit to 4 influences, pru
 is scored with the ``evaluate`` metrics (L1, influence precision / recall, deformation error).
 The reference row of ``fades`` is the clean-up that shipped with model 1.6 (the (k+1)-th weight and
 the prune threshold subtracted from the row); of ``smoothing`` and ``diffusion``, model 1.7's (no
-smoothing, power 1.4).
+smoothing, power 1.4); of ``diffusion-around``, model 1.9's (diffusion 0.5 %, power 1.5).
 
 The choice rule, fixed before each sweep: the lowest deformation error averaged over the folders
 (each counts equally), among settings whose mean L1 is no higher than the reference's, whose mean
-recall is no lower and whose mean precision is at most 0.01 lower; for ``diffusion`` also the first
+recall is no lower and whose mean precision is at most 0.01 lower; for the diffusion grids also the first
 folder's (val's) L1 alone at most 0.002 above the reference's (the withdrawn model 1.8 gained on the
 mean while losing on val, whose low-poly rigs are like test's).
 
@@ -54,6 +55,10 @@ RADII = (0.001, 0.002, 0.003, 0.005)
 DIFFUSE_POWERS = (1.4, 1.5, 1.6)
 WIDE_RADII = (0.005, 0.0075, 0.01, 0.015)
 WIDE_POWERS = (1.5, 1.6, 1.7)
+#: around model 1.9's clean-up (0.5 %, power 1.5), for a new generator (model 2.0's candidates)
+AROUND_RADII = (0.003, 0.005, 0.0075)
+AROUND_POWERS = (1.3, 1.4, 1.5, 1.6)
+AROUND_REFERENCE = "diffusion 0.5 % of the diagonal, sharpen 1.5"
 
 
 def reference_cleanup(w: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -77,6 +82,10 @@ def cleanup(w: np.ndarray, faces: np.ndarray, power: float, fade: float = 2.0, s
 
 def settings(grid: str) -> tuple[dict[str, object], str]:
     """(name -> clean-up(w, faces, vertices), the reference row's name) of one grid."""
+    if grid == "diffusion-around":
+        return {f"diffusion {100 * r:g} % of the diagonal, sharpen {p:g}": (
+            lambda w, f, v, r=r, p=p: cleanup(w, f, p, radius=r, vertices=v))
+            for r, p in itertools.product(AROUND_RADII, AROUND_POWERS)}, AROUND_REFERENCE
     if grid in ("diffusion", "diffusion-wide"):
         out = {SMOOTH_REFERENCE: lambda w, f, v: cleanup(w, f, 1.4)}
         wide = grid == "diffusion-wide"
@@ -101,7 +110,7 @@ def main() -> None:
     ap.add_argument("--model", default="models/autoskin.onnx")
     ap.add_argument("--out", default=None, help="JSON with every setting's per-folder means and the choice")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--grid", choices=("fades", "smoothing", "diffusion", "diffusion-wide"), default="fades")
+    ap.add_argument("--grid", choices=("fades", "smoothing", "diffusion", "diffusion-wide", "diffusion-around"), default="fades")
     args = ap.parse_args()
     predictor = Predictor(args.model, device="cpu", threads=args.threads, sharpen=1.0)
     table, reference = settings(args.grid)
@@ -110,7 +119,7 @@ def main() -> None:
         rows: dict[str, list[dict]] = {name: [] for name in table}
         for f in list_rig_files(folder):
             rig = load_npz(f)
-            raw = predictor.predict(rig, max_influences=0, prune=0.0, smooth=0).weights  # blended, no clean-up
+            raw = predictor.predict(rig, max_influences=0, prune=0.0, smooth=0, diffuse=0.0).weights  # blended, no clean-up
             for name, fn in table.items():
                 w = normalize_rows(fn(raw, rig.faces, rig.vertices), rig.is_deform).astype(np.float32)
                 m = evaluate_weights(rig, w)
