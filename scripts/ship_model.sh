@@ -22,6 +22,8 @@ TRAIN7_CMD="python -m backend train $WARM --out runs/deformsq_w1.0_s23 --init ru
 # model 2.0: the generator grown (candidate attention, 2 context layers) and trained 12 more epochs with bones
 # detached from their parents in half of the augmented copies
 TRAIN8_CMD="python -m backend train $WARM --out runs/grow_dc0.5 --init runs/deformsq_w1.0_s23/best_generator.pt --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=31 --set model.pair_attention=4 --set model.context_layers=2 --set data.augment_detach=0.5 --set data.augment_detach_copies=0.5"
+# model 2.1: 12 more epochs from 2.0's generator
+TRAIN9_CMD="python -m backend train $WARM --out runs/grow_dc0.5_cont --init runs/grow_dc0.5/best_generator.pt --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=32 --set model.pair_attention=4 --set model.context_layers=2 --set data.augment_detach=0.5 --set data.augment_detach_copies=0.5"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
@@ -72,12 +74,22 @@ python -m backend export $FINAL/best_generator.pt runs/model19.onnx --model-vers
     --prior-blend-rule docs/cards/blend_val_1.9.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 # step 8 (model 2.0): the grown generator, with model 1.9's clean-up and its blend rule refitted
 train_step runs/grow_dc0.5 "$TRAIN8_CMD"
-GROWN=runs/grow_dc0.5
+python -m backend export runs/grow_dc0.5/best_generator.pt runs/grow_dc0.5/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+python -m backend blend-sweep runs/grow_dc0.5/generator.onnx $VIEW/val --check $VIEW/out_of_style \
+    --fit-rule --out docs/cards/blend_val_2.0.json
+# step 9 (model 2.1): 12 more epochs; blend rule refitted; the clean-up study around 1.9's setting keeps it
+train_step runs/grow_dc0.5_cont "$TRAIN9_CMD"
+GROWN=runs/grow_dc0.5_cont
 python -m backend export $GROWN/best_generator.pt $GROWN/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep $GROWN/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export $GROWN/best_generator.pt models/autoskin.onnx --model-version 2.0 --prior-blend "$BLEND" \
+python -m backend export $GROWN/best_generator.pt $GROWN/ruled.onnx --model-version candidate --prior-blend "$BLEND" \
+    --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+[ -f docs/diffusion_around_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
+    --model $GROWN/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_around_val.json
+read -r DIFFUSE SHARPEN < <(python -c "import json, re; m = re.match(r'diffusion ([0-9.]+) % of the diagonal, sharpen ([0-9.]+)', json.load(open('docs/diffusion_around_val.json'))['chosen']); print(m.group(1), m.group(2))")
+python -m backend export $GROWN/best_generator.pt models/autoskin.onnx --model-version 2.1 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 cp $GROWN/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
@@ -86,9 +98,9 @@ python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabel
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
     --seeds 0,1,2 --out runs/ablation --table docs/ablation_grid.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent \
-    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --run $GROWN --data-view $VIEW/view.json \
+    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --run runs/grow_dc0.5 --run $GROWN --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
     --ablation docs/ablation_grid.md --ablation docs/ablation.md --notes docs/model_notes.md \
     --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
     --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD" \
-    --train-command "$TRAIN7_CMD" --train-command "$TRAIN8_CMD"
+    --train-command "$TRAIN7_CMD" --train-command "$TRAIN8_CMD" --train-command "$TRAIN9_CMD"
