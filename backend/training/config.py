@@ -187,6 +187,10 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> TrainCon
             if key not in names:
                 raise RigError(f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(names))})")
             setattr(sub, key, _coerce(value, getattr(sub, key), f"{source}: {section}.{key}"))
+    for key in ("augment_remesh", "augment_detach", "augment_detach_copies"):  # probabilities
+        value = getattr(cfg.data, key)
+        if not 0.0 <= value <= 1.0:
+            raise RigError(f"{source}: data.{key} is a probability, between 0 and 1; got {value}")
     return cfg
 
 
