@@ -13,10 +13,10 @@ the prune threshold subtracted from the row); of ``smoothing`` and ``diffusion``
 smoothing, power 1.4); of ``diffusion-around``, model 1.9's (diffusion 0.5 %, power 1.5).
 
 The choice rule, fixed before each sweep: the lowest deformation error averaged over the folders
-(each counts equally), among settings (the reference included) whose mean L1 is no higher than the reference's, whose mean
-recall is no lower and whose mean precision is at most 0.01 lower; for the diffusion grids also the first
-folder's (val's) L1 alone at most 0.002 above the reference's (the withdrawn model 1.8 gained on the
-mean while losing on val, whose low-poly rigs are like test's).
+(each counts equally), among settings (the reference included) whose mean L1 is no higher than the
+reference's, whose mean recall is no lower and whose mean precision is at most 0.01 lower; for the
+diffusion grids also the first folder's (val's) L1 alone at most 0.002 above the reference's (the
+withdrawn model 1.8 gained on the mean while losing on val, whose low-poly rigs are like test's).
 
     PYTHONPATH=. python scripts/cleanup_study.py --model <model 1.6> \\
         runs/views/shipped/val runs/views/shipped/out_of_style --out docs/cleanup_val.json
@@ -110,7 +110,8 @@ def main() -> None:
     ap.add_argument("--model", default="models/autoskin.onnx")
     ap.add_argument("--out", default=None, help="JSON with every setting's per-folder means and the choice")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--grid", choices=("fades", "smoothing", "diffusion", "diffusion-wide", "diffusion-around"), default="fades")
+    ap.add_argument("--grid", default="fades",
+                    choices=("fades", "smoothing", "diffusion", "diffusion-wide", "diffusion-around"))
     args = ap.parse_args()
     predictor = Predictor(args.model, device="cpu", threads=args.threads, sharpen=1.0)
     table, reference = settings(args.grid)
