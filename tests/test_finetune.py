@@ -357,3 +357,34 @@ def test_learn_from_a_correction_made_in_blender(tmp_path, data_dir, base_models
     assert new_changed < 0.6 * old_changed and new_all < old_all
     # the next fine-tune starts from v1's checkpoint
     assert model_store.current_checkpoint(models) == models / "autoskin-v1.pth"
+
+
+def test_fine_tuning_keeps_a_grown_generator(tmp_path, data_dir, pretrained):
+    """The shipped generator is grown (candidate attention, context layers, models 2.0 / 2.1): fine-tuning
+    rebuilds it from the checkpoint's own config and trains the growth layers too."""
+    from backend.models.generator import Generator
+    from backend.training.checkpoint import save_generator
+    from backend.training.trainer import warm_start
+
+    _, ckpt = load_generator_checkpoint(pretrained[1])
+    kwargs = {**ckpt["config"], "pair_attention": 2, "context_layers": 1}
+    G = Generator(**kwargs)
+    warm_start(G, pretrained[1], kwargs)
+    with torch.no_grad():  # leave the identity start, as a trained grown generator has
+        for name, p in G.named_parameters():
+            if name.startswith(("attention.", "context.")):
+                p.add_(0.01 * torch.randn_like(p))
+    save_generator(tmp_path / "models" / "autoskin.pth", G.state_dict(), G.config, ckpt["feature_config"],
+                   ckpt["feature_version"], {})
+    rig = chain(3, .3, "c")
+    save_npz(rig.with_weights(tip_to_bone2(rig, rig.weights, 1.8)), tmp_path / "corr" / "c.npz",
+             predicted_weights=rig.weights)
+    corr = read_corrections(tmp_path / "corr")
+    tuned, info = Finetuner(config(tmp_path), tmp_path / "models" / "autoskin.pth", corr, data_dir, tmp_path / "ft",
+                            FinetuneOptions(epochs=2), progress=False).train(corr.accepted, tmp_path / "ft" / "state.pt")
+    assert info["steps"] == 4
+    assert tuned.config["pair_attention"] == 2 and tuned.config["context_layers"] == 1
+    before = G.state_dict()
+    moved = [k for k, v in tuned.state_dict().items() if k.startswith(("attention.", "context."))
+             and not torch.equal(v, before[k])]
+    assert moved  # the growth layers learn from the correction too
