@@ -21,14 +21,19 @@ TRAIN6_CMD="python -m backend train $WARM --out runs/cont4_s8 --init runs/cont3_
 TRAIN7_CMD="python -m backend train $WARM --out runs/deformsq_w1.0_s23 --init runs/cont4_s8/best_generator.pt --set stages.stage1_epochs=10 --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=23"
 # model 2.0: the generator grown (candidate attention, 2 context layers) and trained 12 more epochs with bones
 # detached from their parents in half of the augmented copies
-TRAIN8_CMD="python -m backend train $WARM --out runs/grow_dc0.5 --init runs/deformsq_w1.0_s23/best_generator.pt --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=31 --set model.pair_attention=4 --set model.context_layers=2 --set data.augment_detach=0.5 --set data.augment_detach_copies=0.5"
+GROW="--set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set model.pair_attention=4 --set model.context_layers=2 --set data.augment_detach=0.5 --set data.augment_detach_copies=0.5"
+TRAIN8_CMD="python -m backend train $WARM --out runs/grow_dc0.5 --init runs/deformsq_w1.0_s23/best_generator.pt $GROW --set run.seed=31"
 # model 2.1: 12 more epochs from 2.0's generator
-TRAIN9_CMD="python -m backend train $WARM --out runs/grow_dc0.5_cont --init runs/grow_dc0.5/best_generator.pt --set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power=2.0 --set stages.score_deform=0.02 --set run.seed=32 --set model.pair_attention=4 --set model.context_layers=2 --set data.augment_detach=0.5 --set data.augment_detach_copies=0.5"
+TRAIN9_CMD="python -m backend train $WARM --out runs/grow_dc0.5_cont --init runs/grow_dc0.5/best_generator.pt $GROW --set run.seed=32"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
     --holdout-group makehuman_basemesh --holdout-group q_mech_pack
 [ -f runs/synth400/manifest.jsonl ] || python -m backend synth --count 400 --seed 1 --out runs/synth400
+# chosen_cleanup JSON: "REACH POWER" of the setting a cleanup_study.py diffusion sweep chose
+chosen_cleanup() {
+  python -c "import json, re, sys; m = re.match(r'diffusion ([0-9.]+) % of the diagonal, sharpen ([0-9.]+)', json.load(open(sys.argv[1]))['chosen']); print(m.group(1), m.group(2))" "$1"
+}
 # train_step RUN_DIR COMMAND: skipped when RUN_DIR finished, resumed when it was killed
 train_step() {
   if [ ! -f "$1/summary.json" ]; then
@@ -65,7 +70,7 @@ python -m backend export $FINAL/best_generator.pt runs/ruled_17.onnx --prior-ble
     $VIEW/val $VIEW/out_of_style --out docs/diffusion_val.json
 [ -f docs/diffusion_wide_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-wide \
     --model runs/ruled_17.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_wide_val.json
-read -r DIFFUSE SHARPEN < <(python -c "import json, re; m = re.match(r'diffusion ([0-9.]+) % of the diagonal, sharpen ([0-9.]+)', json.load(open('docs/diffusion_wide_val.json'))['chosen']); print(m.group(1), m.group(2))")
+read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/diffusion_wide_val.json)
 python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/cards/blend_val_1.9.json
@@ -88,7 +93,7 @@ python -m backend export $GROWN/best_generator.pt $GROWN/ruled.onnx --model-vers
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 [ -f docs/diffusion_around_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
     --model $GROWN/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_around_val.json
-read -r DIFFUSE SHARPEN < <(python -c "import json, re; m = re.match(r'diffusion ([0-9.]+) % of the diagonal, sharpen ([0-9.]+)', json.load(open('docs/diffusion_around_val.json'))['chosen']); print(m.group(1), m.group(2))")
+read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/diffusion_around_val.json)
 python -m backend export $GROWN/best_generator.pt models/autoskin.onnx --model-version 2.1 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 cp $GROWN/best_generator.pt models/autoskin.pth
