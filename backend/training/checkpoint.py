@@ -5,7 +5,8 @@ For the export engineer: ``best_generator.pt`` (in the run folder) is a ``torch.
 
     from backend.training.checkpoint import load_generator_checkpoint
     model, meta = load_generator_checkpoint("runs/NAME/best_generator.pt")
-    # model: backend.models.generator.Generator(**meta["config"]) in eval mode, on CPU
+    # model: backend.models.generator.generator_from_config(meta["config"]) in eval mode, on CPU
+    # (a Generator, or a GeneratorEnsemble of several)
     # meta: the whole checkpoint dict (state_dict included)
     # meta["feature_config"]: FeatureConfig fields (FeatureConfig(**meta["feature_config"]))
     # meta["feature_version"]: backend.features.pipeline.FEATURE_VERSION at training time
@@ -51,8 +52,8 @@ def save_generator(path: str | Path, state_dict: dict[str, torch.Tensor], config
 
 
 def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
-    """-> (Generator in eval mode, the checkpoint dict: state_dict, config, feature_config, feature_version, train_summary)."""
-    from backend.models.generator import Generator
+    """-> (Generator or GeneratorEnsemble in eval mode, the checkpoint dict: state_dict, config, feature_config, feature_version, train_summary)."""
+    from backend.models.generator import generator_from_config
 
     path = Path(path)
     if not path.is_file():
@@ -64,11 +65,14 @@ def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
     missing = [k for k in GENERATOR_KEYS if k not in ckpt]
     if missing:
         raise RigError(f"{path}: generator checkpoint lacks {missing}")
-    model = Generator(**ckpt["config"])
+    try:
+        model = generator_from_config(ckpt["config"])
+    except (TypeError, ValueError) as exc:
+        raise RigError(f"{path}: bad generator config ({exc})") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise RigError(f"{path}: weights do not match Generator(**config) ({exc})") from None
+        raise RigError(f"{path}: weights do not match its config ({exc})") from None
     model.eval()
     return model, dict(ckpt)
 
