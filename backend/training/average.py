@@ -70,6 +70,10 @@ def average_generators(paths: Sequence[str | Path], out: str | Path,
                        f"not all zero; got {list(weights)}")
     share = [float(w) / float(sum(weights)) for w in weights]
     ckpts = [load_generator_checkpoint(p)[1] for p in paths]
+    for p, ck in zip(paths, ckpts):
+        if "members" in ck["config"]:
+            raise RigError(f"{p}: an ensemble; average its members' checkpoints, or combine generators "
+                           f"with `ensemble`")
     target = _target_config(paths, ckpts)
     grown = [ck for ck in ckpts if ck["config"] == target]
     state = {}

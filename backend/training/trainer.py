@@ -128,6 +128,9 @@ def warm_start(G: Generator, path: str | Path, kwargs: dict) -> None:
     from backend.training.checkpoint import load_generator_checkpoint
 
     old, _ = load_generator_checkpoint(path)  # RigError when unreadable or its weights do not fit its config
+    if "members" in old.config:
+        raise RigError(f"{path}: an ensemble of {len(old.config['members'])} generators; warm-start from "
+                       f"one of its members' checkpoints")
     was = {k: old.config.get(k, 0 if k in GROWTH else None) for k in kwargs}  # growth absent = 0
     differ = {k: (was[k], v) for k, v in kwargs.items() if was[k] != v}
     grown = {k for k, (before, now) in differ.items() if k in GROWTH and before < now}
