@@ -388,3 +388,28 @@ def test_fine_tuning_keeps_a_grown_generator(tmp_path, data_dir, pretrained):
     moved = [k for k, v in tuned.state_dict().items() if k.startswith(("attention.", "context."))
              and not torch.equal(v, before[k])]
     assert moved  # the growth layers learn from the correction too
+
+
+def test_fine_tuning_keeps_an_ensemble(tmp_path, data_dir, pretrained):
+    """A shipped model may be an ensemble of generators (`python -m backend ensemble`): fine-tuning
+    keeps it one, and every member learns from the correction through the mean's loss."""
+    from backend.training.checkpoint import save_generator
+    from backend.training.ensemble import ensemble_generators
+
+    G, ckpt = load_generator_checkpoint(pretrained[1])
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_generator(tmp_path / "other.pt", G.state_dict(), G.config, ckpt["feature_config"], ckpt["feature_version"], {})
+    base = ensemble_generators([pretrained[1], tmp_path / "other.pt"], tmp_path / "models" / "autoskin.pth")
+    before, _ = load_generator_checkpoint(base)
+    rig = chain(3, .3, "c")
+    save_npz(rig.with_weights(tip_to_bone2(rig, rig.weights, 1.8)), tmp_path / "corr" / "c.npz",
+             predicted_weights=rig.weights)
+    corr = read_corrections(tmp_path / "corr")
+    tuned, info = Finetuner(config(tmp_path), base, corr, data_dir, tmp_path / "ft", FinetuneOptions(epochs=2),
+                            progress=False).train(corr.accepted, tmp_path / "ft" / "state.pt")
+    assert info["steps"] == 4 and len(tuned.config["members"]) == 2
+    old = before.state_dict()
+    for i in range(2):
+        assert any(not torch.equal(v, old[k]) for k, v in tuned.state_dict().items() if k.startswith(f"members.{i}."))
