@@ -25,6 +25,9 @@ GROW="--set stages.stage2_epochs=0 --set loss.deform=1.0 --set loss.deform_power
 TRAIN8_CMD="python -m backend train $WARM --out runs/grow_dc0.5 --init runs/deformsq_w1.0_s23/best_generator.pt $GROW --set run.seed=31"
 # model 2.1: 12 more epochs from 2.0's generator
 TRAIN9_CMD="python -m backend train $WARM --out runs/grow_dc0.5_cont --init runs/grow_dc0.5/best_generator.pt $GROW --set run.seed=32"
+# model 2.2: a second generator trained like 2.0 -> 2.1 (from 1.6's generator, seeds 32 then 36); the ensemble of it and 2.1's
+TRAIN10_CMD="python -m backend train $WARM --out runs/grow_dc0.5_s32 --init runs/deformsq_w1.0_s23/best_generator.pt $GROW --set run.seed=32"
+TRAIN11_CMD="python -m backend train $WARM --out runs/grow_s32_cont --init runs/grow_dc0.5_s32/best_generator.pt $GROW --set run.seed=36"
 METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 
 [ -f $VIEW/view.json ] || python -m backend data-view "$DATA" --out $VIEW \
@@ -87,25 +90,43 @@ train_step runs/grow_dc0.5_cont "$TRAIN9_CMD"
 GROWN=runs/grow_dc0.5_cont
 python -m backend export $GROWN/best_generator.pt $GROWN/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep $GROWN/generator.onnx $VIEW/val --check $VIEW/out_of_style \
+    --fit-rule --out docs/cards/blend_val_2.1.json
+BLEND=$(python -c "import json; print(json.load(open('docs/cards/blend_val_2.1.json'))['chosen'])")
+python -m backend export $GROWN/best_generator.pt $GROWN/ruled.onnx --model-version candidate --prior-blend "$BLEND" \
+    --prior-blend-rule docs/cards/blend_val_2.1.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+[ -f docs/cards/diffusion_around_val_2.1.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
+    --model $GROWN/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/cards/diffusion_around_val_2.1.json
+read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/cards/diffusion_around_val_2.1.json)
+# steps 10-11 (model 2.2): the second member, then the ensemble of the two (mean of their predictions); blend
+# rule refitted; the clean-up study around the same setting keeps it
+train_step runs/grow_dc0.5_s32 "$TRAIN10_CMD"
+train_step runs/grow_s32_cont "$TRAIN11_CMD"
+ENS=runs/ens7
+[ -f $ENS/best_generator.pt ] || python -m backend ensemble $GROWN/best_generator.pt runs/grow_s32_cont/best_generator.pt \
+    --out $ENS/best_generator.pt
+python -m backend export $ENS/best_generator.pt $ENS/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+python -m backend blend-sweep $ENS/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/blend_val.json
 BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export $GROWN/best_generator.pt $GROWN/ruled.onnx --model-version candidate --prior-blend "$BLEND" \
+python -m backend export $ENS/best_generator.pt $ENS/ruled.onnx --model-version candidate --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 [ -f docs/diffusion_around_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
-    --model $GROWN/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_around_val.json
+    --model $ENS/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_around_val.json
 read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/diffusion_around_val.json)
-python -m backend export $GROWN/best_generator.pt models/autoskin.onnx --model-version 2.1 --prior-blend "$BLEND" \
+python -m backend export $ENS/best_generator.pt models/autoskin.onnx --model-version 2.2 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-cp $GROWN/best_generator.pt models/autoskin.pth
+cp $ENS/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
 python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
 python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabeled-dir runs/synth400 \
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
     --seeds 0,1,2 --out runs/ablation --table docs/ablation_grid.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent \
-    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --run runs/grow_dc0.5 --run $GROWN --data-view $VIEW/view.json \
+    --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --run runs/grow_dc0.5 --run $GROWN \
+    --run runs/grow_dc0.5_s32 --run runs/grow_s32_cont --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
     --ablation docs/ablation_grid.md --ablation docs/ablation.md --notes docs/model_notes.md \
     --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
     --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD" \
-    --train-command "$TRAIN7_CMD" --train-command "$TRAIN8_CMD" --train-command "$TRAIN9_CMD"
+    --train-command "$TRAIN7_CMD" --train-command "$TRAIN8_CMD" --train-command "$TRAIN9_CMD" \
+    --train-command "$TRAIN10_CMD" --train-command "$TRAIN11_CMD"

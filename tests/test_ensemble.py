@@ -18,20 +18,23 @@ from backend.training.ensemble import ensemble_generators
 FCFG = FeatureConfig(k_bones=4, distance="euclidean", parent_candidate=True)
 
 
-def write_generator(path, seed: int, hidden: int = 16, pair_attention: int = 0, fcfg: FeatureConfig = FCFG):
+def write_generator(path, seed: int, hidden: int = 16, pair_attention: int = 0, fcfg: FeatureConfig = FCFG,
+                    summary: dict | None = None):
     torch.manual_seed(seed)
     g = Generator(hidden=hidden, fused=8, pair_attention=pair_attention, context_layers=1 if pair_attention else 0)
     with torch.no_grad():  # open the identity-start layers so that they change the output
         for name, p in g.named_parameters():
             if "gate" in name or name.startswith("attention.out"):
                 p.normal_(0.0, 0.3)
-    save_generator(path, g.state_dict(), g.config, dict(fcfg.__dict__), FEATURE_VERSION, {"best_score": seed})
+    save_generator(path, g.state_dict(), g.config, dict(fcfg.__dict__), FEATURE_VERSION,
+                   {"best_score": seed} if summary is None else summary)
     return g.eval()
 
 
 def test_ensemble_is_the_weighted_mean_of_predictions(tmp_path):
     a = write_generator(tmp_path / "a.pt", seed=0)
-    b = write_generator(tmp_path / "b.pt", seed=1, hidden=24, pair_attention=2)  # members may differ in shape
+    # members may differ in shape; a training run's best_generator.pt names its score val_score
+    b = write_generator(tmp_path / "b.pt", seed=1, hidden=24, pair_attention=2, summary={"val_score": 0.027})
     out = ensemble_generators([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "e.pt", weights=[1.0, 3.0])
     model, ckpt = load_generator_checkpoint(out)
     assert isinstance(model, GeneratorEnsemble) and ckpt["config"]["shares"] == [0.25, 0.75]
@@ -43,6 +46,7 @@ def test_ensemble_is_the_weighted_mean_of_predictions(tmp_path):
     np.testing.assert_allclose(we.sum(axis=1), 1.0, atol=1e-5)
     assert (we >= 0).all() and (we[:3, -1] == 0).all()
     assert [m["weight"] for m in ckpt["train_summary"]["ensemble"]] == [0.25, 0.75]
+    assert [m["best_score"] for m in ckpt["train_summary"]["ensemble"]] == [0.0, 0.027]
     assert ckpt["feature_config"]["parent_candidate"] is True
 
 

@@ -147,3 +147,24 @@ def test_card_continues_an_earlier_card(tmp_path):
     earlier.write_text(json.dumps({"training": {}}))
     with pytest.raises(RigError, match="not a model card with training steps"):
         model_card.run(args)
+
+
+def test_card_of_an_ensemble_lists_its_members(tmp_path):
+    members = [{"path": "runs/a/best_generator.pt", "sha256": "ab" * 32, "weight": 0.5, "best_score": 0.027},
+               {"path": "runs/b/best_generator.pt", "sha256": "cd" * 32, "weight": 0.5, "best_score": 0.028}]
+    ev, run, model, blend = card_inputs(tmp_path, 0, {"prior_blend": "0.5",
+                                                      "train_summary": json.dumps({"ensemble": members})})
+    args = SimpleNamespace(model=str(model), run=[str(run)], eval=[f"test={ev}"], ablation=None, notes=None,
+                           train_command=["train it"], data_view=None, out=None, blend=None, earlier_card=None)
+    assert model_card.run(args) == 0
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert [m["path"] for m in card["ensemble"]] == ["runs/a/best_generator.pt", "runs/b/best_generator.pt"]
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "an ensemble of 2 generators" in text and "`runs/b/best_generator.pt` (share 0.5, sha256 `cdcdcdcdcdcd…`)" in text
+    # a single generator's card says nothing of members
+    (tmp_path / "single").mkdir()
+    ev2, run2, model2, _ = card_inputs(tmp_path / "single", 0, {"prior_blend": "0.5"})
+    assert model_card.run(SimpleNamespace(**{**vars(args), "model": str(model2), "run": [str(run2)],
+                                             "eval": [f"test={ev2}"]})) == 0
+    single = json.loads((tmp_path / "single" / "model_card.json").read_text())
+    assert single["ensemble"] is None and "an ensemble of" not in (tmp_path / "single" / "MODEL_CARD.md").read_text()

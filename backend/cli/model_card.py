@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the shipped .onnx file")
     p.add_argument("--run", action="append", required=True,
                    help="training run folder (config.json, summary.json, log.jsonl); repeat it, in order, for a "
-                        "model made in steps (a warm-started run after the one it started from)")
+                        "model made in steps (a warm-started run after the one it started from); for an "
+                        "ensemble, every member's runs (the member the card's config comes from last)")
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="an evaluate output folder (results.jsonl, summary.md); repeatable")
     p.add_argument("--ablation", action="append", default=[],
@@ -113,6 +114,16 @@ def earlier_steps(card_path: Path) -> list[dict]:
     return [dict(st) for st in steps]
 
 
+def ensemble_members(meta: dict[str, str]) -> list[dict]:
+    """The members listed in a model's metadata train_summary (``python -m backend ensemble``: path, weight,
+    sha256, best_score each); [] for a single generator or an unreadable summary."""
+    try:
+        members = json.loads(meta.get("train_summary") or "{}").get("ensemble") or []
+    except (ValueError, AttributeError):
+        return []
+    return [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
+
+
 def training_step(run_dir: Path) -> dict:
     """One training run of the model: {"run", "config", "summary"} (summary {} while it has none)."""
     if not (run_dir / "config.json").is_file():
@@ -153,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     prior_blend, rule, sharpen, smooth, diffuse = (
         settings[k] for k in ("prior_blend", "prior_blend_rule", "sharpen", "smooth", "diffuse"))
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
+    members = ensemble_members(meta)
     card = {
         "model": model.name,
         "prior_blend": prior_blend,
@@ -161,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         "smooth": smooth,
         "diffuse": diffuse,
         "blend_sweep": blend,
+        "ensemble": members or None,
         "sha256": file_sha256(model),
         "size_bytes": model.stat().st_size,
         "command": " && ".join(st["command"] for st in in_order if st.get("command")),
@@ -179,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
           f"{seconds / 60:.1f} min, {total_steps} steps, seed {config.get('run', {}).get('seed')}"
           + (f", in {len(in_order)} steps: " + "; ".join(
               f"`{st['run']}` {(st.get('seconds') or 0) / 60:.1f} min" for st in in_order) if len(in_order) > 1 else ""),
+          *([f"- an ensemble of {len(members)} generators (`python -m backend ensemble`, `backend/models/ensemble.py`): "
+             "the runtime averages their predictions before the blend and the clean-up; members: " + "; ".join(
+                 f"`{m.get('path')}` (share {float(m.get('weight', 0)):.2g}, sha256 `{str(m.get('sha256'))[:12]}…`)"
+                 for m in members) + ". The training steps below are those of every member"] if members else []),
           *([f"- command: `{st['command']}`" for st in in_order if st.get("command")] or ["- command: see docs/model.md"]),
           (f"- prior blend per rig (metadata `prior_blend_rule`): the runtime weights are b x the generator's output + "
            f"(1 - b) x the prior it is given, with b = {rule.low:g} for one closed body, rising linearly to {rule.high:g} "

@@ -19,7 +19,7 @@ import torch
 from backend.inference.model_store import file_sha256
 from backend.models.generator import GROWTH, is_identity_start
 from backend.rig import RigError
-from backend.training.checkpoint import load_generator_checkpoint, save_generator
+from backend.training.checkpoint import best_score, load_generator_checkpoint, save_generator
 
 
 def _growth(config: dict) -> dict:
@@ -89,6 +89,6 @@ def average_generators(paths: Sequence[str | Path], out: str | Path,
             mean = sum(s * t for s, t in have) / total if total > 0 else have[0][1]
         state[name] = mean.to(tensor.dtype)
     summary = {"averaged": [{"path": str(p), "sha256": file_sha256(p), "weight": s,
-                             "best_score": ck.get("train_summary", {}).get("best_score")}
+                             "best_score": best_score(ck)}
                             for p, s, ck in zip(paths, share, ckpts)]}
     return save_generator(out, state, target, ckpts[0]["feature_config"], ckpts[0]["feature_version"], summary)

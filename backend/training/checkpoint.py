@@ -51,6 +51,14 @@ def save_generator(path: str | Path, state_dict: dict[str, torch.Tensor], config
                        "feature_version": feature_version, "train_summary": dict(train_summary)}, path)
 
 
+def best_score(ckpt: dict) -> float | None:
+    """The validation score a generator checkpoint was kept for: ``best_generator.pt`` from ``train`` stores
+    it as ``val_score``, averages and ensembles of earlier versions as ``best_score``; None when absent."""
+    summary = ckpt.get("train_summary") or {}
+    score = summary.get("best_score", summary.get("val_score"))
+    return float(score) if isinstance(score, (int, float)) else None
+
+
 def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
     """-> (Generator or GeneratorEnsemble in eval mode, the checkpoint dict: state_dict, config, feature_config, feature_version, train_summary)."""
     from backend.models.generator import generator_from_config

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from backend.inference.model_store import file_sha256
 from backend.rig import RigError
-from backend.training.checkpoint import load_generator_checkpoint, save_generator
+from backend.training.checkpoint import best_score, load_generator_checkpoint, save_generator
 
 
 def _flatten(ckpt: dict, share: float) -> list[tuple[dict, dict, float]]:
@@ -60,7 +60,7 @@ def ensemble_generators(paths: Sequence[str | Path], out: str | Path,
     except (ValueError, RuntimeError) as exc:
         raise RigError(f"these checkpoints cannot form an ensemble: {exc}") from None
     summary = {"ensemble": [{"path": str(p), "sha256": file_sha256(p), "weight": s,
-                             "best_score": ck.get("train_summary", {}).get("best_score")}
+                             "best_score": best_score(ck)}
                             for p, s, ck in zip(paths, share, ckpts)]}
     return save_generator(out, model.state_dict(), model.config, ckpts[0]["feature_config"],
                           ckpts[0]["feature_version"], summary)
