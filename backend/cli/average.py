@@ -24,10 +24,16 @@ HELP = "average generator checkpoints of one architecture (model soup)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_combine_arguments(p, "non-negative")
+
+
+def add_combine_arguments(p: argparse.ArgumentParser, kind: str) -> None:
+    """The arguments of a command that combines generator checkpoints (``average``, ``ensemble``);
+    ``kind`` says which weights it accepts ("non-negative", "positive")."""
     p.add_argument("checkpoints", nargs="+", help="generator checkpoints (.pt/.pth), at least two")
     p.add_argument("--out", required=True, help="output generator checkpoint")
     p.add_argument("--weights", type=_weights, default=None,
-                   help="comma-separated non-negative weights, one per checkpoint (default: equal)")
+                   help=f"comma-separated {kind} weights, one per checkpoint (default: equal)")
 
 
 def _weights(text: str) -> list[float]:

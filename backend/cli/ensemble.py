@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-from backend.cli.average import _weights
+from backend.cli.average import add_combine_arguments
 
 NAME = "ensemble"
 HELP = "combine generator checkpoints into one ensemble (mean of their predictions)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoints", nargs="+", help="generator checkpoints (.pt/.pth), at least two")
-    p.add_argument("--out", required=True, help="output generator checkpoint")
-    p.add_argument("--weights", type=_weights, default=None,
-                   help="comma-separated positive weights, one per checkpoint (default: equal)")
+    add_combine_arguments(p, "positive")
 
 
 def run(args: argparse.Namespace) -> int:

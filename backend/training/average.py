@@ -19,7 +19,7 @@ import torch
 from backend.inference.model_store import file_sha256
 from backend.models.generator import GROWTH, is_identity_start
 from backend.rig import RigError
-from backend.training.checkpoint import best_score, load_generator_checkpoint, save_generator
+from backend.training.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator
 
 
 def _growth(config: dict) -> dict:
@@ -38,14 +38,7 @@ def _target_config(paths: Sequence[str | Path], ckpts: list[dict]) -> dict:
         if diff:
             raise RigError(f"{p}: its config differs from {paths[first]}'s in {diff}: only generators of one "
                            f"architecture (or grown versions of it) and feature set can be averaged")
-        for key in ("feature_config", "feature_version"):
-            if ck[key] != ckpts[0][key]:
-                a, b = ckpts[0][key], ck[key]
-                if isinstance(a, dict) and isinstance(b, dict):
-                    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                    raise RigError(f"{p}: its {key} differs from {paths[0]}'s in {diff}: only generators of one "
-                                   f"architecture and feature set can be averaged")
-                raise RigError(f"{p}: its {key} {b!r} differs from {paths[0]}'s {a!r}")
+    check_same_features(paths, ckpts, "only generators of one architecture and feature set can be averaged")
     return target
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,20 @@ def best_score(ckpt: dict) -> float | None:
     summary = ckpt.get("train_summary") or {}
     score = summary.get("best_score", summary.get("val_score"))
     return float(score) if isinstance(score, (int, float)) else None
+
+
+def check_same_features(paths: Sequence[str | Path], ckpts: Sequence[dict], purpose: str) -> None:
+    """RigError naming the file and the differing settings unless every checkpoint's feature_config and
+    feature_version equal the first one's; ``purpose`` ends the message (what the sameness is for)."""
+    for p, ck in zip(paths, ckpts):
+        for key in ("feature_config", "feature_version"):
+            a, b = ckpts[0][key], ck[key]
+            if a == b:
+                continue
+            if isinstance(a, dict) and isinstance(b, dict):
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise RigError(f"{p}: its {key} differs from {paths[0]}'s in {diff}: {purpose}")
+            raise RigError(f"{p}: its {key} {b!r} differs from {paths[0]}'s {a!r}: {purpose}")
 
 
 def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):

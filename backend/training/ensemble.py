@@ -12,7 +12,7 @@ from typing import Sequence
 
 from backend.inference.model_store import file_sha256
 from backend.rig import RigError
-from backend.training.checkpoint import best_score, load_generator_checkpoint, save_generator
+from backend.training.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator
 
 
 def _flatten(ckpt: dict, share: float) -> list[tuple[dict, dict, float]]:
@@ -42,13 +42,7 @@ def ensemble_generators(paths: Sequence[str | Path], out: str | Path,
         raise RigError(f"an ensemble needs one positive weight per checkpoint ({len(paths)}), got {list(weights)}")
     share = [float(w) / float(sum(weights)) for w in weights]
     ckpts = [load_generator_checkpoint(p)[1] for p in paths]
-    for p, ck in zip(paths, ckpts):
-        for key in ("feature_config", "feature_version"):
-            if ck[key] != ckpts[0][key]:
-                a, b = ckpts[0][key], ck[key]
-                what = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) if isinstance(a, dict) else b
-                raise RigError(f"{p}: its {key} differs from {paths[0]}'s ({what}): ensemble members must take "
-                               f"the same features")
+    check_same_features(paths, ckpts, "ensemble members must take the same features")
     parts = [m for ck, s in zip(ckpts, share) for m in _flatten(ck, s)]
     config = {"members": [dict(c) for c, _, _ in parts], "shares": [s for _, _, s in parts]}
     state = {f"members.{i}.{k}": v for i, (_, sd, _) in enumerate(parts) for k, v in sd.items()}
