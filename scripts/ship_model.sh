@@ -37,6 +37,23 @@ METHODS="boneheat,nearest,envelope,geodesic,heat:skip_helpers=1,heat"
 chosen_cleanup() {
   python -c "import json, re, sys; m = re.match(r'diffusion ([0-9.]+) % of the diagonal, sharpen ([0-9.]+)', json.load(open(sys.argv[1]))['chosen']); print(m.group(1), m.group(2))" "$1"
 }
+# chosen_blend JSON: the fixed blend a blend-sweep chose (the per-rig rule's fallback)
+chosen_blend() {
+  python -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$1"
+}
+# refit RUN_DIR BLEND_JSON CLEANUP_JSON: export RUN_DIR's generator with the clean-up in use, fit its blend rule on
+# val + the out-of-style check (sets BLEND), export it with the rule as RUN_DIR/ruled.onnx, and study the clean-up
+# around the one in use (sets DIFFUSE and SHARPEN to the setting the study keeps)
+refit() {
+  python -m backend export "$1/best_generator.pt" "$1/generator.onnx" --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+  python -m backend blend-sweep "$1/generator.onnx" $VIEW/val --check $VIEW/out_of_style --fit-rule --out "$2"
+  BLEND=$(chosen_blend "$2")
+  python -m backend export "$1/best_generator.pt" "$1/ruled.onnx" --model-version candidate --prior-blend "$BLEND" \
+      --prior-blend-rule "$2" --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+  [ -f "$3" ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
+      --model "$1/ruled.onnx" $VIEW/val $VIEW/out_of_style --out "$3"
+  read -r DIFFUSE SHARPEN < <(chosen_cleanup "$3")
+}
 # train_step RUN_DIR COMMAND: skipped when RUN_DIR finished, resumed when it was killed
 train_step() {
   if [ ! -f "$1/summary.json" ]; then
@@ -77,7 +94,7 @@ read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/diffusion_wide_val.json)
 python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
     --fit-rule --out docs/cards/blend_val_1.9.json
-BLEND=$(python -c "import json; print(json.load(open('docs/cards/blend_val_1.9.json'))['chosen'])")
+BLEND=$(chosen_blend docs/cards/blend_val_1.9.json)
 python -m backend export $FINAL/best_generator.pt runs/model19.onnx --model-version 1.9 --prior-blend "$BLEND" \
     --prior-blend-rule docs/cards/blend_val_1.9.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 # step 8 (model 2.0): the grown generator, with model 1.9's clean-up and its blend rule refitted
@@ -88,15 +105,7 @@ python -m backend blend-sweep runs/grow_dc0.5/generator.onnx $VIEW/val --check $
 # step 9 (model 2.1): 12 more epochs; blend rule refitted; the clean-up study around 1.9's setting keeps it
 train_step runs/grow_dc0.5_cont "$TRAIN9_CMD"
 GROWN=runs/grow_dc0.5_cont
-python -m backend export $GROWN/best_generator.pt $GROWN/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-python -m backend blend-sweep $GROWN/generator.onnx $VIEW/val --check $VIEW/out_of_style \
-    --fit-rule --out docs/cards/blend_val_2.1.json
-BLEND=$(python -c "import json; print(json.load(open('docs/cards/blend_val_2.1.json'))['chosen'])")
-python -m backend export $GROWN/best_generator.pt $GROWN/ruled.onnx --model-version candidate --prior-blend "$BLEND" \
-    --prior-blend-rule docs/cards/blend_val_2.1.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-[ -f docs/cards/diffusion_around_val_2.1.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
-    --model $GROWN/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/cards/diffusion_around_val_2.1.json
-read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/cards/diffusion_around_val_2.1.json)
+refit $GROWN docs/cards/blend_val_2.1.json docs/cards/diffusion_around_val_2.1.json
 # steps 10-11 (model 2.2): the second member, then the ensemble of the two (mean of their predictions); blend
 # rule refitted; the clean-up study around the same setting keeps it
 train_step runs/grow_dc0.5_s32 "$TRAIN10_CMD"
@@ -104,15 +113,7 @@ train_step runs/grow_s32_cont "$TRAIN11_CMD"
 ENS=runs/ens7
 [ -f $ENS/best_generator.pt ] || python -m backend ensemble $GROWN/best_generator.pt runs/grow_s32_cont/best_generator.pt \
     --out $ENS/best_generator.pt
-python -m backend export $ENS/best_generator.pt $ENS/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-python -m backend blend-sweep $ENS/generator.onnx $VIEW/val --check $VIEW/out_of_style \
-    --fit-rule --out docs/blend_val.json
-BLEND=$(python -c "import json; print(json.load(open('docs/blend_val.json'))['chosen'])")
-python -m backend export $ENS/best_generator.pt $ENS/ruled.onnx --model-version candidate --prior-blend "$BLEND" \
-    --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-[ -f docs/diffusion_around_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
-    --model $ENS/ruled.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_around_val.json
-read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/diffusion_around_val.json)
+refit $ENS docs/blend_val.json docs/diffusion_around_val.json
 python -m backend export $ENS/best_generator.pt models/autoskin.onnx --model-version 2.2 --prior-blend "$BLEND" \
     --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 cp $ENS/best_generator.pt models/autoskin.pth
