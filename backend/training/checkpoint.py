@@ -11,11 +11,14 @@ For the export engineer: ``best_generator.pt`` (in the run folder) is a ``torch.
     # meta["feature_config"]: FeatureConfig fields (FeatureConfig(**meta["feature_config"]))
     # meta["feature_version"]: backend.features.pipeline.FEATURE_VERSION at training time
 
-``state.pt`` is the full resumable state (models, optimisers, schedulers, RNG states, position).
-Both are written atomically (temporary file + rename).
+``state.pt`` is the full resumable state (models, optimisers, schedulers, RNG states, position), made
+of tensors, numbers, strings, lists and dicts only: both files are read with ``weights_only=True``
+and a file holding any other object is refused. Both are written atomically (temporary file, fsync,
+rename).
 """
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +29,8 @@ import torch
 from backend.io.atomic import atomic_path
 from backend.rig import RigError
 
+#: Phrases of torch's weights-only unpickler that mean the file names a Python object (not a corrupt file).
+OBJECT_REFUSALS = ("GLOBAL", "Can only build", "Can only create")
 GENERATOR_KEYS = ("state_dict", "config", "feature_config", "feature_version", "train_summary")
 
 
@@ -80,10 +85,12 @@ def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
     path = Path(path)
     if not path.is_file():
         raise RigError(f"{path}: no such generator checkpoint")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise RigError(f"{path}: not a readable generator checkpoint ({exc})") from None
+    ckpt = load_torch_file(path, "generator checkpoint", map_location)
+    if not isinstance(ckpt, dict):
+        raise RigError(f"{path}: not a generator checkpoint (a {type(ckpt).__name__}, not a dict)")
+    if "G" in ckpt and "pos" in ckpt and "state_dict" not in ckpt:
+        raise RigError(f"{path}: a resumable training state, not a generator checkpoint; use "
+                       f"{path.with_name('best_generator.pt')} (written by the same run)")
     missing = [k for k in GENERATOR_KEYS if k not in ckpt]
     if missing:
         raise RigError(f"{path}: generator checkpoint lacks {missing}")
@@ -100,27 +107,56 @@ def load_generator_checkpoint(path: str | Path, map_location: str = "cpu"):
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU, and CUDA when present) generator states."""
-    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch (CPU, and CUDA when present) generator states, as tensors, numbers,
+    strings and lists only (what ``torch.load(weights_only=True)`` reads back)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+           "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+           "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    """Read a resumable ``state.pt`` (full pickle: it holds RNG states and the config)."""
+    """Read a resumable ``state.pt`` (tensors, numbers, strings, lists and dicts only)."""
     path = Path(path)
     if not path.is_file():
         raise RigError(f"{path}: no checkpoint to resume from")
+    state = load_torch_file(path, "checkpoint")
+    if not isinstance(state, dict):
+        raise RigError(f"{path}: not a training state (a {type(state).__name__}, not a dict)")
+    return state
+
+
+def load_torch_file(path: Path, what: str, map_location: str = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: only tensors, numbers, strings, lists and dicts are read, so a
+    file holding any other object is refused, never run. RigError in one line naming ``path``."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise RigError(f"{path}: not a readable checkpoint ({exc})") from None
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if any(phrase in str(exc) for phrase in OBJECT_REFUSALS):
+            raise RigError(f"{path}: holds objects other than tensors, numbers, strings, lists and dicts; "
+                           f"refused, as loading them could run code") from None
+        raise RigError(f"{path}: not a readable {what} (truncated, corrupt or not a torch file)") from None
+    except Exception as exc:  # noqa: BLE001 -- torch raises many kinds for a truncated or foreign file
+        raise RigError(f"{path}: not a readable {what} (truncated, corrupt or not a torch file: "
+                       f"{type(exc).__name__}: {first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's load errors run over many lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
