@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename."""
+"""Atomic file writes: write to a temporary file beside the target, flush it to disk, then rename."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +10,9 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success it replaces ``path``.
+    """Yield a temporary path in the target's folder; on success it is flushed to disk (fsync) and
+    replaces ``path``, and the folder's entry is flushed too, so a power cut leaves the old or the new
+    file, never a half-written one.
 
     On error the temporary file is removed and ``path`` is left as it was.
     """
@@ -25,11 +27,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        if os.name == "posix":  # a folder cannot be opened for fsync on Windows
+            fsync_path(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or on POSIX a folder's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def unique_path(path: str | os.PathLike) -> Path:

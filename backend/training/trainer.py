@@ -578,7 +578,7 @@ class Trainer:
             if not self.opts or set(self.opts) != ({"g", "ds", "du"} if stage == 2 else {"g"}):
                 self.build_optimizers(stage)
             stop_stage = False
-            while self.pos["epoch"] < self.stage_epochs(stage) and not stop_stage:
+            while not stop_stage and self.pos["epoch"] < self.stage_epochs(stage):
                 epoch = self.pos["epoch"]
                 batches = epoch_batches(sizes, cfg.data.vertex_budget, cfg.run.seed, epoch + 1000 * stage, 0,
                                         self.dist.rank, self.dist.world)
