@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backend.cli._types import bounded
+
 NAME = "finetune"
 HELP = "fine-tune the model on artists' corrected weights and publish a new version"
 
@@ -34,15 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="TOML config (optim/loss/data/run sections used)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable), e.g. --set optim.lr_g=5e-5")
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the corrections (default 20)")
-    parser.add_argument("--replay-share", type=float, default=0.5,
-                        help="fraction of the steps spent on the original train split (default 0.5)")
-    parser.add_argument("--changed-weight", type=float, default=5.0,
-                        help="loss weight of the vertices the artist changed (default 5)")
-    parser.add_argument("--changed-threshold", type=float, default=0.05,
-                        help="a vertex is changed when L1(corrected - predicted row) exceeds this (default 0.05)")
-    parser.add_argument("--tolerance", type=float, default=0.02,
-                        help="refuse when the validation per-vertex L1 rises by more than this (default 0.02)")
+    parser.add_argument("--epochs", type=bounded(int, 1, what="passes, a whole number"), default=20,
+                        help="passes over the corrections, >= 1 (default 20)")
+    parser.add_argument("--replay-share", type=bounded(float, 0.0, 1.0, "a share"), default=0.5,
+                        help="fraction of the steps spent on the original train split, 0..1 (default 0.5)")
+    parser.add_argument("--changed-weight", type=bounded(float, 0.0, what="a loss weight"), default=5.0,
+                        help="loss weight of the vertices the artist changed, >= 0 (default 5)")
+    parser.add_argument("--changed-threshold", type=bounded(float, 0.0, 2.0, "an L1 distance"), default=0.05,
+                        help="a vertex is changed when L1(corrected - predicted row) exceeds this, 0..2 "
+                             "(default 0.05)")
+    parser.add_argument("--tolerance", type=bounded(float, 0.0, 2.0, "an L1 rise"), default=0.02,
+                        help="refuse when the validation per-vertex L1 rises by more than this, 0..2 (default 0.02)")
     parser.add_argument("--holdout-eval", action="store_true",
                         help="also fine-tune once per held-out fold (leave-one-out up to 5 corrections)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")

@@ -9,33 +9,20 @@ from __future__ import annotations
 
 import argparse
 
+from backend.cli._types import bounded
 from backend.inference.postprocess import DEFAULT_PRUNE, MAX_DIFFUSE, MAX_SMOOTH, SHARPEN_RANGE
 
 NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
 
-def _bounded(convert: type, low: float, high: float, what: str):
-    """An argparse type: ``convert(text)`` within [low, high], described as ``what`` in its docstring."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            kind = "a whole number" if convert is int else "a number"
-            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
-        return value
-
-    parse.__doc__ = f"argparse type: {what} in [{low:g}, {high:g}]."
-    return parse
-
-
-unit_interval = _bounded(float, 0.0, 1.0, "a number")
-sharpen_power = _bounded(float, *SHARPEN_RANGE, "a sharpening power")
-smooth_iterations = _bounded(int, 0, MAX_SMOOTH, "smoothing iterations, a whole number")
-diffuse_percent = _bounded(float, 0.0, MAX_DIFFUSE, "a diffusion reach in % of the character's size")
+unit_interval = bounded(float, 0.0, 1.0, "a number")
+sharpen_power = bounded(float, *SHARPEN_RANGE, "a sharpening power")
+smooth_iterations = bounded(int, 0, MAX_SMOOTH, "smoothing iterations, a whole number")
+diffuse_percent = bounded(float, 0.0, MAX_DIFFUSE, "a diffusion reach in % of the character's size")
+prune_threshold = bounded(float, 0.0, 1.0, "a weight threshold", open_high=True)
+influence_count = bounded(int, 0, what="bones per vertex, a whole number")
+thread_count = bounded(int, 1, what="threads, a whole number")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -43,8 +30,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("learned", "geodesic", "heat"), default="learned",
                    help="learned model (default), or model-free: geodesic prior or heat diffusion")
     p.add_argument("--model", default=None, help="ONNX model (default: $AUTOSKIN_MODEL or models/autoskin.onnx)")
-    p.add_argument("--max-influences", type=int, default=4, help="bones per vertex at most, 0 = no limit (4)")
-    p.add_argument("--prune", type=float, default=DEFAULT_PRUNE, help=f"fade out weights below this ({DEFAULT_PRUNE})")
+    p.add_argument("--max-influences", type=influence_count, default=4,
+                   help="bones per vertex at most, 0 = no limit (4)")
+    p.add_argument("--prune", type=prune_threshold, default=DEFAULT_PRUNE,
+                   help=f"fade out weights below this, 0 <= P < 1 ({DEFAULT_PRUNE})")
     p.add_argument("--smooth", type=smooth_iterations, default=None,
                    help="Laplacian smoothing iterations over the mesh, 0..20 (default: the model's own choice, "
                         "none for the shipped model; 0 in the model-free modes)")
@@ -53,7 +42,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                         f"0..{MAX_DIFFUSE:g} (default: the model's own choice; 0 in the model-free modes). Unlike "
                         "--smooth it blurs a dense and a low-poly mesh alike")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: onnxruntime's)")
+    p.add_argument("--threads", type=thread_count, default=None, help="onnxruntime threads, >= 1 (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
                    help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the model's own "
                         "choice, per character for the shipped model; 1 = the network alone)")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.rig import RigError
+from backend.training.config_rules import check_values
 
 
 @dataclass
@@ -174,7 +175,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> TrainConfig:
-    """Build a TrainConfig; unknown sections/keys and wrong types raise RigError naming ``source``."""
+    """Build a TrainConfig; unknown sections/keys, wrong types and values out of range
+    (``config_rules.RULES``) raise RigError naming ``source`` and the key."""
     cfg = TrainConfig()
     for section, values in data.items():
         if not hasattr(cfg, section) or not is_dataclass(getattr(cfg, section)):
@@ -187,10 +189,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> TrainCon
             if key not in names:
                 raise RigError(f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(names))})")
             setattr(sub, key, _coerce(value, getattr(sub, key), f"{source}: {section}.{key}"))
-    for key in ("augment_remesh", "augment_detach", "augment_detach_copies"):  # probabilities
-        value = getattr(cfg.data, key)
-        if not 0.0 <= value <= 1.0:
-            raise RigError(f"{source}: data.{key} is a probability, between 0 and 1; got {value}")
+    check_values(cfg, source)
     return cfg
 
 
