@@ -8,6 +8,8 @@ Two layouts are supported:
 
 The chosen folder is put on ``sys.path``; if a different ``backend`` package is already imported
 (another add-on's module of the same name), :func:`ensure_backend` raises with both paths.
+:func:`release_backend` takes the folder and its modules away again and :func:`forget_modules` drops
+the add-on's own modules that bound them, so that the next enable loads both afresh.
 This module imports nothing but the standard library.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Iterable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENDOR_DIR = os.path.join(HERE, "vendor")
@@ -74,3 +77,13 @@ def release_backend() -> None:
             if os.path.abspath(path).startswith(prefix):
                 del sys.modules[name]
     _added_path.clear()
+
+
+def forget_modules(package: str, names: Iterable[str]) -> None:
+    """Drop the submodules ``package.<name>`` from ``sys.modules`` and from the package, so that the
+    next ``from . import <name>`` runs them again (against the runtime loaded at that time)."""
+    parent = sys.modules.get(package)
+    for name in names:
+        sys.modules.pop(f"{package}.{name}", None)
+        if parent is not None and name in vars(parent):
+            delattr(parent, name)

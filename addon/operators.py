@@ -28,6 +28,9 @@ def _import_predictor():
     try:
         from backend.inference.predictor import Predictor
     except ImportError as exc:
+        if (getattr(exc, "name", None) or "").split(".")[0] == "backend":
+            raise RuntimeMissing(f"Auto Skin: its runtime modules cannot be imported ({exc}); disable and enable "
+                                 f"the add-on, or reinstall the extension") from None
         raise RuntimeMissing(
             f"Auto Skin: the runtime cannot be imported ({exc}). onnxruntime and scipy come with the "
             f"extension build for your platform: reinstall the matching zip") from None

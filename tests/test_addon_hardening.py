@@ -1,0 +1,75 @@
+"""Hardening of the add-on (issue 25, items 11-14 and the smaller ones), checked on the installed
+extension zip in real Blender (bpy, headless), with the fixtures and helpers of ``test_addon``.
+
+Weights are read back from the vertex groups; the re-enable case runs in a fresh Python where
+only the zip's vendored runtime can be imported.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from backend.io.npz import load_npz  # noqa: E402
+from conftest import make_capsule_chain  # noqa: E402
+from test_addon import (PKG, addon, fingerprint, fresh, make_scene, run, select, weights,  # noqa: E402,F401
+                        world_vertices, zip_path)
+
+NAMES = ["bone_0", "bone_1", "bone_2"]
+
+
+# ----------------------------------------------------------------------------- 11: disable, enable
+def test_disable_then_enable_keeps_working(zip_path, tmp_path):
+    """Disable and enable the installed add-on twice in one session: Auto Skin and Export still run on
+    the zip's own runtime, and an error raised inside the runtime still gets its clean message."""
+    script = tmp_path / "cycle.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        import bpy
+        PKG = {PKG!r}
+        assert not any(os.path.isdir(os.path.join(p, "backend")) for p in sys.path if p), "repo on sys.path"
+        bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(zip_path)!r},
+                                                 enable_on_install=True)
+        for _ in range(2):
+            bpy.ops.preferences.addon_disable(module=PKG)
+            assert "backend" not in sys.modules
+            bpy.ops.preferences.addon_enable(module=PKG)
+        bpy.ops.wm.read_homefile(use_empty=True)
+        bpy.ops.mesh.primitive_uv_sphere_add(radius=1.0)
+        mesh = bpy.context.object
+        bpy.ops.object.armature_add(location=(0, 0, -0.5))
+        mesh.select_set(True)
+        out = {{"skin": sorted(bpy.ops.autoskin.auto_skin(mode="GEODESIC"))}}
+        out["groups"] = [g.name for g in mesh.vertex_groups]
+        out["export"] = sorted(bpy.ops.autoskin.export_corrections(directory={str(tmp_path / "out")!r}))
+        out["files"] = sorted(os.listdir({str(tmp_path / "out")!r}))
+        bad = {str(tmp_path / "bad.onnx")!r}
+        open(bad, "wb").write(b"not a model")
+        try:
+            bpy.ops.autoskin.auto_skin(mode="LEARNED", model_path=bad)
+            out["bad_model"] = "no error"
+        except RuntimeError as exc:
+            out["bad_model"] = str(exc)
+        out["backend"] = sys.modules["backend"].__file__
+        out["same_error_class"] = sys.modules[PKG + ".operators"].RigError is sys.modules["backend.rig"].RigError
+        print(json.dumps(out))
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["skin"] == ["FINISHED"] and out["groups"] == ["Bone"]
+    assert out["export"] == ["FINISHED"] and len(out["files"]) == 1
+    assert "/extensions/user_default/autoskin/vendor/backend/" in out["backend"]
+    assert out["same_error_class"]
+    assert "not a readable ONNX model" in out["bad_model"] and "Auto Skin failed" not in out["bad_model"]
