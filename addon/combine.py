@@ -14,6 +14,12 @@ import numpy as np
 
 from backend.inference.postprocess import limit_influences
 
+#: A row whose kept weights leave less than this gives the free bones nothing: what is left is the
+#: rounding of float32 weights that already sum to 1 (Blender's Armature modifier divides each
+#: vertex by its weight sum, so it deforms nothing), and writing it would add dust-sized weights that
+#: game exporters count as influences.
+REMAINDER_TOLERANCE = 1e-4
+
 
 def fill_remainder(predicted: np.ndarray, kept: np.ndarray, free: np.ndarray, max_influences: int) -> np.ndarray:
     """Weights of the free bones, scaled to fill what the kept bones leave of each row.
@@ -23,7 +29,8 @@ def fill_remainder(predicted: np.ndarray, kept: np.ndarray, free: np.ndarray, ma
     free: (J,) bool.
     max_influences: limit on non-zero weights per final row, kept + free (0: unlimited); a row whose
     kept bones already use the whole budget gets no free weight.
-    Returns (V, J) float32, zero outside ``free``; row sums = clip(1 - kept row sum, 0, 1).
+    Returns (V, J) float32, zero outside ``free``; row sums = clip(1 - kept row sum, 0, 1), and 0
+    where that is below :data:`REMAINDER_TOLERANCE`.
     """
     predicted = np.asarray(predicted, np.float64)
     kept = np.clip(np.asarray(kept, np.float64), 0.0, None)
@@ -33,6 +40,7 @@ def fill_remainder(predicted: np.ndarray, kept: np.ndarray, free: np.ndarray, ma
     p = np.clip(predicted, 0.0, None) * free[None, :]
     kept = kept * ~free[None, :]
     remainder = np.clip(1.0 - kept.sum(axis=1), 0.0, 1.0)
+    remainder[remainder < REMAINDER_TOLERANCE] = 0.0
     out = np.zeros_like(p)
     has = p.sum(axis=1) > 0.0
     if max_influences > 0:

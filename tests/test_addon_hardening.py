@@ -73,3 +73,50 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
     assert "/extensions/user_default/autoskin/vendor/backend/" in out["backend"]
     assert out["same_error_class"]
     assert "not a readable ONNX model" in out["bad_model"] and "Auto Skin failed" not in out["bad_model"]
+
+
+# ----------------------------------------------------------------------------- 12: no weight dust
+def _paint_full_rows(mesh, rig) -> np.ndarray:
+    """Paint bone_0 + bone_1 = 1 (float32, so their sum is off by a rounding step) on the lower
+    part, bone_1 / bone_2 halves in the middle and bone_2 alone on top; returns the (V,) bool rows
+    the first two bones fill."""
+    z = rig.vertices[:, 2]
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.05, 0.95, len(z)).astype(np.float32)
+    low, mid, top = z < 1.2, (z >= 1.2) & (z < 1.8), z >= 1.8
+    cols = np.zeros((len(z), 3), np.float32)
+    cols[low, 0], cols[low, 1] = a[low], (np.float32(1.0) - a[low])
+    cols[mid, 1], cols[mid, 2] = 0.5, 0.5
+    cols[top, 2] = 1.0
+    for j, name in enumerate(NAMES):
+        g = mesh.vertex_groups.new(name=name)
+        for i in np.flatnonzero(cols[:, j] > 0):
+            g.add([int(i)], float(cols[i, j]), "REPLACE")
+    return low
+
+
+@pytest.mark.parametrize("how", ["selected bone", "locked groups"])
+def test_kept_groups_that_fill_a_row_leave_no_dust(fresh, how):
+    """Re-weighting bone_2 alone (the only selected bone, or the only unlocked group) must not add it,
+    even with a tiny weight, to vertices whose kept groups already sum to 1."""
+    mesh, arm, rig = make_scene(3)
+    full = _paint_full_rows(mesh, rig)
+    before = weights(mesh, NAMES)
+    kept_sum = before[:, :2].astype(np.float64).sum(axis=1)
+    assert (kept_sum[full] < 1.0).sum() > 20  # float32 rounding leaves 1 - sum > 0 on these rows
+    if how == "selected bone":
+        for pb in arm.pose.bones:
+            pb.select = pb.name == "bone_2"
+        res, msg = run(only_selected_bones=True)
+    else:
+        for name in ("bone_0", "bone_1"):
+            mesh.vertex_groups[name].lock_weight = True
+        res, msg = run(respect_locked=True)
+    assert res == {"FINISHED"}, msg
+    group = mesh.vertex_groups["bone_2"].index
+    members = np.array([any(g.group == group for g in v.groups) for v in mesh.data.vertices])
+    assert not members[full].any(), f"{int(members[full].sum())} vertices gained bone_2"
+    w = weights(mesh, NAMES)
+    np.testing.assert_array_equal(w[:, :2], before[:, :2])
+    np.testing.assert_allclose(w[~full].sum(axis=1), 1.0, atol=1e-5)
+    assert w[~full, 2].min() >= 0.5 - 1e-6
