@@ -9,12 +9,20 @@ that training never sees)::
 writes ``OUT/train`` (train split minus the held-out groups), ``OUT/val``, ``OUT/test`` and
 ``OUT/out_of_style`` (the held-out groups), each a folder of symbolic links, plus ``OUT/view.json``
 and a copy of ``manifest.jsonl`` (so ``evaluate`` finds each rig's kind).
+
+With ``--folds FILE --holdout-fold N`` it writes one leave-domain-out fold's view instead
+(backend/training/folds.py): ``train`` = rigs/train + the styles domains of the other folds,
+``val`` = rigs/val, ``test`` = rigs/test, ``heldout`` = fold N's domains; ``--holdout-fold none``
+puts every styles rig in ``train`` (the shipped recipe's view)::
+
+    python -m backend data-view ../shared/data --folds configs/folds.json --holdout-fold 0 --out runs/views/cv0
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 NAME = "data-view"
@@ -26,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--holdout-group", action="append", default=[],
                    help="manifest group (or group prefix) held out of train into out_of_style; repeatable")
+    p.add_argument("--folds", default=None, help="folds JSON (python -m backend folds): write a fold's view")
+    p.add_argument("--holdout-fold", default=None, metavar="N|none",
+                   help="with --folds: the fold held out (0-based), or 'none' to train on every styles rig")
 
 
 def plan_view(manifest_rows: list[dict], holdout: list[str]) -> dict[str, list[str]]:
@@ -40,7 +51,31 @@ def plan_view(manifest_rows: list[dict], holdout: list[str]) -> dict[str, list[s
     return view
 
 
+def run_folds(args: argparse.Namespace) -> int:
+    from backend.training.folds import load_folds, write_fold_view
+
+    if args.holdout_group:
+        print("error: --holdout-group and --folds exclude each other", file=sys.stderr)
+        return 2
+    folds = load_folds(args.folds)
+    raw = str(args.holdout_fold if args.holdout_fold is not None else "")
+    if raw == "none":
+        holdout = None
+    elif raw.isdigit():
+        holdout = int(raw)
+    else:
+        print(f"error: --holdout-fold must be a fold number or 'none', got {raw or 'nothing'}", file=sys.stderr)
+        return 2
+    print(json.dumps(write_fold_view(args.data, args.out, folds, holdout)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.folds:
+        return run_folds(args)
+    if args.holdout_fold is not None:
+        print("error: --holdout-fold needs --folds", file=sys.stderr)
+        return 2
     data = Path(args.data).resolve()
     rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
     by_file = {r["file"]: r for r in rows}

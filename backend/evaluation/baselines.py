@@ -111,8 +111,31 @@ def _geodesic_factory(arg: str | None) -> MethodFn:
     return lambda rig: geodesic_prior_weights(rig)
 
 
+def fill_unweighted(rig: Rig, weights: np.ndarray) -> np.ndarray:
+    """(V, J) weights with every all-zero row given the weights of the nearest weighted vertex
+    (Blender's bone heat silently leaves vertices it cannot reach unweighted; a rigger paints
+    them from their neighbours). Without any weighted vertex the nearest deform bone takes them."""
+    w = np.asarray(weights, np.float32).copy()
+    empty = w.sum(axis=1) <= 0
+    if not empty.any():
+        return w
+    if empty.all():
+        return nearest_bone_weights(rig)
+    from scipy.spatial import cKDTree
+
+    donors = np.flatnonzero(~empty)
+    _, nearest = cKDTree(rig.vertices[donors]).query(rig.vertices[empty])
+    w[empty] = w[donors[nearest]]
+    return w
+
+
 @register("boneheat")
 def _boneheat_factory(arg: str | None) -> MethodFn:
+    """``boneheat`` or ``boneheat:fill`` (vertices Blender left unweighted take their nearest
+    weighted neighbour's weights)."""
+    if arg not in (None, "fill"):
+        raise MethodUnavailable(f"boneheat:{arg}: the only setting is 'fill'")
+    fill = arg == "fill"
     try:
         from backend.blender.boneheat import bone_heat_weights
     except ImportError as exc:
@@ -120,6 +143,8 @@ def _boneheat_factory(arg: str | None) -> MethodFn:
 
     def run(rig: Rig) -> MethodResult:
         w, info = bone_heat_weights(rig)
+        if fill:
+            w = fill_unweighted(rig, w)
         return w, {"boneheat_unweighted": int(info.get("unweighted_vertices", 0)),
                    "boneheat_failed": bool(info.get("failed", False)),
                 "boneheat_message": str(info.get("message", ""))}

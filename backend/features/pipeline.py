@@ -41,6 +41,10 @@ class FeatureConfig:
     #: the parent of each vertex's nearest bone is always a candidate (it takes the farthest slot when
     #: missing): a part often belongs to the bone that carries it, e.g. a tank hull to the root
     parent_candidate: bool = field(default=False, metadata={"key_omits_default": True})
+    #: add the geodesic falloff weight of each candidate (features.geodesic.geodesic_weights) as one
+    #: more pair column, so a generator fed the heat prior also sees the other prior and can learn
+    #: which one to trust (they disagree most on characters built from separate boxes)
+    geodesic_pair: bool = field(default=False, metadata={"key_omits_default": True})
 
     def key_fields(self) -> dict:
         """The fields that identify the features (backend.features.cache.key_fields: options added
@@ -54,10 +58,10 @@ class FeatureConfig:
 
     @property
     def pair_dim(self) -> int:
-        """Columns of pair_feat: FP, plus FPIECE with ``piece_features``."""
+        """Columns of pair_feat: FP, plus FPIECE with ``piece_features``, plus 1 with ``geodesic_pair``."""
         from backend.features.pieces import FPIECE
 
-        return FP + (FPIECE if self.piece_features else 0)
+        return FP + (FPIECE if self.piece_features else 0) + (1 if self.geodesic_pair else 0)
 
 
 @dataclass
@@ -292,6 +296,10 @@ def compute_features(rig: Rig, config: FeatureConfig = FeatureConfig()) -> RigFe
         from backend.features.pieces import piece_pair_features
 
         pair = np.concatenate([pair, piece_pair_features(verts, rig.faces, heads, tails, cand, prior)], axis=2)
+    if config.geodesic_pair:
+        from backend.features.geodesic import geodesic_weights
+
+        pair = np.concatenate([pair, geodesic_weights(gdist)[..., None]], axis=2).astype(np.float32)
 
     vfeat = np.concatenate([verts, normals, mean_off, min_e[:, None]], axis=1).astype(np.float32)
     assert vfeat.shape[1] == FV

@@ -36,6 +36,7 @@ class FeaturesConfig:
     prior: str = "geodesic"  # prior weights fed to G: "geodesic" or "heat"
     piece_features: bool = False  # pair features about each vertex's separate mesh piece (features/pieces.py)
     parent_candidate: bool = False  # the nearest bone's parent is always a candidate (features/pipeline.py)
+    geodesic_pair: bool = False  # the geodesic falloff weight of each candidate as one more pair feature
 
 
 @dataclass
@@ -50,6 +51,9 @@ class DataConfig:
     augment_detach_copies: float = 1.0  # probability that a variant is detached at all (the others stay whole)
     skip_helper_bones: bool = False  # helper bones (*_end, pole targets) are no candidates, as in the runtime
     cache_dir: str = ""  # "" -> <out>/../cache (i.e. runs/cache)
+    synth_unlabeled: int = 0  # recipe / cv: that many synthetic creatures (seed synth_seed) join the unlabelled pool
+    synth_seed: int = 1
+    domain_balance: float = 0.0  # rig loss weight n_domain ** -x (0: off; 1: every domain equal); needs domains.json
     plot_rigs: int = 3  # validation characters drawn in the weight-map plots
 
 
@@ -124,6 +128,16 @@ class RunConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """Post-network settings written into the exported model by ``recipe`` and ``cv`` (training
+    ignores them): the generator's share against its prior, sharpening power, diffusion reach (%)."""
+
+    prior_blend: float = 1.0
+    sharpen: float = 1.0
+    diffuse: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -133,6 +147,7 @@ class TrainConfig:
     stages: StagesConfig = field(default_factory=StagesConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -53,6 +53,7 @@ class Sample:
     coverage: float = 1.0
     displacement: np.ndarray | None = None  # (P, V, K, 3) float32, see training.poses
     blend: float = 1.0  # the generator's share of the runtime weights for this rig (the rest is its prior)
+    weight: float = 1.0  # the rig's weight in the supervised losses (training.folds.domain_weights)
 
     @property
     def num_vertices(self) -> int:
@@ -277,6 +278,8 @@ def collate_samples(samples: list[Sample]) -> Batch:
         arrays["displacement"] = np.concatenate(disp, axis=1)
         if any(s.blend != 1.0 for s in samples):  # (V,) the runtime's prior blend of each row's rig
             arrays["blend"] = np.concatenate([np.full(s.num_vertices, s.blend, np.float32) for s in samples])
+    if any(s.weight != 1.0 for s in samples):  # (V,) the loss weight of each row's rig
+        arrays["rig_weight"] = np.concatenate([np.full(s.num_vertices, s.weight, np.float32) for s in samples])
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     return Batch(tensors, len(samples), [s.name for s in samples])
 
@@ -286,7 +289,10 @@ class RigSet:
 
     def __init__(self, paths: list[Path], labeled: list[bool], store: FeatureStore, max_vertices: int,
                  augment_variants: int = 0, deform_poses: int = 0, blend_rule: PieceBlendRule | None = None,
-                 memo: bool = False):
+                 memo: bool = False, weights: list[float] | None = None):
+        if weights is not None and len(weights) != len(paths):
+            raise ValueError(f"{len(weights)} rig weights for {len(paths)} rigs")
+        self.weights = list(weights) if weights is not None else None  # per-rig loss weights (None: all 1)
         self.deform_poses = int(deform_poses)  # > 0: labelled samples carry candidate displacements
         # keep every sample built (validation: the same rigs, seed and epoch every time, so the posed
         # displacements are computed once instead of once per epoch)
@@ -354,6 +360,8 @@ class RigSet:
                 seed=int(rng.integers(2**31))))
             if self.blend_rule is not None:
                 s = replace(s, blend=self.blend_rule.blend_for_share(self.piece_share(i)))
+        if self.weights is not None:
+            s = replace(s, weight=float(self.weights[i]))
         return s
 
     def batch(self, indices: list[int], seed: int, epoch: int) -> Batch:

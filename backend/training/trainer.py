@@ -43,7 +43,8 @@ from backend.training.losses import (consistency_loss, deformation_loss, gradien
                                      supervised_loss, total_loss, wgan_critic_loss, wgan_generator_loss)
 
 #: Config keys that may differ between a run and its resumption.
-RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device")}
+RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"),
+               ("runtime", "prior_blend"), ("runtime", "sharpen"), ("runtime", "diffuse")}
 
 
 def _f(t: torch.Tensor) -> float:
@@ -208,7 +209,16 @@ class Trainer:
                 rule = load_rule_file(cfg.loss.deform_blend_rule)
             except ValueError as exc:
                 raise RigError(f"loss.deform_blend_rule: {exc}") from None
-        self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av, poses, rule)
+        weights = None
+        if cfg.data.domain_balance > 0:
+            from backend.training.folds import domain_weights
+
+            listing = data_dir / "domains.json"
+            if not listing.is_file():
+                raise RigError(f"data.domain_balance needs {listing} (a fold view: python -m backend data-view --folds)")
+            weights = domain_weights([p.name for p in lab], json.loads(listing.read_text()), cfg.data.domain_balance)
+        self.train_l = RigSet(lab, [True] * len(lab), self.store, cfg.data.max_vertices, av, poses, rule,
+                              weights=weights)
         self.train_u = RigSet(unl, [False] * len(unl), self.store, cfg.data.max_vertices, 0)
         val = list_rigs(data_dir / "val")
         self.val = RigSet(val, [True] * len(val), self.store, 10**9, 0, poses, rule, memo=True)
@@ -262,10 +272,12 @@ class Trainer:
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def row_weight(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """(V,) per-row weights of L_sup when ``loss.rig_balance`` is on (every rig counts once), else None."""
-        if not self.cfg.loss.rig_balance:
-            return None
-        return rig_balance_weights(tensors["vertex_graph"], tensors["row_valid"])
+        """(V,) per-row weights of L_sup: with ``loss.rig_balance`` every rig of a batch counts once, times
+        each rig's domain weight where ``data.domain_balance`` is on; None when both are off."""
+        w = rig_balance_weights(tensors["vertex_graph"], tensors["row_valid"]) if self.cfg.loss.rig_balance else None
+        if "rig_weight" in tensors:  # domain balance (data.domain_balance)
+            w = tensors["rig_weight"] if w is None else w * tensors["rig_weight"]
+        return w
 
     def deform_loss(self, w: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_deform of G's (V, K) weights on a labelled batch, rows weighted like L_sup; with

@@ -1,0 +1,119 @@
+"""Leave-domain-out cross-validation of one training configuration (docs/crossval.md).
+
+For every fold of the folds file (configs/folds.json): a data view that trains on rigs/train +
+the other folds' styles domains and stops early on rigs/val; training with the config; export
+with the config's run-time settings (and the network alone, ``prior_blend`` 1); evaluation on the
+held-out domains. The report compares the candidate with the model-free modes and Blender's bone
+heat, scored once on every styles rig (``--baselines``), on the same rigs:
+
+  python -m backend cv --config configs/recipe.toml --data ../shared/data --out runs/cv/recipe \\
+      --set stages.stage1_epochs=8 --baselines runs/cv/baselines_styles
+  python -m backend cv ... --fold 0 --fold 2     # some folds only (two processes can share the work)
+  python -m backend cv ... --report              # only the report of what is done
+
+Writes OUT/fold<N>/ (run, models, eval) and OUT/cv.md + OUT/cv.json. Every step is skipped when
+done and a killed training resumes: run the same command again to continue.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAME = "cv"
+HELP = "leave-domain-out cross-validation of a training config over the styles domains"
+
+#: the model-free modes and Blender's bone heat, scored on every styles rig by --baselines
+BASELINE_METHODS = ("heat:skip_helpers=1", "geodesic", "boneheat:fill")
+BASELINE_LABELS = {"heat:skip_helpers=1": "heat mode", "geodesic": "geodesic mode",
+                   "boneheat:fill": "bone heat, holes filled"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="training config (TOML), e.g. configs/recipe.toml")
+    p.add_argument("--data", required=True, help="data root holding manifest.jsonl, rigs/ and styles/")
+    p.add_argument("--folds", default="configs/folds.json", help="folds file (default configs/folds.json)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override; repeatable")
+    p.add_argument("--fold", action="append", type=int, default=[], help="run only this fold; repeatable (default all)")
+    p.add_argument("--cache-dir", default="runs/cache", help="feature cache shared by the folds (default runs/cache)")
+    p.add_argument("--baselines", default=None, metavar="DIR",
+                   help="evaluation folder of the baselines on every styles rig (made there when missing)")
+    p.add_argument("--reference", action="append", default=[], metavar="MODEL.onnx",
+                   help="also score this model on every styles rig (in the --baselines folder); repeatable")
+    p.add_argument("--unlabeled-heldout", action="store_true",
+                   help="the held-out domains' meshes join the unlabelled pool without their weights "
+                        "(what a studio has: its characters, unpainted)")
+    p.add_argument("--report", action="store_true", help="only write the report of the folds done so far")
+
+
+def baseline_methods(references: list[str]) -> list[str]:
+    return list(BASELINE_METHODS) + [f"model:{r}" for r in references]
+
+
+def fold_methods(fold_dir: Path) -> list[str]:
+    return [f"model:{fold_dir / 'cv_candidate.onnx'}", f"model:{fold_dir / 'cv_network.onnx'}"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.training.config import load_config
+    from backend.training.folds import load_folds
+    from backend.training.steps import ensure_evaluated, ensure_trained, ensure_view, export_model, with_unlabeled
+
+    cfg = load_config(args.config, args.set)
+    cfg.data.cache_dir = args.cache_dir
+    folds = load_folds(args.folds)
+    bad = [f for f in args.fold if not 0 <= f < len(folds)]
+    if bad:
+        print(f"error: --fold {bad[0]}: the folds file has folds 0..{len(folds) - 1}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cv_config.json").write_text(json.dumps({"config": args.config, "set": args.set, "folds": args.folds,
+                                                    "resolved": cfg.to_dict()}, indent=1))
+    styles = Path(args.data) / "styles"
+    if args.baselines and not args.report:
+        ensure_evaluated(styles, baseline_methods(args.reference), Path(args.baselines))
+    for f in ([] if args.report else (args.fold or range(len(folds)))):
+        fold_dir = out / f"fold{f}"
+        view = ensure_view(args.data, folds, f, out / "views" / f"fold{f}")
+        extra = [view / "heldout"] if args.unlabeled_heldout else []
+        best = ensure_trained(with_unlabeled(cfg, Path(args.cache_dir), extra), view, fold_dir)
+        export_model(best, fold_dir / "cv_candidate.onnx", cfg, model_version=f"cv-fold{f}")
+        export_model(best, fold_dir / "cv_network.onnx", cfg, model_version=f"cv-fold{f}", network_alone=True)
+        ensure_evaluated(view / "heldout", fold_methods(fold_dir), fold_dir / "eval", manifest=view / "manifest.jsonl")
+    return write_report(out, folds, args)
+
+
+def write_report(out: Path, folds: list[list[str]], args: argparse.Namespace) -> int:
+    """OUT/cv.md and OUT/cv.json from the folds evaluated so far and the baselines on their rigs."""
+    from backend.evaluation.crossval import cv_markdown, cv_scores, read_rows
+    from backend.training.folds import read_manifest, rig_domain
+
+    rows: list[dict] = []
+    done = []
+    for f in range(len(folds)):
+        res = out / f"fold{f}" / "eval" / "results.jsonl"
+        if res.is_file():
+            for r in read_rows(res):
+                r["method"] = r["method"].replace("model:cv_", "model:")  # one label for every fold's model
+                rows.append(r)
+            done.append(f)
+    if not done:
+        print("no fold evaluated yet", file=sys.stderr)
+        return 1
+    scored = {r["rig"] for r in rows}
+    if args.baselines and (Path(args.baselines) / "results.jsonl").is_file():
+        rows += [r for r in read_rows(Path(args.baselines) / "results.jsonl") if r["rig"] in scored]
+    domains = {r["file"]: rig_domain(r) for r in read_manifest(Path(args.data) / "styles" / "manifest.jsonl")}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    scores = cv_scores(rows, domains, methods)
+    labels = {"model:candidate": "candidate (config's run-time settings)", "model:network": "network alone",
+              **BASELINE_LABELS}
+    head = (f"# Cross-validation over held-out styles domains\n\nFolds done: {done} of {len(folds)} "
+            f"({args.folds}); config {args.config} {' '.join('--set ' + s for s in args.set)}\n\n")
+    (out / "cv.md").write_text(head + cv_markdown(scores, labels))
+    (out / "cv.json").write_text(json.dumps({"folds_done": done, "scores": scores}, indent=1))
+    print(head + cv_markdown(scores, labels))
+    return 0

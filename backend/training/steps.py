@@ -1,0 +1,113 @@
+"""The steps that ``recipe`` and ``cv`` chain: a fold's data view, training, export with the
+config's run-time settings, evaluation. Each step is skipped when its output exists and resumes
+a killed run, so a long job continues where it stopped (also in a later session)."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from backend.training.config import RuntimeConfig, TrainConfig
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def ensure_view(data: str | Path, folds: list[list[str]], holdout: int | None, out: Path) -> Path:
+    """The fold's data view under ``out`` (written once; view.json marks it complete)."""
+    from backend.training.folds import write_fold_view
+
+    if not (out / "view.json").is_file():
+        counts = write_fold_view(data, out, folds, holdout)
+        say(f"[view] {out}: {json.dumps(counts)}")
+    return out
+
+
+def ensure_synth(count: int, seed: int, folder: Path) -> Path:
+    """``count`` synthetic creatures of ``seed`` (backend.synth, no weights) in ``folder``, written
+    once (a ``done`` marker lists them); creature i depends only on (seed, i)."""
+    from backend.io.npz import save_npz
+    from backend.synth.creature import generate_creature
+
+    marker = folder / "done"
+    if marker.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"[synth] {count} creatures (seed {seed}) -> {folder}")
+    names = []
+    for i in range(count):
+        rig = generate_creature(seed, i)
+        path = folder / f"{rig.name}.npz"
+        if not path.is_file():
+            save_npz(rig, path, include_weights=False)
+        names.append(path.name)
+    marker.write_text("\n".join(names) + "\n")
+    return folder
+
+
+def with_unlabeled(cfg: TrainConfig, cache: Path, extra: list[Path] = ()) -> TrainConfig:
+    """The config with its synthetic creatures (``data.synth_unlabeled``, made under ``cache``) and
+    ``extra`` folders added to the unlabelled pool."""
+    dirs = list(cfg.data.unlabeled_dirs)
+    if cfg.data.synth_unlabeled > 0:
+        n, seed = cfg.data.synth_unlabeled, cfg.data.synth_seed
+        dirs.append(str(ensure_synth(n, seed, cache / f"synth_{n}_seed{seed}")))
+    dirs += [str(p) for p in extra]
+    return replace(cfg, data=replace(cfg.data, unlabeled_dirs=dirs))
+
+
+def ensure_trained(cfg: TrainConfig, view: Path, out: Path, progress: bool = False) -> Path:
+    """Train (or continue training) ``cfg`` on ``view`` into ``out``; returns best_generator.pt."""
+    from backend.training.trainer import Trainer
+
+    best = out / "best_generator.pt"
+    if (out / "summary.json").is_file() and best.is_file():
+        say(f"[train] {out}: done before")
+        return best
+    resume = (out / "state.pt").is_file()
+    say(f"[train] {out}: {'resuming' if resume else 'starting'}")
+    trainer = Trainer(cfg, view, out, resume=resume, progress=progress, tensorboard=False)
+    summary = trainer.fit()
+    if summary.get("killed") or not best.is_file():
+        raise SystemExit(f"[train] {out}: stopped before the end; run the same command again to continue")
+    say(f"[train] {out}: best score {summary['best_score']:.5f} after {summary['steps']} steps, "
+        f"{summary['seconds'] / 60:.1f} min")
+    return best
+
+
+def export_model(checkpoint: Path, out: Path, cfg: TrainConfig, model_version: str | None = None,
+                 network_alone: bool = False) -> Path:
+    """Export the generator with the config's run-time settings, or with none (``network_alone``:
+    no prior blend, sharpening or diffusion); skipped when ``out`` exists."""
+    if out.is_file():
+        return out
+    from backend.export.onnx_export import export_generator, feature_config_of, load_checkpoint
+
+    model, ckpt = load_checkpoint(str(checkpoint))
+    rt = RuntimeConfig() if network_alone else cfg.runtime
+    res = export_generator(model, out, feature_config_of(ckpt, str(checkpoint)), train_summary=ckpt.get("train_summary"),
+                           model_version=model_version, prior_blend=rt.prior_blend, sharpen=rt.sharpen,
+                           diffuse=rt.diffuse)
+    say(f"[export] {res.path}: {res.size_bytes / 1e6:.2f} MB, max |torch - onnxruntime| {res.max_abs_diff:.1e}, "
+        f"prior blend {rt.prior_blend:g}, sharpen {rt.sharpen:g}, diffuse {rt.diffuse:g} %")
+    return out
+
+
+def ensure_evaluated(data: Path, methods: list[str], out: Path, manifest: Path | None = None) -> Path:
+    """``evaluate`` the methods on the rigs of ``data`` into ``out`` (resumed; rigs and methods
+    already scored are skipped). Returns results.jsonl."""
+    from backend.evaluation.baselines import make_method
+    from backend.evaluation.runner import EvalConfig, find_manifest, find_rig_files, load_manifest_kinds, run_evaluation
+
+    manifest = manifest or find_manifest(data)
+    kinds = load_manifest_kinds(manifest) if manifest else {}
+    outcome = run_evaluation(find_rig_files(data), [make_method(m) for m in methods], out, kinds=kinds,
+                             config=EvalConfig(), resume=(out / "results.jsonl").is_file(), progress=False,
+                             data_label=str(data))
+    if outcome.interrupted:
+        print("[evaluate] interrupted: partial results kept", file=sys.stderr)
+        raise SystemExit(130)
+    say(f"[evaluate] {out}: {len(outcome.rows)} results")
+    return out / "results.jsonl"
