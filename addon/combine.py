@@ -79,3 +79,22 @@ def rows_to_write(num_vertices: int, selected: np.ndarray | None, deform_weight:
 def compose(old_free: np.ndarray, new_free: np.ndarray, write: np.ndarray) -> np.ndarray:
     """(V, J) free-bone columns to store: ``new_free`` on written rows, ``old_free`` elsewhere."""
     return np.where(np.asarray(write, bool)[:, None], new_free, old_free).astype(np.float32)
+
+
+def prediction_record(previous: np.ndarray | None, final: np.ndarray, written: np.ndarray,
+                      free: np.ndarray) -> np.ndarray:
+    """(V, J) float32 record of what Auto Skin itself wrote, kept for the export of corrections.
+
+    The cells written now (free bones on ``written`` rows) take ``final``; every other cell keeps the
+    ``previous`` record, so a partial re-run never hides the artist's fixes elsewhere. Without a
+    previous record the current weights (``final``) stand for it.
+    """
+    final = np.asarray(final, np.float32)
+    if previous is None:
+        return final.copy()
+    out = np.array(previous, dtype=np.float32)
+    if out.shape != final.shape:
+        raise ValueError(f"shapes differ: previous record {out.shape}, weights {final.shape}")
+    cells = np.asarray(written, bool)[:, None] & np.asarray(free, bool)[None, :]
+    out[cells] = final[cells]
+    return out

@@ -46,6 +46,13 @@ def store_prediction(obj: bpy.types.Object, weights: np.ndarray, bone_names: Seq
         obj[key] = val
 
 
+def merge_versions(old: str, new: str) -> str:
+    """The model versions of a record that keeps cells written by ``old`` (comma-separated, '' for
+    none) and adds cells written by ``new``: 'v1,v2'; ``new`` alone when nothing older is kept."""
+    seen = [v for v in old.split(",") if v]
+    return ",".join(seen + [new] if new not in seen else seen)
+
+
 def load_prediction(obj: bpy.types.Object, bone_names: Sequence[str]) -> Optional[np.ndarray]:
     """(V, len(bone_names)) float32 stored prediction re-ordered to ``bone_names`` (bones it did not
     know get zeros), or None when there is none or it no longer fits the mesh."""

@@ -140,14 +140,13 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 self.report({"ERROR"}, f"Auto Skin failed: {type(exc).__name__}: {exc}")
                 return {"CANCELLED"}
             version = str(pred.info.get("model_version", "geodesic" if opt["mode"] == "GEODESIC" else "unknown"))
+            records = _records(target, final, written, version)
             snaps = [apply.snapshot(o, _pred_keys()) for o in target.meshes]
             try:
                 apply.write_result(target.meshes, target.arm, target.bone_names, target.free, columns,
                                    target.counts)
-                start = 0
-                for obj, n in zip(target.meshes, target.counts):
-                    export_corrections.store_prediction(obj, final[start:start + n], target.bone_names, version)
-                    start += n
+                for obj, (record, record_version) in zip(target.meshes, records):
+                    export_corrections.store_prediction(obj, record, target.bone_names, record_version)
             except Exception as exc:  # noqa: BLE001 - undo our partial writing, then report
                 for snap in snaps:
                     apply.restore(snap)
@@ -191,6 +190,21 @@ def combine_for_target(target, predicted: np.ndarray, opt: dict) -> tuple[np.nda
     final = deform_raw.copy()
     final[:, target.free] = columns
     return final.astype(np.float32), columns, written
+
+
+def _records(target, final: np.ndarray, written: np.ndarray, version: str) -> list:
+    """Per mesh, (the (V_i, J) record of what Auto Skin wrote, its model versions) after this run: the
+    cells written now replace the mesh's earlier record, the other cells keep it."""
+    out, start = [], 0
+    for obj, n in zip(target.meshes, target.counts):
+        rows = slice(start, start + n)
+        start += n
+        previous = export_corrections.load_prediction(obj, target.bone_names)
+        record = combine.prediction_record(previous, final[rows], written[rows], target.free)
+        everything = bool(written[rows].all() and target.free[target.deform].all())
+        old = "" if previous is None or everything else str(obj.get(export_corrections.KEY_VERSION, ""))
+        out.append((record, export_corrections.merge_versions(old, version)))
+    return out
 
 
 def _pred_keys() -> list:

@@ -120,3 +120,43 @@ def test_kept_groups_that_fill_a_row_leave_no_dust(fresh, how):
     np.testing.assert_array_equal(w[:, :2], before[:, :2])
     np.testing.assert_allclose(w[~full].sum(axis=1), 1.0, atol=1e-5)
     assert w[~full, 2].min() >= 0.5 - 1e-6
+
+
+# ----------------------------------------------------------------------------- 13: the record of fixes
+def _changed(path) -> np.ndarray:
+    """(V,) bool vertices the fine-tuning marks changed in an exported file (docs/finetune.md)."""
+    rig = load_npz(path)
+    return np.abs(rig.weights - rig.extra["predicted_weights"]).sum(axis=1) > 0.05
+
+
+@pytest.mark.parametrize("partial", ["selected vertices", "selected bone"])
+def test_partial_rerun_keeps_the_record_of_hand_fixes(fresh, tmp_path, partial):
+    """Auto Skin, hand-fix 40 vertices, re-run on other vertices (or on one other bone), export: the
+    40 fixed vertices are still marked changed, and nothing else is."""
+    mesh, arm, rig = make_scene(3)
+    assert run()[0] == {"FINISHED"}
+    z = rig.vertices[:, 2]
+    if partial == "selected vertices":
+        fixed = np.flatnonzero(z > 2.5)[:40]  # the tip, moved to bone_0
+        to, off = "bone_0", ("bone_1", "bone_2")
+    else:
+        fixed = np.flatnonzero(z < 0.9)[:40]  # the base, moved to bone_1 (bone_2 has nothing there)
+        to, off = "bone_1", ("bone_0", "bone_2")
+    assert len(fixed) == 40
+    for name in off:
+        mesh.vertex_groups[name].remove(fixed.tolist())
+    mesh.vertex_groups[to].add(fixed.tolist(), 1.0, "REPLACE")
+    if partial == "selected vertices":
+        sel = np.zeros(len(z), bool)
+        sel[np.flatnonzero((z > 1.2) & (z < 1.8))[:10]] = True
+        mesh.data.vertices.foreach_set("select", sel)
+        res, msg = run(only_selected_vertices=True)
+    else:
+        for pb in arm.pose.bones:
+            pb.select = pb.name == "bone_2"
+        res, msg = run(only_selected_bones=True)
+    assert res == {"FINISHED"}, msg
+    assert bpy.ops.autoskin.export_corrections(directory=str(tmp_path)) == {"FINISHED"}
+    changed = _changed(next(tmp_path.glob("*.npz")))
+    assert changed[fixed].all(), f"{int(changed[fixed].sum())} of 40 fixed vertices marked changed"
+    assert int(changed.sum()) == 40
