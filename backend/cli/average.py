@@ -44,8 +44,10 @@ def _weights(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.io.outputs import check_output_file
     from backend.training.average import average_generators
 
+    check_output_file(args.out, args.checkpoints)
     out = average_generators(args.checkpoints, args.out, args.weights)
     kind = "weighted mean" if args.weights else "mean"
     print(f"wrote {out}: the {kind} of {len(args.checkpoints)} generators")

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backend.evaluation.baselines import make_method
+    from backend.io.outputs import check_output_folder
     from backend.evaluation.runner import (EvalConfig, find_manifest, find_rig_files, load_manifest_kinds,
                                            run_evaluation)
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --methods names no method", file=sys.stderr)
         return 2
     methods = [make_method(s) for s in specs]  # MethodUnavailable (a RigError) -> clear error, exit 2
+    check_output_folder(args.out, [args.data])
     manifest = Path(args.manifest) if args.manifest else find_manifest(args.data)
     if args.manifest and not manifest.is_file():
         print(f"error: {manifest}: no such manifest", file=sys.stderr)

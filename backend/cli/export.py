@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from backend.export.onnx_export import export_generator, example_inputs, feature_config_of, load_checkpoint
+    from backend.io.outputs import check_output_file
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".onnx":
-        print(f"error: {out}: the output must end in .onnx", flush=True)
-        return 2
+    out = check_output_file(args.output, [args.checkpoint], suffixes=(".onnx",))
+    if args.quantize == "int8":
+        check_output_file(out.with_name(out.stem + ".int8.onnx"), [args.checkpoint], what="quantised output")
     rule = None
     if args.prior_blend_rule:
         from backend.inference.blend_rule import load_rule_file

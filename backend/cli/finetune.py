@@ -84,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
     if args.corrections is None or args.data is None:
         raise RigError("finetune needs --corrections DIR and --data DIR (with train/ and val/)")
 
+    from backend.io.outputs import check_output_folder
     from backend.training.config import load_config
     from backend.training.corrections import read_corrections
     from backend.training.finetune import REFUSED, FinetuneOptions, run_finetune
 
     cfg = load_config(args.config, args.overrides)
+    out = check_output_folder(args.out or Path("runs") / "finetune", [args.corrections, args.data],
+                              what="run folder")
     corrections = read_corrections(args.corrections, args.changed_threshold)
     for line in corrections.report_lines():
         print(line)
@@ -99,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
                               changed_threshold=args.changed_threshold, tolerance=args.tolerance,
                               holdout_eval=args.holdout_eval, export_method=args.export_method,
                               activate=not args.no_activate)
-    out = args.out or Path("runs") / "finetune"
     result = run_finetune(cfg, corrections, args.data, out, args.models, base=args.base, options=options,
                           resume=args.resume, dry_run=args.dry_run, progress=not args.no_progress)
     print(result.message)

@@ -4,8 +4,9 @@ For each IN_DIR/*.npz (any weights in it are ignored) writes OUT_DIR/<same name>
 key, ``weights``: (V, J) float32 over all J bones of the input, zero columns for non-deform bones,
 each row summing to 1. A file that cannot be read or predicted is reported and skipped; the
 others are still written. Exit status: 0 when at least one file was written (a summary of any
-failures goes to stderr), 1 when none was (including an empty IN_DIR), 2 for a missing IN_DIR
-or an unusable model.
+failures goes to stderr), 1 when none was (including an empty IN_DIR), 2 for a missing IN_DIR,
+an unusable model or an unusable OUT_DIR (a file, under a file, or IN_DIR itself: checked before
+any rig is predicted).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ HELP = "predict weights for every .npz of a folder (OUT_DIR/<name>.npz with key 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("in_dir", help="folder of rig .npz files")
-    p.add_argument("out_dir", help="output folder (created)")
+    p.add_argument("out_dir", help="output folder (created; not IN_DIR)")
     add_common(p)
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.inference.rigfiles import read_rig_for_prediction
     from backend.io.npz import save_arrays
+    from backend.io.outputs import check_output_folder
     from backend.rig import RigError
 
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: {in_dir}: no .npz files", file=sys.stderr)
         return 1
+    check_output_folder(out_dir, [in_dir])
     predictor = make_predictor(args)
     written, failed = 0, []
     bar = tqdm(files, desc=f"predict ({args.mode})", unit="rig", file=sys.stderr)

@@ -73,8 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.inference.rigfiles import read_rig_for_prediction, write_skinned_rig
+    from backend.inference.rigfiles import check_skinned_output, read_rig_for_prediction, write_skinned_rig
 
+    check_skinned_output(args.output, args.input)
     predictor = make_predictor(args)
     rig = read_rig_for_prediction(args.input)
     pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth,

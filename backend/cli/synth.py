@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from backend.cli._types import bounded
+
 NAME = "synth"
 HELP = "generate procedural rigged creatures (unlabelled data) and contact sheets"
 
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheet", help="PNG contact sheet of the creatures (5 columns)")
     parser.add_argument("--kind", help="only this kind (default: every kind in turn)")
     parser.add_argument("--detail", type=float, default=1.0, help="vertex-count factor (default 1)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--jobs", type=bounded(int, 1, what="worker processes"), default=1,
+                        help="worker processes, >= 1 (default 1)")
 
 
 def _make(task: tuple) -> tuple:
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from backend.io.atomic import atomic_path
+    from backend.io.outputs import check_output_file, check_output_folder
     from backend.synth.creature import KINDS
 
     if not args.out and not args.sheet:
@@ -66,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.kind and args.kind not in KINDS:
         print(f"error: unknown kind {args.kind!r}; choose from {', '.join(KINDS)}")
         return 2
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(args.out) if args.out else None
+    if args.sheet:
+        check_output_file(args.sheet, what="contact sheet", suffixes=(".png",))
     tasks = [(args.seed, i, args.kind, args.detail, str(out) if out else None)
              for i in range(args.start, args.start + args.count)]
     rows, rigs = [], []

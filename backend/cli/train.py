@@ -68,9 +68,11 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.io.outputs import check_output_folder
     from backend.training.trainer import Trainer
 
     cfg = build_config(args)
+    check_output_folder(args.out, [args.data], what="run folder")
     trainer = Trainer(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
     try:
         if args.benchmark:

@@ -40,6 +40,18 @@ def read_rig_for_prediction(path: str | Path, keep_weights: bool = False) -> Rig
     return rig
 
 
+def check_skinned_output(path: str | Path, source: str | Path) -> Path:
+    """RigError unless a skinned rig can be written to ``path``: a supported type, not a folder, not
+    under a file, not the input ``source`` (whose painted weights it would replace)."""
+    from backend.io.outputs import check_output_file
+
+    path = Path(path)
+    if path.suffix.lower() not in (NPZ, *BLENDER_OUTPUTS):
+        raise RigError(f"{path}: unsupported output type '{path.suffix.lower()}' (expected .npz, "
+                       f"{', '.join(BLENDER_OUTPUTS)})")
+    return check_output_file(path, [source])
+
+
 def write_skinned_rig(rig: Rig, path: str | Path) -> Path:
     """Write ``rig`` (with its weights) as .npz, or .glb / .blend with vertex groups; atomic."""
     path = Path(path)

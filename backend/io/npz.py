@@ -10,6 +10,8 @@ from backend.io.atomic import atomic_path
 from backend.rig import Rig, RigError, make_rig
 
 REQUIRED_KEYS = ("vertices", "faces", "joints", "parents")
+#: The first bytes of every .npz (a zip archive).
+ZIP_MAGIC = b"PK"
 
 
 def load_npz(path: str | Path, validate: bool = True) -> Rig:
@@ -17,6 +19,12 @@ def load_npz(path: str | Path, validate: bool = True) -> Rig:
     path = Path(path)
     if not path.is_file():
         raise RigError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(len(ZIP_MAGIC))
+    if not head:
+        raise RigError(f"{path}: the file is empty, not an .npz archive")
+    if head != ZIP_MAGIC:
+        raise RigError(f"{path}: not an .npz archive (it is no zip file: wrong type or corrupt)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
