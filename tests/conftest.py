@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -150,3 +151,27 @@ def rewrite_meta(src: str | Path, dst: str | Path, **changes: str | None) -> Pat
     set_metadata(proto, meta)
     onnx.save_model(proto, str(dst))
     return Path(dst)
+
+
+def make_fake_data_root(root: Path) -> Path:
+    """rigs/{train,val,test} and styles/ with two domains of capsule chains, and their manifests
+    (dom_a is sharealike, dom_b noncommercial; the rigs are CC0)."""
+    from backend.io.npz import save_npz
+
+    rows, style_rows = [], []
+    for split, n in (("train", 3), ("val", 1), ("test", 1)):
+        (root / "rigs" / split).mkdir(parents=True)
+        for i in range(n):
+            name = f"{split}{i}.npz"
+            save_npz(make_capsule_chain(n_bones=2 + i % 2, segments=8, rings=8, name=name), root / "rigs" / split / name)
+            rows.append({"file": name, "split": split, "source": "quaternius_x", "kind": "other", "license": "CC0-1.0"})
+    (root / "styles").mkdir()
+    for d, n in (("dom_a", 2), ("dom_b", 1)):
+        for i in range(n):
+            name = f"{d}{i}.npz"
+            save_npz(make_capsule_chain(n_bones=3, length=2.0 + i, segments=8, rings=8, name=name), root / "styles" / name)
+            style_rows.append({"file": name, "domain": d, "kind": "animal",
+                               "license_class": "sharealike" if d == "dom_a" else "noncommercial"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "styles" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in style_rows))
+    return root

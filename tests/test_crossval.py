@@ -11,11 +11,10 @@ from backend.evaluation.baselines import fill_unweighted
 from backend.evaluation.crossval import cv_scores
 from backend.features.geodesic import geodesic_weights
 from backend.features.pipeline import FeatureConfig, compute_features
-from backend.io.npz import save_npz
 from backend.rig import RigError
 from backend.training.folds import (domain_weights, load_folds, make_folds, plan_fold_view, rig_domain,
                                     write_fold_view)
-from conftest import make_capsule_chain
+from conftest import make_capsule_chain, make_fake_data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,31 +117,11 @@ def test_geodesic_pair_feature_is_the_geodesic_falloff_of_the_candidates():
 
 
 # ---------------------------------------------------------------- the cv command, end to end
-def _fake_data_root(root: Path) -> Path:
-    """rigs/{train,val,test} and styles/ with two domains of capsule chains, and their manifests."""
-    rows, style_rows = [], []
-    for split, n in (("train", 3), ("val", 1), ("test", 1)):
-        (root / "rigs" / split).mkdir(parents=True)
-        for i in range(n):
-            name = f"{split}{i}.npz"
-            save_npz(make_capsule_chain(n_bones=2 + i % 2, segments=8, rings=8, name=name), root / "rigs" / split / name)
-            rows.append({"file": name, "split": split, "source": "quaternius_x", "kind": "other"})
-    (root / "styles").mkdir()
-    for d, n in (("dom_a", 2), ("dom_b", 1)):
-        for i in range(n):
-            name = f"{d}{i}.npz"
-            save_npz(make_capsule_chain(n_bones=3, length=2.0 + i, segments=8, rings=8, name=name), root / "styles" / name)
-            style_rows.append({"file": name, "domain": d, "kind": "animal"})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "styles" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in style_rows))
-    return root
-
-
 @pytest.mark.slow
 def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     from backend.__main__ import main
 
-    data = _fake_data_root(tmp_path / "data")
+    data = make_fake_data_root(tmp_path / "data")
     (tmp_path / "folds.json").write_text(json.dumps({"folds": [["dom_a"], ["dom_b"]]}))
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[model]\nhidden = 16\nfused = 16\ncritic_hidden = 8\n[features]\ndistance = "euclidean"\n'

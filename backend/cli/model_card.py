@@ -211,7 +211,15 @@ def run(args: argparse.Namespace) -> int:
              f"{diffuse:g} % of the character's bounding-box diagonal before the sharpening, the same blur on a dense "
              "and a low-poly mesh (`diffuse_weights` in `backend/inference/postprocess.py`)"] if diffuse else []),
           ""]
-    if view:
+    if view and "train_license_classes" in view:
+        lic = ", ".join(f"{k} ({n} rigs)" for k, n in view["train_license_classes"].items())
+        md += ["## Data", "", f"Trained on {view['counts']['train']} labelled rigs of {len(view['train_domains'])} "
+               f"domains ({', '.join(view['train_domains'])}): `rigs/train` and every `styles` domain "
+               f"(`python -m backend data-view --folds ... --holdout-fold none`); stopped early on `rigs/val` "
+               f"({view['counts']['val']}); reported on `rigs/test` ({view['counts']['test']}), which chose nothing.", "",
+               f"Licence classes of the training rigs: {lic}. Check them before shipping a product built on this "
+               "model (the styles manifest has each file's licence text).", ""]
+    elif view:
         md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
                f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
                "never seen in training" + (" (it was used to choose the prior blend, see below)" if blend and blend.get("check") else "")

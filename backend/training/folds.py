@@ -121,10 +121,23 @@ def write_fold_view(data: str | Path, out: str | Path, folds: list[list[str]], h
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "domains.json").write_text(json.dumps({r["file"]: r["domain"] for r in rows}, indent=0))
     counts = {k: len(v) for k, v in view.items()}
+    by_file = {r["file"]: r for r in rows}
+    licences = Counter(license_class(by_file[name]) for _, name in view["train"])
     (out / "view.json").write_text(json.dumps({"data": str(data), "holdout_fold": holdout,
                                                "holdout_domains": folds[holdout] if holdout is not None else [],
-                                               "counts": counts}, indent=2))
+                                               "counts": counts, "train_license_classes": dict(sorted(licences.items())),
+                                               "train_domains": sorted({by_file[n]["domain"] for _, n in view["train"]})},
+                                              indent=2))
     return counts
+
+
+def license_class(row: dict) -> str:
+    """A manifest row's licence class (styles rows carry one; rigs rows are classed from their
+    licence text: CC0 / CC-BY / MIT are permissive)."""
+    if row.get("license_class"):
+        return str(row["license_class"])
+    text = str(row.get("license", "")).upper()
+    return "permissive" if any(t in text for t in ("CC0", "CC-BY-4", "CC-BY 4", "MIT")) else "unclear"
 
 
 def domain_weights(names: list[str], domains: dict[str, str], power: float) -> list[float]:

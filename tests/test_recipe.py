@@ -1,0 +1,43 @@
+"""The one-command recipe: view, unlabelled pool, training, export, test evaluation, card, install."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_fake_data_root
+
+
+@pytest.mark.slow
+def test_recipe_trains_on_every_domain_and_cards_the_licences(tmp_path):
+    from backend.__main__ import main
+
+    data = make_fake_data_root(tmp_path / "data")
+    (tmp_path / "folds.json").write_text(json.dumps({"folds": [["dom_a"], ["dom_b"]]}))
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('[model]\nhidden = 16\nfused = 16\ncritic_hidden = 8\n[features]\ndistance = "euclidean"\n'
+                   'k_bones = 3\n[data]\nvertex_budget = 400\ndomain_balance = 0.5\nsynth_unlabeled = 2\nplot_rigs = 0\n'
+                   '[stages]\nstage1_epochs = 1\nstage2_epochs = 1\n[run]\nthreads = 1\nplot_every = 0\n'
+                   '[runtime]\nprior_blend = 0.9\n')
+    out, models = tmp_path / "recipe", tmp_path / "models"
+    models.mkdir()
+    (models / "autoskin.onnx").write_bytes(b"old model")
+    args = ["recipe", "--config", str(cfg), "--data", str(data), "--folds", str(tmp_path / "folds.json"),
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--model-version", "9.9", "--install", str(models)]
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "view" / "train").iterdir()) == [
+        "dom_a0.npz", "dom_a1.npz", "dom_b0.npz", "train0.npz", "train1.npz", "train2.npz"]
+    log = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
+    start = next(r for r in log if r["kind"] == "start")
+    assert start["labeled"] == 6 and start["unlabeled"] == 2
+    card = json.loads((models / "model_card.json").read_text())
+    assert card["prior_blend"] == 0.9 and card["data_view"]["train_license_classes"] == {
+        "noncommercial": 1, "permissive": 3, "sharealike": 2}
+    assert set(card["evaluations"]["test"]["aggregate"]) == {"model:autoskin", "heat:skip_helpers=1", "geodesic",
+                                                            "boneheat:fill"}
+    md = (models / "MODEL_CARD.md").read_text()
+    assert "noncommercial (1 rigs)" in md and "python -m backend recipe" in md
+    assert (models / "autoskin.onnx").read_bytes() == (out / "autoskin.onnx").read_bytes()
+    assert (models / "autoskin.pth").read_bytes() == (out / "run" / "best_generator.pt").read_bytes()
+    assert not list(models.glob(".*.part"))
