@@ -11,7 +11,7 @@ from mathutils import Matrix
 
 from backend.blender import scene
 
-from .gather import armature_insert_index
+from .gather import armature_index
 
 
 @dataclass
@@ -114,20 +114,15 @@ def restore(snap: MeshSnapshot) -> None:
 
 
 def ensure_armature_modifier(obj: bpy.types.Object, arm: bpy.types.Object) -> bpy.types.Modifier:
-    """An Armature modifier on ``arm``: the existing one, an empty one filled in, or a new one placed
-    where Blender puts it (after the leading deform modifiers)."""
-    for m in obj.modifiers:
-        if m.type == "ARMATURE" and m.object == arm:
-            return m
-    for m in obj.modifiers:
-        if m.type == "ARMATURE" and m.object is None:
-            m.object = arm
-            return m
-    index = armature_insert_index(obj)
-    m = obj.modifiers.new(name="Armature", type="ARMATURE")
+    """An Armature modifier on ``arm``: the existing one, an empty one filled in, or a new one at the
+    end of the stack, where Ctrl+P puts it (:func:`gather.armature_index`)."""
+    index = armature_index(obj, arm)
+    if index < len(obj.modifiers):
+        m = obj.modifiers[index]
+    else:
+        m = obj.modifiers.new(name="Armature", type="ARMATURE")
     m.object = arm
-    obj.modifiers.move(len(obj.modifiers) - 1, index)
-    return obj.modifiers[index]
+    return m
 
 
 def parent_keep_transform(obj: bpy.types.Object, arm: bpy.types.Object) -> None:

@@ -89,7 +89,7 @@ def export_corrections(context, directory: str) -> tuple[str, bool]:
 
     arm, meshes = pick_objects(context)
     rig = read_rig(meshes, arm, evaluated_before_armature=False, validate=False)
-    rig.vertices = np.concatenate(pre_armature_vertices(context, meshes, []))
+    rig.vertices = np.concatenate(pre_armature_vertices(context, meshes, arm, []))
     if rig.weights is None or not rig.weights.any():
         raise UsageError(f"Export: {', '.join(o.name for o in meshes)} carry no weights of "
                          f"'{arm.name}' deform bones; nothing to export")

@@ -17,10 +17,6 @@ class UsageError(RigError):
     """The user's selection or scene does not allow Auto Skin; the message says what to do."""
 
 
-# Modifiers Blender keeps in front of a new Armature modifier (they need the original mesh).
-_LEADING_DEFORMERS = {"ARMATURE", "HOOK", "LATTICE", "CURVE", "MESH_DEFORM", "SURFACE_DEFORM"}
-
-
 @dataclass
 class SkinTarget:
     """The armature and meshes of one Auto Skin call, read into arrays.
@@ -87,24 +83,24 @@ def selected_bone_names(arm: bpy.types.Object) -> set:
     return {pb.name for pb in arm.pose.bones if pb.select}
 
 
-def armature_insert_index(obj: bpy.types.Object) -> int:
-    """Where Auto Skin's Armature modifier sits (an existing one's index, else after the leading deformers)."""
+def armature_index(obj: bpy.types.Object, arm: bpy.types.Object) -> int:
+    """Where the Armature modifier Auto Skin uses on ``obj`` sits: the one on ``arm``, else an empty
+    one, else the end of the stack, where Ctrl+P > With Automatic Weights adds it (after Mirror and
+    Subdivision, so each mirrored half follows its own bones)."""
     mods = list(obj.modifiers)
-    for i, m in enumerate(mods):
-        if m.type == "ARMATURE":
-            return i
-    i = 0
-    while i < len(mods) and mods[i].type in _LEADING_DEFORMERS:
-        i += 1
-    return i
+    for wanted in (arm, None):
+        for i, m in enumerate(mods):
+            if m.type == "ARMATURE" and m.object == wanted:
+                return i
+    return len(mods)
 
 
-def pre_armature_vertices(context, meshes: list, warnings: list) -> list:
+def pre_armature_vertices(context, meshes: list, arm: bpy.types.Object, warnings: list) -> list:
     """World-space (V_i, 3) float32 vertices of each mesh evaluated by the modifiers in front of
-    its Armature modifier (shape keys included). A mesh whose modifiers change the vertex count
-    is read without them (and a warning is added)."""
+    its Armature modifier on ``arm`` (shape keys included). A mesh whose modifiers change the vertex
+    count (Mirror, Subdivision) is read without them (and a warning names them)."""
     out = []
-    with modifiers_hidden_from([(o, armature_insert_index(o)) for o in meshes]):
+    with modifiers_hidden_from([(o, armature_index(o, arm)) for o in meshes]):
         depsgraph = context.evaluated_depsgraph_get()
         depsgraph.update()
         for obj in meshes:
@@ -117,8 +113,9 @@ def pre_armature_vertices(context, meshes: list, warnings: list) -> list:
                     co = np.empty(V * 3, dtype=np.float32)
                     me.vertices.foreach_get("co", co)
                 else:
-                    warnings.append(f"'{obj.name}': the modifiers before the Armature modifier change the "
-                                    f"vertex count, so the mesh was read without them")
+                    names = ", ".join(m.name for m in list(obj.modifiers)[:armature_index(obj, arm)])
+                    warnings.append(f"'{obj.name}': read without its modifiers ({names}), which change the "
+                                    f"vertex count")
                     co = np.empty(V * 3, dtype=np.float32)
                     obj.data.vertices.foreach_get("co", co)
             finally:
@@ -133,7 +130,7 @@ def read_target(context, only_selected_bones: bool = False, respect_locked: bool
     arm, meshes = pick_objects(context)
     warnings: list = []
     rig = read_rig(meshes, arm, evaluated_before_armature=False, validate=False)
-    rig.vertices = np.concatenate(pre_armature_vertices(context, meshes, warnings))
+    rig.vertices = np.concatenate(pre_armature_vertices(context, meshes, arm, warnings))
     J = rig.num_bones
     names = list(rig.joint_names)
     deform = rig.is_deform.copy()

@@ -160,3 +160,63 @@ def test_partial_rerun_keeps_the_record_of_hand_fixes(fresh, tmp_path, partial):
     changed = _changed(next(tmp_path.glob("*.npz")))
     assert changed[fixed].all(), f"{int(changed[fixed].sum())} of 40 fixed vertices marked changed"
     assert int(changed.sum()) == 40
+
+
+# ----------------------------------------------------------------------------- 14: modifier placement
+def _half_body(stack: list):
+    """The left arm of a half body (a capsule along +x from x=0.15) with the modifiers ``stack``,
+    and an armature with upper/fore arm bones on both sides; both selected, the armature active."""
+    from backend.blender.scene import build_mesh_data
+
+    chain = make_capsule_chain(2, length=1.2, radius=0.15, with_weights=False)
+    v = chain.vertices.astype(np.float64)
+    verts = np.stack([v[:, 2] + 0.3, v[:, 1], -v[:, 0]], axis=1)  # +z -> +x, a proper rotation
+    mesh = bpy.data.objects.new("half", build_mesh_data("half", verts, chain.faces))
+    bpy.context.scene.collection.objects.link(mesh)
+    for kind in stack:
+        m = mesh.modifiers.new(kind.title(), kind)
+        if kind == "MIRROR":
+            m.use_mirror_vertex_groups = True
+    arm = bpy.data.objects.new("rig", bpy.data.armatures.new("rig"))
+    bpy.context.scene.collection.objects.link(arm)
+    select(arm)
+    bpy.ops.object.mode_set(mode="EDIT")
+    for side, sx in (("L", 1.0), ("R", -1.0)):
+        upper = arm.data.edit_bones.new(f"upper.{side}")
+        upper.head, upper.tail = (0.3 * sx, 0.0, 0.0), (0.9 * sx, 0.0, 0.0)
+        fore = arm.data.edit_bones.new(f"fore.{side}")
+        fore.head, fore.tail = (0.9 * sx, 0.0, 0.0), (1.5 * sx, 0.0, 0.0)
+        fore.parent, fore.use_connect = upper, True
+    bpy.ops.object.mode_set(mode="OBJECT")
+    select(mesh, arm)
+    return mesh, arm
+
+
+@pytest.mark.parametrize("stack", [["MIRROR", "SUBSURF"], ["LATTICE", "MIRROR"], ["SUBSURF"]])
+def test_armature_modifier_goes_where_ctrl_p_puts_it(fresh, stack):
+    mesh, arm = _half_body(stack)
+    twin = mesh.copy()
+    bpy.context.scene.collection.objects.link(twin)
+    select(twin, arm)
+    assert bpy.ops.object.parent_set(type="ARMATURE_NAME") == {"FINISHED"}
+    select(mesh, arm)
+    res, msg = run()
+    assert res == {"FINISHED"}, msg
+    assert [m.type for m in mesh.modifiers] == [m.type for m in twin.modifiers] == stack + ["ARMATURE"]
+
+
+def test_mirrored_half_body_poses_one_arm_alone(fresh):
+    """With an unapplied Mirror, posing the left forearm moves the left hand and leaves the mirrored
+    right arm where it is (the Armature modifier comes after the Mirror)."""
+    mesh, arm = _half_body(["MIRROR"])
+    res, msg = run()
+    assert res == {"FINISHED"}, msg
+    assert np.all(weights(mesh, ["upper.R", "fore.R"]) == 0.0)  # the half body lies on the left
+    rest = world_vertices(mesh)
+    assert len(rest) == 2 * len(mesh.data.vertices)
+    pb = arm.pose.bones["fore.L"]
+    pb.rotation_mode = "XYZ"
+    pb.rotation_euler = (0.0, 0.0, math.radians(45))
+    moved = np.linalg.norm(world_vertices(mesh) - rest, axis=1)
+    assert moved[rest[:, 0] > 1.3].min() > 0.1  # the left hand follows fore.L
+    assert moved[rest[:, 0] < 0.0].max() < 1e-5  # the mirrored right arm stays
