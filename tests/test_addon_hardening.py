@@ -220,3 +220,40 @@ def test_mirrored_half_body_poses_one_arm_alone(fresh):
     moved = np.linalg.norm(world_vertices(mesh) - rest, axis=1)
     assert moved[rest[:, 0] > 1.3].min() > 0.1  # the left hand follows fore.L
     assert moved[rest[:, 0] < 0.0].max() < 1e-5  # the mirrored right arm stays
+
+
+# ----------------------------------------------------------------------------- smaller items
+def test_only_selected_vertices_with_nothing_selected_reports(fresh):
+    mesh, arm, rig = make_scene(3)
+    mesh.data.vertices.foreach_set("select", np.zeros(len(mesh.data.vertices), bool))
+    before = fingerprint()
+    res, msg = run(only_selected_vertices=True)
+    assert res == {"CANCELLED"} and "no vertex" in msg and "Only Selected Vertices" in msg
+    assert fingerprint() == before
+
+
+def _reports(text: str) -> list:
+    """The operator reports Blender printed (headless, reports go to stdout)."""
+    return [ln for ln in text.splitlines() if ln.startswith(("Info: ", "Warning: ", "Error: "))]
+
+
+def test_cuda_fallback_is_reported_in_the_status_bar_once(fresh, tmp_path, capfd):
+    """Device CUDA on an onnxruntime without CUDA runs on the CPU and says so as the last report of the
+    run (the one the status bar shows); the cached session does not repeat it."""
+    from test_addon import tiny_model
+
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    path = tiny_model(tmp_path, seed=0)
+    mesh, arm, rig = make_scene(3)
+    capfd.readouterr()
+    res, msg = run(mode="LEARNED", model_path=str(path), device="CUDA")
+    assert res == {"FINISHED"}, msg
+    first = _reports(capfd.readouterr().out)
+    assert first[-1].startswith("Warning: Auto Skin:") and "CUDA" in first[-1] and "CPU" in first[-1]
+    assert sum("CUDA" in ln for ln in first) == 1
+    select(mesh, arm)
+    assert run(mode="LEARNED", model_path=str(path), device="CUDA")[0] == {"FINISHED"}
+    again = _reports(capfd.readouterr().out)
+    assert again and not any(ln.startswith("Warning:") for ln in again)
