@@ -20,7 +20,9 @@ import torch
 
 from backend.export.metadata import build_metadata, set_metadata
 from backend.features.pipeline import FB, FEATURE_VERSION, FP, FV, FeatureConfig
-from backend.inference.model_meta import INPUT_NAMES, OUTPUT_NAME, ModelError
+from backend.inference.model_meta import (INPUT_NAMES, KEY_GRAPH_WEIGHTS_HASH, KEY_WEIGHTS_HASH, OUTPUT_NAME,
+                                          ModelError)
+from backend.inference.onnx_weights import graph_hash
 from backend.inference.postprocess import check_clean_up
 from backend.io.atomic import atomic_path
 from backend.models.generator import Generator, generator_from_config
@@ -182,6 +184,9 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                                       model_version, prior_blend=prior_blend, prior_blend_rule=prior_blend_rule,
                                       sharpen=sharpen, smooth=smooth, diffuse=diffuse)
                 meta["exporter"] = f"torch {torch.__version__} {m}"
+                held = graph_hash(proto.SerializeToString())
+                if held != meta[KEY_WEIGHTS_HASH]:  # parameters the forward pass never uses were dropped
+                    meta[KEY_GRAPH_WEIGHTS_HASH] = held
                 set_metadata(proto, meta)
                 onnx.checker.check_model(proto)
                 onnx.save_model(proto, str(tmp), save_as_external_data=False)

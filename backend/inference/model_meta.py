@@ -30,6 +30,10 @@ KEY_TRAIN_SUMMARY = "train_summary"
 KEY_DATE = "export_date"
 KEY_MODEL_VERSION = "model_version"
 KEY_WEIGHTS_HASH = "weights_sha256"
+KEY_GRAPH_WEIGHTS_HASH = "graph_weights_sha256"
+"""The same hash over the parameters the graph holds, written only when it differs from
+``weights_sha256`` (the exporter drops parameters the forward pass never uses); the runtime checks
+the file against this one when present (backend.inference.onnx_weights)."""
 KEY_PRIOR_BLEND = "prior_blend"
 """Share of the generator's output in the runtime weights; the rest is the prior input (the heat or
 geodesic field the generator was given). Absent means 1.0 (the generator alone)."""
@@ -75,6 +79,7 @@ class ModelInfo:
     sharpen: float = 1.0
     smooth: int = 0
     diffuse: float = 0.0
+    graph_weights_hash: str = ""  # KEY_GRAPH_WEIGHTS_HASH, "" when absent
 
     def as_dict(self) -> dict:
         return {
@@ -214,6 +219,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
         model_version=meta.get(KEY_MODEL_VERSION, "unknown"),
         export_date=meta.get(KEY_DATE, "unknown"),
         weights_hash=meta.get(KEY_WEIGHTS_HASH, ""),
+        graph_weights_hash=meta.get(KEY_GRAPH_WEIGHTS_HASH, ""),
         quantization=meta.get(KEY_QUANTIZATION, "none"),
         model_config=_json(KEY_MODEL_CONFIG),
         train_summary=_json(KEY_TRAIN_SUMMARY),

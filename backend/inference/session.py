@@ -15,6 +15,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from backend.inference.model_meta import INPUT_NAMES, OUTPUT_NAME, ModelError, ModelInfo, parse_model_info
+from backend.inference.onnx_weights import verify_weights
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ def _make_session(path: str, providers: list[str], threads: int | None) -> ort.I
 
 
 def open_session(path: str | Path, device: str = "auto", threads: int | None = None) -> LoadedModel:
-    """Create a session for ``path`` (no cache); checks its metadata and inputs.
+    """Create a session for ``path`` (no cache); checks its metadata, its weights against the
+    metadata's hash (backend.inference.onnx_weights) and its inputs.
 
     A CUDA session that cannot be created (or silently comes up without CUDA) gives a warning and
     the CPU session. Raises ModelError for a missing, unreadable or mismatched model.
@@ -122,6 +124,7 @@ def open_session(path: str | Path, device: str = "auto", threads: int | None = N
         except Exception as exc:  # noqa: BLE001 -- onnxruntime raises several exception types
             raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
     info = parse_model_info(sess.get_modelmeta().custom_metadata_map, path)
+    verify_weights(path, info)
     names = tuple(i.name for i in sess.get_inputs())
     if sorted(names) != sorted(INPUT_NAMES) or OUTPUT_NAME not in [o.name for o in sess.get_outputs()]:
         raise ModelError(f"{path}: the model has inputs {list(names)}, expected {list(INPUT_NAMES)} "
