@@ -125,7 +125,8 @@ def pre_armature_vertices(context, meshes: list, arm: bpy.types.Object, warnings
     return out
 
 
-def read_target(context, only_selected_bones: bool = False, respect_locked: bool = True) -> SkinTarget:
+def read_target(context, only_selected_bones: bool = False, respect_locked: bool = True,
+                only_selected_vertices: bool = False) -> SkinTarget:
     """Everything Auto Skin needs from the scene; raises UsageError / RigError, changes nothing."""
     arm, meshes = pick_objects(context)
     warnings: list = []
@@ -150,6 +151,9 @@ def read_target(context, only_selected_bones: bool = False, respect_locked: bool
         obj.data.vertices.foreach_get("select", sel)
         sel_parts.append(sel)
         counts.append(len(obj.data.vertices))
+    if only_selected_vertices and not any(part.any() for part in sel_parts):
+        raise UsageError(f"Auto Skin: no vertex of {', '.join(repr(o.name) for o in meshes)} is selected "
+                         f"(select vertices in Edit Mode) or turn off 'Only Selected Vertices'")
     free = deform & ~locked
     if only_selected_bones:
         chosen = selected_bone_names(arm)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import bpy
 import numpy as np
@@ -120,17 +121,22 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         t0 = time.perf_counter()
         with _Progress(context) as progress:
             try:
-                target = read_target(context, opt["only_selected_bones"], opt["respect_locked"])
+                target = read_target(context, opt["only_selected_bones"], opt["respect_locked"],
+                                     opt["only_selected_vertices"])
                 progress.update(10)
                 blend = float(opt["network_share"]) if opt["set_network_share"] else None
                 sharpen = float(opt["sharpness"]) if opt["set_sharpness"] else None
-                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"],
-                                          blend, opt["skip_helper_bones"], opt["rigid_pieces"], sharpen)
-                progress.update(20)
-                pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
-                                         prune=opt["prune_threshold"],
-                                         smooth=int(opt["smoothing"]) if opt["set_smoothing"] else None,
-                                         diffuse=float(opt["diffusion"]) if opt["set_diffusion"] else None)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]),
+                                              opt["device"], blend, opt["skip_helper_bones"], opt["rigid_pieces"],
+                                              sharpen)
+                    progress.update(20)
+                    pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
+                                             prune=opt["prune_threshold"],
+                                             smooth=int(opt["smoothing"]) if opt["set_smoothing"] else None,
+                                             diffuse=float(opt["diffusion"]) if opt["set_diffusion"] else None)
+                target.warnings.extend(device_warnings(caught))
                 progress.update(80)
                 final, columns, written = combine_for_target(target, pred.weights, opt)
             except RigError as exc:
@@ -154,8 +160,6 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                                        f"({type(exc).__name__}: {exc})")
                 return {"CANCELLED"}
             progress.update(100)
-        for w in target.warnings:
-            self.report({"WARNING"}, w)
         written = int(written.sum())
         skipped = len(pred.info.get("helper_bones_skipped", []))
         helpers = f" ({skipped} helper bones left empty)" if skipped else ""
@@ -165,7 +169,21 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
                               f"bones{helpers}, {opt['mode'].lower()}{mix} on {pred.provider}, "
                               f"{time.perf_counter() - t0:.2f} s")
+        for w in target.warnings:  # after the summary: the status bar shows the last report
+            self.report({"WARNING"}, w)
         return {"FINISHED"}
+
+
+def device_warnings(caught: list) -> list:
+    """The runtime's fallbacks from CUDA to the CPU among recorded warnings, as status lines (the
+    runtime warns when it opens a session; sessions are cached, so once per model and device)."""
+    out = []
+    for rec in caught:
+        text = str(rec.message)
+        line = f"Auto Skin: {text}"
+        if issubclass(rec.category, RuntimeWarning) and "running on the CPU" in text and line not in out:
+            out.append(line)
+    return out
 
 def settings_note(info: dict, learned: bool) -> str:
     """' (network share 0.80, sharpness 1.5, diffusion 0.5 %)' for the status line: the mix and the
