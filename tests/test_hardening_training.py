@@ -104,3 +104,13 @@ def test_early_stopping_in_stage_3_ends_the_run_with_a_summary(tmp_path, rigs):
     epochs = [(r["stage"], r["epoch"]) for r in tr.history["epoch"]]
     assert epochs == [(1, 0), (3, 0)]  # stage 3 stopped after its first epoch without improvement
     assert (tmp_path / "run" / "summary.json").is_file() and not summary["killed"]
+
+
+def test_a_state_written_with_numpy_rng_arrays_still_resumes(tmp_path):
+    np.random.seed(7)
+    torch.save({"rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}},
+               tmp_path / "state.pt")
+    expected = np.random.rand()
+    np.random.seed(0)
+    set_rng_state(load_state(tmp_path / "state.pt")["rng"])
+    assert np.random.rand() == expected

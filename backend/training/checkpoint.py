@@ -31,6 +31,9 @@ from backend.rig import RigError
 
 #: Phrases of torch's weights-only unpickler that mean the file names a Python object (not a corrupt file).
 OBJECT_REFUSALS = ("GLOBAL", "Can only build", "Can only create")
+#: Plain numpy arrays (no object arrays: those need pickle) are allowed too: states written before the
+#: RNG states were stored as tensors hold numpy's generator state as an array.
+NUMPY_ARRAYS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 GENERATOR_KEYS = ("state_dict", "config", "feature_config", "feature_version", "train_summary")
 
 
@@ -120,11 +123,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
+    """Restore what :func:`rng_state` returned (or its older form, with tuples and a numpy array)."""
     version, internal, gauss = state["python"]
-    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+    random.setstate((version, tuple(int(x) for x in np.asarray(internal).tolist()), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -145,7 +148,8 @@ def load_torch_file(path: Path, what: str, map_location: str = "cpu") -> Any:
     """``torch.load(weights_only=True)``: only tensors, numbers, strings, lists and dicts are read, so a
     file holding any other object is refused, never run. RigError in one line naming ``path``."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_ARRAYS):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if any(phrase in str(exc) for phrase in OBJECT_REFUSALS):
             raise RigError(f"{path}: holds objects other than tensors, numbers, strings, lists and dicts; "
