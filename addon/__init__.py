@@ -34,6 +34,8 @@ def register() -> None:
         _module(name)
     for cls in _classes():
         bpy.utils.register_class(cls)
+    preferences = _module("preferences")
+    preferences.migrate(preferences.get_preferences())
     bpy.types.VIEW3D_MT_object_parent.append(_module("panel").parent_menu_entry)
 
 

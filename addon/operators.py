@@ -93,6 +93,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
     def _options(self, context) -> dict:
         """Operator values; options not set by the caller come from the preferences."""
         prefs = preferences.get_preferences(context)
+        preferences.migrate(prefs)
         out = {}
         for name in preferences.OPTION_NAMES:
             if prefs is not None and not self.properties.is_property_set(name):
@@ -106,15 +107,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         for name in preferences.OPTION_NAMES:
             if name in preferences.LEARNED_ONLY and self.mode != "LEARNED":
                 continue
-            if name == "network_share" and not self.set_network_share:
-                continue
-            if name == "sharpness" and not self.set_sharpness:
-                continue
-            if name == "smoothing" and not self.set_smoothing:
-                continue
-            if name == "diffusion" and not self.set_diffusion:
-                continue
-            layout.prop(self, name)
+            layout.prop(self, name, text=preferences.option_label(self, name))
 
     def execute(self, context):
         opt = self._options(context)
@@ -124,8 +117,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 target = read_target(context, opt["only_selected_bones"], opt["respect_locked"],
                                      opt["only_selected_vertices"])
                 progress.update(10)
-                blend = float(opt["network_share"]) if opt["set_network_share"] else None
-                sharpen = float(opt["sharpness"]) if opt["set_sharpness"] else None
+                blend, sharpen, smooth, diffuse = (preferences.override(name, opt[name]) for name in
+                                                   ("network_share", "sharpness", "smoothing", "diffusion"))
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]),
@@ -134,8 +127,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                     progress.update(20)
                     pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
                                              prune=opt["prune_threshold"],
-                                             smooth=int(opt["smoothing"]) if opt["set_smoothing"] else None,
-                                             diffuse=float(opt["diffusion"]) if opt["set_diffusion"] else None)
+                                             smooth=None if smooth is None else int(smooth),
+                                             diffuse=diffuse)
                 target.warnings.extend(device_warnings(caught))
                 progress.update(80)
                 final, columns, written = combine_for_target(target, pred.weights, opt)

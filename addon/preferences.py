@@ -21,12 +21,31 @@ DEVICE_ITEMS = [
     ("CPU", "CPU", "Always run on the CPU"),
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
-OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "set_smoothing", "smoothing", "set_diffusion", "diffusion",
-                "device", "model_path",
-                "set_network_share", "network_share", "set_sharpness", "sharpness", "skip_helper_bones", "rigid_pieces",
+OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "diffusion", "device", "model_path",
+                "network_share", "sharpness", "skip_helper_bones", "rigid_pieces",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
-LEARNED_ONLY = ("model_path", "set_network_share", "network_share", "set_sharpness", "sharpness", "rigid_pieces")
+LEARNED_ONLY = ("model_path", "network_share", "sharpness", "rigid_pieces")
 """Options that mean something in the Learned mode only (hidden in the others)."""
+
+MODEL_OWN = {"smoothing": -1, "diffusion": -1.0, "network_share": -1.0, "sharpness": 0.0}
+"""Settings the model stores, each with its default, which means "the model's own setting"."""
+VALID_FROM = {"smoothing": 0, "diffusion": 0.0, "network_share": 0.0, "sharpness": 1.0}
+"""The smallest value of each setting that overrides the model; anything below means the model's own."""
+SETTINGS_VERSION = 2
+"""Version 1 (no ``settings_version`` stored) had a "Set X" toggle beside each value of MODEL_OWN."""
+
+
+def override(name: str, value: float) -> float | None:
+    """The value of setting ``name`` (one of MODEL_OWN) to pass to the runtime; None: the model's own."""
+    return None if value < VALID_FROM[name] else value
+
+
+def option_label(owner, name: str) -> str | None:
+    """Label for drawing option ``name``: '<Name> (model's own)' while it is below VALID_FROM, else None
+    (the property's own name)."""
+    if name in MODEL_OWN and override(name, getattr(owner, name)) is None:
+        return f"{owner.bl_rna.properties[name].name} (model's own)"
+    return None
 
 
 def option_properties(operator: bool) -> dict:
@@ -40,44 +59,35 @@ def option_properties(operator: bool) -> dict:
             description="Most bones per vertex (0: no limit); 4 is what game engines accept", **opts),
         "prune_threshold": FloatProperty(
             name="Prune", default=0.05, min=0.0, max=0.5, precision=3,
-            description="Weights below this are removed (the rest renormalised)", **opts),
-        "set_smoothing": BoolProperty(
-            name="Set Smoothing", default=False,
-            description="Choose the smoothing instead of the model's own setting (the shipped model and the "
-                        "Geodesic and Heat modes do not smooth)", **opts),
+            description="Small weights fade out: a weight at or above this stays whole, one below 80 % of it "
+                        "is removed, the ones between are scaled down; each vertex is renormalised and keeps "
+                        "its largest weight", **opts),
         "smoothing": IntProperty(
-            name="Smoothing", default=0, min=0, max=20,
-            description="Laplacian smoothing iterations over the mesh edges", **opts),
-        "set_diffusion": BoolProperty(
-            name="Set Diffusion", default=False,
-            description="Choose the diffusion instead of the model's own setting (the Geodesic and Heat modes "
-                        "do not diffuse)", **opts),
+            name="Smoothing", default=MODEL_OWN["smoothing"], min=-1, max=20,
+            description="Laplacian smoothing iterations over the mesh edges (0: none). -1: the model's own "
+                        "setting (the shipped model and the Geodesic and Heat modes do not smooth)", **opts),
         "diffusion": FloatProperty(
-            name="Diffusion", default=0.5, min=0.0, max=5.0, precision=2, subtype="PERCENTAGE",
+            name="Diffusion", default=MODEL_OWN["diffusion"], min=-1.0, max=5.0, precision=2, subtype="PERCENTAGE",
             description="Blur the weights over the surface, reach in % of the character's size: the same on a "
-                        "dense and a low-poly mesh, unlike Smoothing (0: none)", **opts),
+                        "dense and a low-poly mesh, unlike Smoothing (0: none). Negative: the model's own "
+                        "setting (0.5 % for the shipped model; the Geodesic and Heat modes do not diffuse)", **opts),
         "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO", **opts),
         "model_path": StringProperty(
             name="Model", subtype="FILE_PATH", default="",
             description="ONNX model file (empty: the model bundled with the extension)", **opts),
-        "set_network_share": BoolProperty(
-            name="Set Network Share", default=False,
-            description="Learned mode: choose how much of the result comes from the network and how "
-                        "much from the heat prior, instead of the model's own mix (the shipped model picks it per "
-                        "character: more network for models built from separate parts)", **opts),
         "network_share": FloatProperty(
-            name="Network Share", default=0.4, min=0.0, max=1.0, precision=2, subtype="FACTOR",
-            description="1: the network alone (closest to the training artists' style); 0: the heat "
-                        "prior alone (physically based, no style)", **opts),
-        "set_sharpness": BoolProperty(
-            name="Set Sharpness", default=False,
-            description="Learned mode: choose how sharp the weights are instead of the model's own setting "
-                        "(the shipped model sharpens with power 1.5)", **opts),
+            name="Network Share", default=MODEL_OWN["network_share"], min=-1.0, max=1.0, precision=2,
+            description="Learned mode: how much of the result comes from the network, the rest from the heat "
+                        "prior. 1: the network alone (closest to the training artists' style); 0: the heat "
+                        "prior alone (physically based, no style). Negative: the model's own mix (the shipped "
+                        "model picks it per character: more network for models built from separate parts)",
+            **opts),
         "sharpness": FloatProperty(
-            name="Sharpness", default=1.5, min=1.0, max=10.0, precision=2,
-            description="Power the weights are raised to before the influence limit: 1 keeps the network's "
-                        "smooth falloff (for characters painted smoothly across several bones), higher "
-                        "values give crisper borders between bones", **opts),
+            name="Sharpness", default=MODEL_OWN["sharpness"], min=0.0, max=10.0, precision=2,
+            description="Learned mode: power the weights are raised to before the influence limit: 1 keeps "
+                        "the network's smooth falloff (for characters painted smoothly across several bones), "
+                        "higher values give crisper borders between bones. Below 1: the model's own setting "
+                        "(the shipped model sharpens with power 1.5)", **opts),
         "skip_helper_bones": BoolProperty(
             name="Skip Helper Bones", default=True,
             description="Leave bones that never carry skin empty even when they are marked Deform: "
@@ -161,6 +171,7 @@ class AUTOSKIN_AP_preferences(bpy.types.AddonPreferences):
             name="Corrections Folder", subtype="DIR_PATH", default="",
             description="Where 'Export Corrected Weights' writes training files (empty: Blender's "
                         "user data folder / autoskin / corrections)"),
+        "settings_version": IntProperty(name="Settings Version", default=1, options={"HIDDEN"}),
     }
 
     def draw(self, context):
@@ -169,13 +180,36 @@ class AUTOSKIN_AP_preferences(bpy.types.AddonPreferences):
         col = layout.column(heading="Defaults")
         for name in OPTION_NAMES:
             if name != "model_path":
-                col.prop(self, name)
+                col.prop(self, name, text=option_label(self, name))
         layout.prop(self, "model_path")
         layout.label(text=f"Bundled model: {_bootstrap.default_model_path()}")
         layout.prop(self, "models_dir")
         layout.prop(self, "model_version")
         layout.prop(self, "export_dir")
         layout.label(text=f"Export folder in use: {export_dir(self)}")
+
+
+def stored_values(prefs):
+    """The ID property group that holds the saved values of ``prefs`` (also those of properties this
+    version no longer defines), or None: Blender 5.0+ keeps them apart (``bl_system_properties_get``),
+    older versions in the struct's own ID properties."""
+    getter = getattr(prefs, "bl_system_properties_get", None)
+    return getter() if getter is not None else prefs
+
+
+def migrate(prefs) -> None:
+    """Bring preferences saved by an older version up to SETTINGS_VERSION: a value whose "Set X" toggle
+    was off (or never stored) becomes the model's own setting, as it acted; the toggles are dropped."""
+    if prefs is None or prefs.settings_version >= SETTINGS_VERSION:
+        return
+    stored = stored_values(prefs)
+    for name, own in MODEL_OWN.items():
+        toggle = "set_" + name
+        if stored is None or not stored.get(toggle, False):
+            setattr(prefs, name, own)
+        if stored is not None and toggle in stored:
+            del stored[toggle]
+    prefs.settings_version = SETTINGS_VERSION
 
 
 def get_preferences(context=None):

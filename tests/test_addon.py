@@ -462,7 +462,7 @@ def test_failed_rerun_keeps_the_first_result_and_its_stored_prediction(fresh, mo
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(apply.scene, "write_weights", half_then_fail)
-    res, msg = run(max_influences=3, set_smoothing=True, smoothing=2)
+    res, msg = run(max_influences=3, smoothing=2)
     assert res == {"CANCELLED"} and "out of memory" in msg
     assert fingerprint() == before
     np.testing.assert_array_equal(weights(mesh, names), first)
@@ -490,15 +490,15 @@ def test_learned_mode_with_tiny_model(fresh, tmp_path):
 
 
 def test_network_share_overrides_the_model_blend(fresh, tmp_path):
-    """Set Network Share 0 gives the model's heat prior, as the runtime computes it; unset keeps the model's mix."""
+    """Network Share 0 gives the model's heat prior, as the runtime computes it; the default keeps the model's mix."""
     path = tiny_model(tmp_path, seed=1)
     from backend.inference.predictor import Predictor
 
     mesh, arm, rig = make_scene(3)
     names = ["bone_0", "bone_1", "bone_2"]
     got = {}
-    for key, kw in (("model", {}), ("prior", {"set_network_share": True, "network_share": 0.0}),
-                    ("net", {"set_network_share": True, "network_share": 1.0})):
+    for key, kw in (("model", {}), ("prior", {"network_share": 0.0}),
+                    ("net", {"network_share": 1.0})):
         select(mesh, arm)
         res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
         assert res == {"FINISHED"}, msg
@@ -510,15 +510,15 @@ def test_network_share_overrides_the_model_blend(fresh, tmp_path):
 
 
 def test_sharpness_overrides_the_model_setting(fresh, tmp_path):
-    """Set Sharpness P gives the runtime's weights at power P; unset keeps the model's (1 for the tiny model)."""
+    """Sharpness P gives the runtime's weights at power P; the default keeps the model's (1 for the tiny model)."""
     path = tiny_model(tmp_path, seed=1)
     from backend.inference.predictor import Predictor
 
     mesh, arm, rig = make_scene(3)
     names = ["bone_0", "bone_1", "bone_2"]
     got = {}
-    for key, kw in (("model", {}), ("one", {"set_sharpness": True, "sharpness": 1.0}),
-                    ("sharp", {"set_sharpness": True, "sharpness": 3.0})):
+    for key, kw in (("model", {}), ("one", {"sharpness": 1.0}),
+                    ("sharp", {"sharpness": 3.0})):
         select(mesh, arm)
         res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
         assert res == {"FINISHED"}, msg
@@ -532,12 +532,12 @@ def test_sharpness_overrides_the_model_setting(fresh, tmp_path):
 
 
 @pytest.mark.parametrize("key, stored, unset, call", [
-    ("smooth", "3", {"set_smoothing": True, "smoothing": 0}, {"smooth": 0}),
-    ("diffuse", "2.0", {"set_diffusion": True, "diffusion": 0.0}, {"diffuse": 0.0}),
+    ("smooth", "3", {"smoothing": 0}, {"smooth": 0}),
+    ("diffuse", "2.0", {"diffusion": 0.0}, {"diffuse": 0.0}),
 ])
 def test_clean_up_follows_the_model_unless_set(fresh, tmp_path, key, stored, unset, call):
-    """A model that stores smoothing 3 (diffusion 2 %) is smoothed (diffused) so by default; Set
-    Smoothing 0 (Set Diffusion 0) turns it off, with the runtime's own weights in both cases."""
+    """A model that stores smoothing 3 (diffusion 2 %) is smoothed (diffused) so by default;
+    Smoothing 0 (Diffusion 0) turns it off, with the runtime's own weights in both cases."""
     from backend.inference.predictor import Predictor
     from conftest import rewrite_meta
 
@@ -706,8 +706,7 @@ def test_rigid_separate_parts_option(fresh, tmp_path):
     got = {}
     for flag in (False, True):
         select(mesh, arm)
-        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", set_network_share=True,
-                       network_share=0.0, rigid_pieces=flag)
+        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", network_share=0.0, rigid_pieces=flag)
         assert res == {"FINISHED"}, msg
         got[flag] = weights(mesh, names)
     np.testing.assert_array_equal(got[True][eye], np.tile([0.0, 0.0, 1.0], (int(eye.sum()), 1)))

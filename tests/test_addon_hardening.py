@@ -257,3 +257,68 @@ def test_cuda_fallback_is_reported_in_the_status_bar_once(fresh, tmp_path, capfd
     assert run(mode="LEARNED", model_path=str(path), device="CUDA")[0] == {"FINISHED"}
     again = _reports(capfd.readouterr().out)
     assert again and not any(ln.startswith("Warning:") for ln in again)
+
+
+def test_each_setting_is_one_value(fresh, tmp_path):
+    """No "Set X" toggles: a value given to the operator, or set in the preferences, is used; the
+    default (below the setting's range) keeps the model's own setting."""
+    from backend.inference.predictor import Predictor
+    from conftest import rewrite_meta
+    from test_addon import tiny_model
+
+    props = bpy.types.AUTOSKIN_OT_auto_skin.bl_rna.properties.keys()
+    assert [p for p in props if p.startswith("set_")] == []
+    path = rewrite_meta(tiny_model(tmp_path, seed=2), tmp_path / "smooth.onnx", smooth="3")
+    mesh, arm, rig = make_scene(3)
+    pred = Predictor(path, device="cpu")
+    expect = {s: pred.predict(rig, max_influences=0, prune=0.0, smooth=s).weights for s in (3, 0)}
+    assert np.abs(expect[3] - expect[0]).max() > 1e-3
+    kw = dict(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    label = sys.modules[PKG + ".preferences"].option_label
+    assert label(prefs, "smoothing") == "Smoothing (model's own)" and label(prefs, "mode") is None
+    for given, pref, smooth in (({}, None, 3), ({"smoothing": 0}, None, 0), ({}, 0, 0)):
+        if pref is not None:
+            prefs.smoothing = pref
+        try:
+            select(mesh, arm)
+            res, msg = run(**kw, **given)
+        finally:
+            prefs.smoothing = -1
+        assert res == {"FINISHED"}, msg
+        np.testing.assert_allclose(weights(mesh, NAMES), expect[smooth], atol=1e-3)
+
+
+def test_saved_preferences_with_set_toggles_still_load(fresh):
+    """Preferences saved with "Set X" toggles load with the same effect: a value whose toggle was off
+    (or never stored) becomes the model's own setting, a toggled one is kept."""
+    import addon_utils
+
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    stored = sys.modules[PKG + ".preferences"].stored_values(prefs)
+    del stored["settings_version"]  # saved by the version with toggles
+    stored["set_smoothing"], prefs.smoothing = False, 4
+    stored["set_sharpness"], prefs.sharpness = True, 2.5
+    stored["set_network_share"], prefs.network_share = True, 0.3
+    prefs.diffusion = 1.0  # its toggle never stored: it was off
+    try:
+        addon_utils.disable(PKG, default_set=False)
+        addon_utils.enable(PKG, default_set=False)
+        prefs = bpy.context.preferences.addons[PKG].preferences
+        got = {k: round(getattr(prefs, k), 4) for k in ("smoothing", "sharpness", "network_share", "diffusion")}
+        assert got == {"smoothing": -1, "sharpness": 2.5, "network_share": 0.3, "diffusion": -1.0}
+        stored = sys.modules[PKG + ".preferences"].stored_values(prefs)
+        assert not [k for k in stored.keys() if k.startswith("set_")]
+        assert prefs.settings_version == 2
+    finally:
+        prefs.smoothing, prefs.sharpness, prefs.network_share, prefs.diffusion = -1, 0.0, -1.0, -1.0
+
+
+def test_prune_tooltip_says_weights_fade(fresh):
+    """The runtime fades small weights out (removed below PRUNE_FADE_START x the threshold); the
+    tooltip says so instead of 'removed'."""
+    from backend.inference.postprocess import PRUNE_FADE_START
+
+    text = bpy.types.AUTOSKIN_OT_auto_skin.bl_rna.properties["prune_threshold"].description
+    assert "fade" in text and f"{PRUNE_FADE_START:.0%}".replace("%", " %") in text
+    assert text == bpy.context.preferences.addons[PKG].preferences.bl_rna.properties["prune_threshold"].description
