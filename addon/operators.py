@@ -107,7 +107,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         for name in preferences.OPTION_NAMES:
             if name in preferences.LEARNED_ONLY and self.mode != "LEARNED":
                 continue
-            layout.prop(self, name, text=preferences.option_label(self, name))
+            layout.prop(self, name, text=preferences.option_label(self.properties, name))
 
     def execute(self, context):
         opt = self._options(context)

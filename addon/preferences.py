@@ -40,11 +40,11 @@ def override(name: str, value: float) -> float | None:
     return None if value < VALID_FROM[name] else value
 
 
-def option_label(owner, name: str) -> str | None:
-    """Label for drawing option ``name``: '<Name> (model's own)' while it is below VALID_FROM, else None
-    (the property's own name)."""
-    if name in MODEL_OWN and override(name, getattr(owner, name)) is None:
-        return f"{owner.bl_rna.properties[name].name} (model's own)"
+def option_label(values, name: str) -> str | None:
+    """Label for drawing option ``name`` of ``values`` (the preferences, or an operator's
+    ``properties``): '<Name> (model's own)' while it is below VALID_FROM, else None (its own name)."""
+    if name in MODEL_OWN and override(name, getattr(values, name)) is None:
+        return f"{values.bl_rna.properties[name].name} (model's own)"
     return None
 
 

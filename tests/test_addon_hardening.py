@@ -266,8 +266,8 @@ def test_each_setting_is_one_value(fresh, tmp_path):
     from conftest import rewrite_meta
     from test_addon import tiny_model
 
-    props = bpy.types.AUTOSKIN_OT_auto_skin.bl_rna.properties.keys()
-    assert [p for p in props if p.startswith("set_")] == []
+    props = bpy.ops.autoskin.auto_skin.get_rna_type().properties.keys()
+    assert "smoothing" in props and [p for p in props if p.startswith("set_")] == []
     path = rewrite_meta(tiny_model(tmp_path, seed=2), tmp_path / "smooth.onnx", smooth="3")
     mesh, arm, rig = make_scene(3)
     pred = Predictor(path, device="cpu")
@@ -277,6 +277,8 @@ def test_each_setting_is_one_value(fresh, tmp_path):
     prefs = bpy.context.preferences.addons[PKG].preferences
     label = sys.modules[PKG + ".preferences"].option_label
     assert label(prefs, "smoothing") == "Smoothing (model's own)" and label(prefs, "mode") is None
+    op_props = bpy.ops.autoskin.auto_skin.get_rna_type()
+    assert op_props.properties["sharpness"].default < 1.0 <= op_props.properties["sharpness"].hard_max
     for given, pref, smooth in (({}, None, 3), ({"smoothing": 0}, None, 0), ({}, 0, 0)):
         if pref is not None:
             prefs.smoothing = pref
@@ -319,6 +321,46 @@ def test_prune_tooltip_says_weights_fade(fresh):
     tooltip says so instead of 'removed'."""
     from backend.inference.postprocess import PRUNE_FADE_START
 
-    text = bpy.types.AUTOSKIN_OT_auto_skin.bl_rna.properties["prune_threshold"].description
+    text = bpy.ops.autoskin.auto_skin.get_rna_type().properties["prune_threshold"].description
     assert "fade" in text and f"{PRUNE_FADE_START:.0%}".replace("%", " %") in text
     assert text == bpy.context.preferences.addons[PKG].preferences.bl_rna.properties["prune_threshold"].description
+
+
+class _Layout:
+    """Records ``prop`` calls of a draw function."""
+
+    def __init__(self):
+        self.props, self.use_property_split = [], False
+
+    def prop(self, data, name, text=None, **kw):
+        self.props.append((name, text))
+
+    def column(self, **kw):
+        return self
+
+    def label(self, **kw):
+        pass
+
+
+class _Drawn:
+    """Stands in for an operator or the preferences in a draw call: their values, a recording layout."""
+
+    def __init__(self, values):
+        self.layout, self.properties, self._values = _Layout(), values, values
+
+    def __getattr__(self, name):
+        return getattr(self._values, name)
+
+
+def test_redo_panel_and_preferences_draw_one_control_per_setting(fresh):
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.sharpness = 2.0
+    try:
+        for cls in (bpy.types.AUTOSKIN_OT_auto_skin, type(prefs)):
+            drawn = _Drawn(prefs)
+            cls.draw(drawn, bpy.context)
+            labels = dict(drawn.layout.props)
+            assert labels["smoothing"] == "Smoothing (model's own)" and labels["sharpness"] is None
+            assert not [n for n in labels if n.startswith("set_")]
+    finally:
+        prefs.sharpness = 0.0
