@@ -114,3 +114,88 @@ def test_a_state_written_with_numpy_rng_arrays_still_resumes(tmp_path):
     np.random.seed(0)
     set_rng_state(load_state(tmp_path / "state.pt")["rng"])
     assert np.random.rand() == expected
+
+
+def log_steps(run: Path) -> list[int]:
+    import json
+
+    return [r["step"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+
+
+ONE_RIG_PER_STEP = dict(data=dict(vertex_budget=100))  # 3 train rigs: 3 steps per epoch
+
+
+def test_sigterm_saves_the_state_mid_epoch_and_the_run_resumes(tmp_path, rigs, monkeypatch):
+    import signal
+
+    from test_training import tiny_config
+
+    from backend.training.trainer import Trainer
+
+    cfg = tiny_config(tmp_path, **ONE_RIG_PER_STEP)
+    tr = Trainer(cfg, rigs, tmp_path / "run", progress=False, tensorboard=False, plots=False)
+    step = tr.supervised_step
+
+    def step_then_term(*a, **kw):
+        rec = step(*a, **kw)
+        if tr.pos["step"] == 1:  # the signal arrives during step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return rec
+
+    monkeypatch.setattr(tr, "supervised_step", step_then_term)
+    summary = tr.fit()
+    assert summary["stopped"] and not summary["killed"] and summary["steps"] == 2
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert load_state(tmp_path / "run" / "state.pt")["pos"] == {"stage": 1, "epoch": 0, "batch": 2, "step": 2}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after fit
+    done = Trainer(cfg, rigs, tmp_path / "run", resume=True, progress=False, tensorboard=False, plots=False).fit()
+    assert not done["stopped"] and done["steps"] == 6
+    assert log_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_timed_checkpoint_is_written_mid_epoch(tmp_path, rigs):
+    from test_training import tiny_config
+
+    from backend.training.trainer import Trainer
+
+    cfg = tiny_config(tmp_path, **ONE_RIG_PER_STEP, run=dict(checkpoint_every_minutes=1e-9, kill_after_steps=2))
+    assert Trainer(cfg, rigs, tmp_path / "run", progress=False, tensorboard=False, plots=False).fit()["killed"]
+    assert load_state(tmp_path / "run" / "state.pt")["pos"]["batch"] == 2  # before the first epoch ended
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path, rigs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_training import tiny_config
+
+    from backend.training.trainer import Trainer
+
+    base = dict(ONE_RIG_PER_STEP, run=dict(checkpoint_every_minutes=0))
+    killed = tiny_config(tmp_path, **ONE_RIG_PER_STEP, run=dict(checkpoint_every_minutes=0, kill_after_steps=5))
+    Trainer(killed, rigs, tmp_path / "run", progress=False, plots=False).fit()  # state at step 3, log up to 5
+    assert log_steps(tmp_path / "run") == [1, 2, 3, 4, 5]
+    Trainer(tiny_config(tmp_path, **base), rigs, tmp_path / "run", resume=True, progress=False, plots=False).fit()
+    assert log_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6]
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("step/loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_corrupt_unlabelled_file_is_skipped_and_reported(tmp_path, rigs):
+    import json
+    import shutil
+
+    from test_training import tiny_config
+
+    from backend.training.trainer import Trainer
+
+    unl = tmp_path / "unlabelled"
+    unl.mkdir()
+    shutil.copy(rigs / "train" / "train_0.npz", unl / "good.npz")
+    (unl / "broken.npz").write_text("not a rig")
+    cfg = tiny_config(tmp_path, data=dict(unlabeled_dirs=[str(unl)]), stages=dict(stage1_epochs=1, stage2_epochs=1))
+    tr = Trainer(cfg, rigs, tmp_path / "run", progress=False, tensorboard=False, plots=False)
+    summary = tr.fit()
+    assert not summary["killed"] and [p.name for p in tr.train_u.paths] == ["good.npz"]
+    events = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+              if r.get("event") == "unlabeled_skipped"]
+    assert len(events) == 1 and events[0]["file"].endswith("broken.npz") and "not an .npz archive" in events[0]["reason"]

@@ -8,6 +8,9 @@ Example:
   python -m backend train ... --init runs/old/best_generator.pt   # warm start from a trained generator
   python -m torch.distributed.run --nproc_per_node 2 -m backend train ...   # data-parallel (gloo on CPU)
 
+SIGTERM (a scheduler's stop) saves state.pt at the end of the current step and exits with 143;
+state.pt is also written every run.checkpoint_every_minutes (10) mid-epoch.
+
 The run folder gets state.pt (resumable), best_generator.pt, log.jsonl, tb/ (TensorBoard),
 plots/*.png, config.json and summary.json.
 """
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 NAME = "train"
+STOPPED = 143  # exit status after SIGTERM (128 + 15): the state is saved, resume continues
 HELP = "train the skinning generator (SS-WGAN)"
 
 
@@ -83,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         summary = trainer.fit()
         if trainer.main:
             print(json.dumps(summary, indent=1, default=str))
+        if summary["stopped"]:
+            if trainer.main:
+                print(f"stopped by a signal after step {summary['steps']}; the state is saved: continue with "
+                      f"--resume", file=sys.stderr)
+            return STOPPED
             best = Path(args.out) / "best_generator.pt"
             if best.is_file():
                 print(f"best generator: {best}")

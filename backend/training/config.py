@@ -120,6 +120,7 @@ class RunConfig:
     amp: str = "bf16"  # bf16 | fp16 | off (used on CUDA only)
     activation_checkpointing: bool = True  # CUDA only
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
+    checkpoint_every_minutes: float = 10.0  # also checkpoint mid-epoch when this long has passed (0: never)
     plot_every: int = 1  # epochs
     spike_factor: float = 10.0  # grad norm > factor * running median -> reported
     threads: int = 0  # torch CPU threads, 0 = torch default

@@ -37,13 +37,15 @@ from backend.training import distributed as dd
 from backend.io.atomic import atomic_path
 from backend.training.checkpoint import load_state, rng_state, save_generator, save_torch, set_rng_state, state_dict_finite
 from backend.training.config import TrainConfig, config_from_dict
+from backend.training.signals import StopRequest
 from backend.training.data import Batch, FeatureStore, RigSet, epoch_batches, list_rigs, split_labeled
 from backend.training.losses import (consistency_loss, deformation_loss, gradient_penalty, perturb_inputs,
                                      physical_loss, pooled_pairs, rig_balance_weights, smoothness_loss,
                                      supervised_loss, total_loss, wgan_critic_loss, wgan_generator_loss)
 
 #: Config keys that may differ between a run and its resumption.
-RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"),
+RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"), ("run", "checkpoint_every_steps"),
+               ("run", "checkpoint_every_minutes"),
                ("runtime", "prior_blend"), ("runtime", "sharpen"), ("runtime", "diffuse")}
 
 
@@ -98,11 +100,28 @@ class RunLog:
     def __init__(self, out: Path, enabled: bool, tensorboard: bool = True):
         self.enabled = enabled
         self.path = out / "log.jsonl"
+        self.tb_dir = out / "tb"
         self.tb = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tb"))
+            self.tb = SummaryWriter(str(self.tb_dir))
+
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after ``step`` (a resumed run logs those steps again): the JSONL
+        records of later steps are dropped, and TensorBoard purges its later scalars."""
+        if not self.enabled:
+            return
+        if self.path.is_file():
+            kept = [ln for ln in self.path.read_text().splitlines(keepends=True)
+                    if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(kept))
+        if self.tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb.close()
+            self.tb = SummaryWriter(str(self.tb_dir), purge_step=step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -239,6 +258,8 @@ class Trainer:
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.scheds: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
         self.resumed = False
+        self.stop = StopRequest()  # SIGTERM: save the state and end at the next step
+        self.saved_at = time.time()  # when state.pt was last written (run.checkpoint_every_minutes)
         if resume:
             self._resume()
 
@@ -493,6 +514,15 @@ class Trainer:
             else:
                 save_torch(self.state(), self.out / "state.pt")
         dd.barrier(self.dist)
+        self.saved_at = time.time()
+
+    def step_flags(self) -> tuple[bool, bool]:
+        """(a stop was requested by SIGTERM, a timed checkpoint is due), the same on every rank."""
+        minutes = self.cfg.run.checkpoint_every_minutes
+        flags = [float(self.stop.requested is not None), float(bool(minutes) and time.time() - self.saved_at >= 60 * minutes)]
+        if self.dist.world > 1:
+            flags = dd.all_sum(torch.tensor(flags, dtype=torch.float64, device=self.device), self.dist).tolist()
+        return flags[0] > 0, flags[1] > 0
 
     def _resume(self) -> None:
         st = load_state(self.out / "state.pt")
@@ -505,6 +535,7 @@ class Trainer:
         self.Ds.load_state_dict(st["Ds"])
         self.Du.load_state_dict(st["Du"])
         self.pos = dict(st["pos"])
+        self.log.rewind(self.pos["step"])
         if st["opts"]:  # empty between stages: fit() builds the next stage's fresh optimisers
             self.build_optimizers(self.pos["stage"])
             for k, o in self.opts.items():
@@ -547,12 +578,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def prepare_data(self) -> None:
-        """Compute this rank's share of the feature cache, then load everything."""
-        for rs in (self.train_l, self.train_u, self.val):
+        """Compute this rank's share of the feature cache, then load everything. An unlabelled rig
+        that cannot be read or featurised is left out and reported (event ``unlabeled_skipped``), as
+        predict and evaluate skip bad files; labelled and validation rigs must all be usable."""
+        for rs in (self.train_l, self.val):
             rs.prepare(self.dist.rank, self.dist.world, self.progress)
+        self.prepare_unlabeled(self.dist.rank, self.dist.world, drop=False)
         dd.barrier(self.dist)
-        for rs in (self.train_l, self.train_u, self.val):
+        for rs in (self.train_l, self.val):
             rs.prepare(0, 1, False)
+        self.prepare_unlabeled(0, 1, drop=True)
+
+    def prepare_unlabeled(self, rank: int, world: int, drop: bool) -> None:
+        """Features of unlabelled rig i on rank i % world; with ``drop`` (every rank, all rigs, the
+        same decisions) the rigs that fail are removed from the set and reported."""
+        keep = []
+        for i, path in enumerate(self.train_u.paths):
+            if i % world == rank:
+                try:
+                    self.train_u.store.arrays(path, 0)
+                except Exception as exc:  # noqa: BLE001 -- one bad unlabelled file must not stop training
+                    if drop:
+                        self.event("unlabeled_skipped", file=str(path), reason=f"{type(exc).__name__}: {exc}")
+                    continue
+            keep.append(path)
+        if drop:
+            self.train_u.paths, self.train_u.labeled = keep, [False] * len(keep)
 
     def stage_active(self, stage: int) -> bool:
         return self.stage_epochs(stage) > 0
@@ -568,7 +619,12 @@ class Trainer:
         return self.train_u.batch(batches[i % len(batches)], self.cfg.run.seed, epoch + 10_000).to(self.device)
 
     def fit(self) -> dict[str, Any]:
-        """Run (or continue) the stages; returns a summary (also written to summary.json)."""
+        """Run (or continue) the stages; returns a summary (also written to summary.json when the run
+        ends). SIGTERM saves the state at the end of the current step and ends the run (``stopped``)."""
+        with self.stop:
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self.prepare_data()
         self._u_batches: dict[int, list] = {}
@@ -579,7 +635,7 @@ class Trainer:
                             "val": len(self.val), "world": self.dist.world, "device": str(self.device),
                             "resumed": self.resumed, **self.pos})
         t0 = time.time()
-        killed = False
+        killed = stopped = False
         sizes = self.train_l.sizes()
         stage = self.pos["stage"]
         while stage <= 3 and not killed:
@@ -616,8 +672,14 @@ class Trainer:
                     self.log.write(rec)
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}", mse=f"{rec['mse']:.4f}")
-                    if cfg.run.checkpoint_every_steps and self.pos["step"] % cfg.run.checkpoint_every_steps == 0:
+                    stopped, due = self.step_flags()
+                    if stopped or due or (cfg.run.checkpoint_every_steps
+                                          and self.pos["step"] % cfg.run.checkpoint_every_steps == 0):
                         self.save_state()
+                    if stopped:
+                        self.event("stopped", signal=self.stop.requested or "SIGTERM (another rank)")
+                        killed = True
+                        break
                     if cfg.run.kill_after_steps and self.pos["step"] >= cfg.run.kill_after_steps:
                         killed = True
                         break
@@ -654,7 +716,8 @@ class Trainer:
             if not stop_stage and not killed:
                 stage = self.advance_stage(stage)
                 self.save_state()
-        summary = {"killed": killed, "best_score": self.best_score, "steps": self.pos["step"], "events": self.events,
+        summary = {"killed": killed and not stopped, "stopped": stopped, "best_score": self.best_score,
+                   "steps": self.pos["step"], "events": self.events,
                    "seconds": time.time() - t0, "world": self.dist.world, "replicas_in_sync": self.replicas_in_sync(),
                    "last_epoch": self.history["epoch"][-1] if self.history["epoch"] else None}
         if self.main and not killed:
