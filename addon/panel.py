@@ -1,4 +1,4 @@
-"""The sidebar panel (3D viewport > N > Auto Skin) and the Object > Parent menu entry."""
+"""The sidebar panel (3D viewport > N > Auto Skin)."""
 from __future__ import annotations
 
 import bpy
@@ -34,9 +34,3 @@ class AUTOSKIN_PT_panel(bpy.types.Panel):
         layout.separator()
         layout.operator(AUTOSKIN_OT_export_corrections.bl_idname, icon="EXPORT")
         layout.label(text=f"To: {preferences.export_dir(prefs)}")
-
-
-def parent_menu_entry(self, context):
-    """Object > Parent: 'With Auto Skin Weights' next to 'With Automatic Weights'."""
-    self.layout.separator()
-    self.layout.operator(AUTOSKIN_OT_auto_skin.bl_idname, text="With Auto Skin Weights", icon="ARMATURE_DATA")

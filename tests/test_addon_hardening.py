@@ -58,6 +58,9 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
             out["bad_model"] = "no error"
         except RuntimeError as exc:
             out["bad_model"] = str(exc)
+        kc = bpy.context.window_manager.keyconfigs.addon
+        out["ctrl_p"] = sorted(km.name for km in kc.keymaps for k in km.keymap_items
+                               if k.idname == "wm.call_menu" and k.properties.name == "AUTOSKIN_MT_parent_set")
         out["backend"] = sys.modules["backend"].__file__
         out["same_error_class"] = sys.modules[PKG + ".operators"].RigError is sys.modules["backend.rig"].RigError
         print(json.dumps(out))
@@ -72,6 +75,7 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
     assert out["export"] == ["FINISHED"] and len(out["files"]) == 1
     assert "/extensions/user_default/autoskin/vendor/backend/" in out["backend"]
     assert out["same_error_class"]
+    assert out["ctrl_p"] == ["Object Mode", "Pose"]  # one Ctrl+P entry each, none left over from the cycles
     assert "not a readable ONNX model" in out["bad_model"] and "Auto Skin failed" not in out["bad_model"]
 
 
@@ -330,13 +334,21 @@ class _Layout:
     """Records ``prop`` calls of a draw function."""
 
     def __init__(self):
-        self.props, self.use_property_split = [], False
+        self.props, self.ops, self.use_property_split = [], [], False
 
     def prop(self, data, name, text=None, **kw):
         self.props.append((name, text))
 
     def column(self, **kw):
         return self
+
+    def separator(self, **kw):
+        pass
+
+    def operator(self, idname, text=None, **kw):
+        props = type("Props", (), {})()
+        self.ops.append((idname, text, props))
+        return props
 
     def label(self, **kw):
         pass
@@ -364,3 +376,35 @@ def test_redo_panel_and_preferences_draw_one_control_per_setting(fresh):
             assert not [n for n in labels if n.startswith("set_")]
     finally:
         prefs.sharpness = 0.0
+
+
+def test_ctrl_p_offers_auto_skin(fresh):
+    """Ctrl+P (Object and Pose Mode) opens the add-on's copy of Blender's armature popup, with Auto Skin
+    after With Automatic Weights, when an armature is active and a mesh selected; otherwise the key
+    passes through to Blender's own popup."""
+    menu = bpy.types.AUTOSKIN_MT_parent_set
+    keyconfig = bpy.context.window_manager.keyconfigs.addon
+    for name in ("Object Mode", "Pose"):
+        items = [k for k in keyconfig.keymaps[name].keymap_items if k.idname == "wm.call_menu"
+                 and k.properties.name == menu.bl_idname]
+        assert len(items) == 1 and items[0].type == "P" and items[0].ctrl and not (items[0].shift or items[0].alt)
+    mesh, arm, rig = make_scene(3)
+    assert menu.poll(bpy.context)
+    drawn = _Drawn(None)
+    menu.draw(drawn, bpy.context)
+    texts = [text.strip() for _, text, _ in drawn.layout.ops]
+    assert texts == ["Object", "Object (Keep Transform)", "Object (Without Inverse)",
+                     "Object (Keep Transform Without Inverse)", "Armature Deform", "With Empty Groups",
+                     "With Envelope Weights", "With Automatic Weights", "With Auto Skin Weights", "Bone",
+                     "Bone Relative"]
+    idname, _, _ = drawn.layout.ops[texts.index("With Auto Skin Weights")]
+    assert idname == "autoskin.auto_skin"
+    assert [p.type for i, _, p in drawn.layout.ops if i == "object.parent_set"][2:] == [
+        "ARMATURE", "ARMATURE_NAME", "ARMATURE_ENVELOPE", "ARMATURE_AUTO", "BONE", "BONE_RELATIVE"]
+    bpy.ops.object.mode_set(mode="POSE")
+    assert menu.poll(bpy.context)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    for objs in ((mesh,), (arm,)):  # a mesh active, or no mesh selected: Blender's own popup
+        select(*objs)
+        assert not menu.poll(bpy.context)
+        assert bpy.ops.wm.call_menu(name=menu.bl_idname) == {"CANCELLED", "PASS_THROUGH"}
