@@ -127,6 +127,9 @@ class AUTOSKIN_OT_export_corrections(bpy.types.Operator):
         except (RigError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001 - a one-line report, never a traceback
+            self.report({"ERROR"}, f"Export failed: {type(exc).__name__}: {exc}")
+            return {"CANCELLED"}
         note = "with" if with_pred else "without (run Auto Skin first to record one)"
         self.report({"INFO"}, f"Exported {path} {note} the model's prediction")
         return {"FINISHED"}
