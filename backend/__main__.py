@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 import backend.cli as cli_pkg
 from backend.rig import RigError
@@ -32,7 +33,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, commands
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line read like errors: ``warning: <message>``."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = one_line_warning
     parser, commands = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

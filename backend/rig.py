@@ -97,7 +97,13 @@ def make_rig(
     """Build a :class:`Rig` from array-likes with the right dtypes; tails default to the
     first child's head (or a short stub along the parent direction for leaves)."""
     vertices = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
-    faces = np.asarray(faces, dtype=np.int32).reshape(-1, 3)
+    faces = np.asarray(faces)
+    if faces.dtype.kind == "f":
+        bad = faces[~(np.isfinite(faces) & (faces == np.round(faces)))]
+        if bad.size:
+            raise RigError(f"{name}: face indices must be whole numbers, got {bad.size} that are not, such as "
+                           f"{bad[:3].tolist()}")
+    faces = faces.astype(np.int32).reshape(-1, 3)
     joints = np.asarray(joints, dtype=np.float32).reshape(-1, 3)
     parents = np.asarray(parents, dtype=np.int32).reshape(-1)
     J = joints.shape[0]

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from backend.inference.geometry_checks import check_geometry
 from backend.inference.model_meta import ModelError
 from backend.inference.postprocess import DEFAULT_PRUNE, check_clean_up, postprocess
 from backend.inference.rigid_pieces import rigid_pieces
@@ -199,6 +200,7 @@ class Predictor:
         check_clean_up(smooth=int(smooth), diffuse=float(diffuse))
         rig = rig.without_weights()
         validate_rig(rig)
+        check_geometry(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
                       "deform_bones": int(rig.is_deform.sum()), "simplified_to": None, "helper_bones_skipped": []}
         share = None
