@@ -16,7 +16,7 @@ import numpy as np
 from backend.rig import RigError
 
 from . import apply, combine, export_corrections, preferences
-from .gather import UsageError, read_target
+from .gather import SkinTarget, UsageError, read_target
 
 _PREDICTORS: dict = {}
 
@@ -167,7 +167,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def device_warnings(caught: list) -> list:
+def device_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     """The runtime's fallbacks from CUDA to the CPU among recorded warnings, as status lines (the
     runtime warns when it opens a session; sessions are cached, so once per model and device)."""
     out = []
@@ -177,6 +177,7 @@ def device_warnings(caught: list) -> list:
         if issubclass(rec.category, RuntimeWarning) and "running on the CPU" in text and line not in out:
             out.append(line)
     return out
+
 
 def settings_note(info: dict, learned: bool) -> str:
     """' (network share 0.80, sharpness 1.5, diffusion 0.5 %)' for the status line: the mix and the
@@ -203,7 +204,8 @@ def combine_for_target(target, predicted: np.ndarray, opt: dict) -> tuple[np.nda
     return final.astype(np.float32), columns, written
 
 
-def _records(target, final: np.ndarray, written: np.ndarray, version: str) -> list:
+def _records(target: SkinTarget, final: np.ndarray, written: np.ndarray,
+             version: str) -> list[tuple[np.ndarray, str]]:
     """Per mesh, (the (V_i, J) record of what Auto Skin wrote, its model versions) after this run: the
     cells written now replace the mesh's earlier record, the other cells keep it."""
     out, start = [], 0
