@@ -71,15 +71,16 @@ def test_piece_features_extend_the_base_features():
 
 
 def test_feature_keys_made_before_piece_features_stay_valid():
-    # the feature config as it was before the later options (piece_features, parent_candidate):
-    # same class name, the fields without them
+    # the feature config as it was before the later options (piece_features, parent_candidate,
+    # geodesic_pair): same class name, the fields without them
     old_fields = [(f.name, f.type, dataclasses.field(default=f.default))
                   for f in dataclasses.fields(FeatureConfig) if not f.metadata.get("key_omits_default")]
-    assert len(old_fields) == len(dataclasses.fields(FeatureConfig)) - 2
+    assert len(old_fields) == len(dataclasses.fields(FeatureConfig)) - 3
     Old = dataclasses.make_dataclass("FeatureConfig", old_fields, frozen=True)
     assert cache_key({"f": FeatureConfig(k_bones=5)}) == cache_key({"f": Old(k_bones=5)})
     assert cache_key({"f": FeatureConfig(k_bones=5, piece_features=True)}) != cache_key({"f": Old(k_bones=5)})
     assert cache_key({"f": FeatureConfig(k_bones=5, parent_candidate=True)}) != cache_key({"f": Old(k_bones=5)})
+    assert cache_key({"f": FeatureConfig(k_bones=5, geodesic_pair=True)}) != cache_key({"f": Old(k_bones=5)})
     assert FeatureConfig().key() == ",".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(Old()).items()))
 
 
