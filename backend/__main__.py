@@ -39,7 +39,6 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = one_line_warning
     parser, commands = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -60,4 +59,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    warnings.formatwarning = one_line_warning
     sys.exit(main())
