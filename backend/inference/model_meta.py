@@ -52,6 +52,13 @@ KEY_DIFFUSE = "diffuse"
 """Reach of the heat diffusion the runtime applies to this model's weights before sharpening, in % of
 the character's bounding-box diagonal (backend.inference.postprocess.diffuse_weights), chosen with the
 model on validation rigs. Absent means 0 (none)."""
+KEY_GEODESIC_SHARE = "geodesic_share"
+"""Share of the geodesic falloff over the candidates (backend.features.geodesic.geodesic_weights of the
+candidate distances the features hold) in the runtime weights, mixed in after the prior blend and
+before the clean-up; refitted on a studio's corrections (backend.training.style). Absent means 0."""
+#: Column of ``pair_feat`` holding each candidate's (geodesic, else Euclidean) distance
+#: (backend.features.pipeline.compute_features).
+DISTANCE_COLUMN = 5
 KEY_QUANTIZATION = "quantization"
 REQUIRED_KEYS = (KEY_FORMAT, KEY_FEATURE_VERSION, KEY_FEATURE_HASH, KEY_FEATURE_CONFIG)
 
@@ -80,6 +87,7 @@ class ModelInfo:
     smooth: int = 0
     diffuse: float = 0.0
     graph_weights_hash: str = ""  # KEY_GRAPH_WEIGHTS_HASH, "" when absent
+    geodesic_share: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -93,6 +101,7 @@ class ModelInfo:
             "sharpen": self.sharpen,
             "smooth": self.smooth,
             "diffuse": self.diffuse,
+            "geodesic_share": self.geodesic_share,
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -162,6 +171,12 @@ def parse_diffuse(meta: Mapping[str, str], source: str | Path) -> float:
     return _parse_bounded(meta, KEY_DIFFUSE, "0.0", float, 0.0, MAX_DIFFUSE, source)
 
 
+def parse_geodesic_share(meta: Mapping[str, str], source: str | Path) -> float:
+    """The ``geodesic_share`` of a model's metadata (0 when absent); ModelError naming ``source`` unless
+    it is a number in [0, 1]."""
+    return _parse_bounded(meta, KEY_GEODESIC_SHARE, "0.0", float, 0.0, 1.0, source)
+
+
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
     """The model's per-rig blend rule (None when absent); ModelError naming ``source`` when malformed."""
     text = meta.get(KEY_PRIOR_BLEND_RULE)
@@ -175,11 +190,11 @@ def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> Piece
 
 def parse_runtime_settings(meta: Mapping[str, str], source: str | Path) -> dict:
     """The run-time settings a model carries, each parsed and checked as above: ``prior_blend``,
-    ``prior_blend_rule`` (PieceBlendRule or None), ``sharpen``, ``smooth``, ``diffuse`` (the names of
-    :class:`ModelInfo`'s fields and of ``export_generator``'s arguments)."""
+    ``prior_blend_rule`` (PieceBlendRule or None), ``sharpen``, ``smooth``, ``diffuse``, ``geodesic_share``
+    (the names of :class:`ModelInfo`'s fields and of ``export_generator``'s arguments)."""
     return dict(prior_blend=parse_prior_blend(meta, source), prior_blend_rule=parse_prior_blend_rule(meta, source),
                 sharpen=parse_sharpen(meta, source), smooth=parse_smooth(meta, source),
-                diffuse=parse_diffuse(meta, source))
+                diffuse=parse_diffuse(meta, source), geodesic_share=parse_geodesic_share(meta, source))
 
 
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:

@@ -158,10 +158,19 @@ class Predictor:
             raise ModelError(f"{self.model_path}: the model returned {w_vk.shape} weights "
                              f"(finite: {bool(np.all(np.isfinite(w_vk)))}) for {feats.cand.shape} candidates")
         out = []
+        share = self.model.info.geodesic_share
+        if share > 0.0:
+            from backend.features.geodesic import geodesic_weights
+            from backend.inference.model_meta import DISTANCE_COLUMN
+
+            falloff = geodesic_weights(feats.pair_feat[:, :, DISTANCE_COLUMN])
         for b in blends:
             blend = self._blend(b)
-            # both rows sum to 1 over the candidates, so the mix does too
-            out.append(feats.to_dense(w_vk if blend >= 1.0 else blend * w_vk + (1.0 - blend) * feats.prior))
+            # every row sums to 1 over the candidates, so the mixes do too
+            w = w_vk if blend >= 1.0 else blend * w_vk + (1.0 - blend) * feats.prior
+            if share > 0.0:
+                w = (1.0 - share) * w + share * falloff
+            out.append(feats.to_dense(w))
         info["prior_blend"] = self._blend(blends[0]) if len(blends) == 1 else None
         info.update(feature_seconds=t1 - t0, model_seconds=t2 - t1)
         return out, info

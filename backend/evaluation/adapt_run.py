@@ -1,0 +1,107 @@
+"""The ``adapt-bench`` command's run: load the base model, prepare each domain's rigs once, run the
+adapters (backend.evaluation.adapt_bench) and write OUT/results.jsonl and OUT/summary.md."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from backend.evaluation.adapt_bench import Adapter, Draw, bench_domain, load_domain_rigs, summary_table
+from backend.io.atomic import atomic_path
+from backend.training.style import (RigOutputs, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
+                                    prepare_case, rig_outputs, style_grid)
+
+
+class DomainCases:
+    """The rigs of one domain as the base model sees them: cases and base outputs made on first use
+    and kept, with the seconds each took (an adaptation is charged for its corrections')."""
+
+    def __init__(self, rigs: list, predictor, grid: list):
+        self.rigs = rigs
+        self.predictor = predictor
+        self.reference, self.smooth = model_settings(predictor)
+        self.diffuses = grid_diffuses(grid)
+        self.net = onnx_net(predictor)
+        self.cases: dict[int, object] = {}
+        self.outs: dict[int, RigOutputs] = {}
+        self.seconds: dict[int, float] = {}
+
+    def case(self, i: int):
+        if i not in self.cases:
+            t0 = time.perf_counter()
+            self.cases[i] = prepare_case(self.rigs[i], self.predictor)
+            self.seconds[i] = self.seconds.get(i, 0.0) + time.perf_counter() - t0
+        return self.cases[i]
+
+    def outputs(self, i: int) -> RigOutputs:
+        if i not in self.outs:
+            case = self.case(i)
+            t0 = time.perf_counter()
+            self.outs[i] = rig_outputs(case, self.net, self.diffuses, self.smooth)
+            self.seconds[i] += time.perf_counter() - t0
+        return self.outs[i]
+
+
+def style_adapter(cases: DomainCases, grid: list) -> Adapter:
+    """Refit the post-network settings on the corrections (backend.training.style.fit_style)."""
+
+    def adapt(corr: list[int]):
+        outs = [cases.outputs(i) for i in corr]
+        prep = sum(cases.seconds[i] for i in corr)
+        fit = fit_style(outs, cases.reference, grid)
+        info = {"settings": fit.settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
+                "prepare_seconds": prep}
+        return (lambda t: full_weights(cases.outputs(t), fit.settings)), info
+
+    return adapt
+
+
+def run_bench(args: argparse.Namespace, domains: dict, plan: dict[str, list[Draw]], out: Path,
+              log: Callable[[str], None] = print) -> int:
+    """Benchmark every domain of ``plan``; rows appended to OUT/results.jsonl, table in OUT/summary.md."""
+    from backend.inference import model_store
+    from backend.inference.predictor import Predictor
+
+    model = args.model or (Path(model_store.DEFAULT_FOLDER) / model_store.CURRENT_NAME)
+    predictor = Predictor(model, threads=1)
+    heat = Predictor(mode="heat")
+    grid = style_grid(model_settings(predictor)[0])
+    rows: list[dict] = []
+    jsonl = out / "results.jsonl"
+    jsonl.write_text("", encoding="utf-8")
+    log(f"base model {model}; {len(plan)} domains; grid of {len(grid)} settings")
+    for dom, draws in plan.items():
+        if not draws:
+            log(f"{dom}: no draw leaves a rig to score, skipped")
+            continue
+        rigs = load_domain_rigs([p for p, _ in domains[dom]])
+        cases = DomainCases(rigs, predictor, grid)
+        adapters: dict[str, Adapter] = {}
+        if "style" in args.methods:
+            adapters["style"] = style_adapter(cases, grid)
+        if "train" in args.methods:
+            from backend.training.adapt import train_adapter
+
+            adapters["train"] = train_adapter(cases, grid, args)
+        res = bench_domain(dom, rigs, draws, adapters,
+                           base=lambda t: full_weights(cases.outputs(t), cases.reference),
+                           heat=lambda t: np.asarray(heat.predict(rigs[t]).weights, np.float32),
+                           max_tests=args.max_tests, log=log)
+        with jsonl.open("a", encoding="utf-8") as fh:
+            for r in res.rows:
+                fh.write(json.dumps(r) + "\n")
+        rows += res.rows
+    if not rows:
+        log("nothing was scored")
+        return 0
+    table = summary_table(rows)
+    text = (f"# Adaptation benchmark\n\nbase `{model}`, styles `{args.styles}`, k = {args.ks}, {args.draws} "
+            f"draw(s), at most {args.max_tests} scored rigs per draw, seed {args.seed}.\n\n{table}\n")
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    log(table)
+    return 0
