@@ -18,12 +18,21 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def mesh_edges(faces: np.ndarray) -> np.ndarray:
-    """(E, 2) int64 unique undirected edges (i < j) of a triangle mesh."""
-    f = np.asarray(faces, dtype=np.int64)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    e = np.sort(e, axis=1)
-    e = e[e[:, 0] != e[:, 1]]
-    return np.unique(e, axis=0)
+    """(E, 2) int64 unique undirected edges (i < j) of a triangle mesh, sorted by (i, j).
+
+    Each edge is encoded as the one integer i * n + j (n = largest index + 1), so the
+    de-duplication is a 1-D sort (several times faster than ``np.unique(axis=0)``, same result).
+    """
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if not len(f):
+        return np.zeros((0, 2), np.int64)
+    a = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+    b = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    keep = lo != hi
+    n = int(hi.max()) + 1
+    key = np.unique(lo[keep] * n + hi[keep])
+    return np.stack([key // n, key % n], axis=1)
 
 
 def knn(points: np.ndarray, k: int, query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

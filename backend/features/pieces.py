@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
 from backend.features.geometry import mesh_edges
+from backend.features.topology import edge_pieces
 
 #: number of (vertex, candidate bone) columns :func:`piece_pair_features` adds
 FPIECE = 3
@@ -34,10 +34,7 @@ def mesh_pieces(faces: np.ndarray, num_vertices: int) -> tuple[int, np.ndarray]:
     """Connected components of the face graph: (P, (V,) int64 piece of each vertex).
 
     A vertex used by no face is a piece of its own."""
-    e = mesh_edges(np.asarray(faces, np.int64).reshape(-1, 3))
-    graph = sparse.csr_matrix((np.ones(len(e), np.int8), (e[:, 0], e[:, 1])), shape=(num_vertices, num_vertices))
-    count, labels = connected_components(graph, directed=False)
-    return int(count), labels.astype(np.int64)
+    return edge_pieces(mesh_edges(np.asarray(faces, np.int64).reshape(-1, 3)), num_vertices)
 
 
 def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -48,10 +45,12 @@ def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.bincount(f.ravel(), weights=np.repeat(area / 3.0, 3), minlength=len(v))
 
 
-def piece_area_shares(vertices: np.ndarray, faces: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def piece_area_shares(vertices: np.ndarray, faces: np.ndarray, pieces: tuple[int, np.ndarray] | None = None
+                      ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """(P, (V,) int64 piece of each vertex, (V,) float64 vertex areas, (P,) float64 share of the surface
-    area in each piece); the shares are by vertex count when the mesh has no area at all."""
-    count, labels = mesh_pieces(faces, len(vertices))
+    area in each piece); the shares are by vertex count when the mesh has no area at all.
+    pieces: the mesh's (P, labels) when already known (backend.features.topology.MeshTopology)."""
+    count, labels = mesh_pieces(faces, len(vertices)) if pieces is None else pieces
     area = vertex_areas(vertices, faces)
     total = float(area.sum())
     if total > 0.0:
@@ -120,12 +119,14 @@ def piece_pair_features(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarr
 SMALL_PIECE_SHARE = 0.05
 
 
-def small_piece_share(vertices: np.ndarray, faces: np.ndarray, small: float = SMALL_PIECE_SHARE) -> float:
+def small_piece_share(vertices: np.ndarray, faces: np.ndarray, small: float = SMALL_PIECE_SHARE,
+                      pieces: tuple[int, np.ndarray] | None = None) -> float:
     """Share of the surface area in separate pieces that each hold less than ``small`` of it.
 
     0 for one closed body, near 1 for a model assembled from many parts (a robot, a rifle, layered
-    clothing). vertices (V, 3), faces (F, 3) -> float in [0, 1]; 0 when the mesh has no area."""
-    _, labels, area, share = piece_area_shares(vertices, faces)
+    clothing). vertices (V, 3), faces (F, 3) -> float in [0, 1]; 0 when the mesh has no area.
+    pieces: the mesh's (P, labels) when already known."""
+    _, labels, area, share = piece_area_shares(vertices, faces, pieces)
     total = float(area.sum())
     if total <= 0.0:
         return 0.0

@@ -59,17 +59,19 @@ def cluster_vertices(vertices: np.ndarray, labels: np.ndarray, budget: int) -> n
     return best
 
 
-def simplify_rig(rig: Rig, budget: int = DEFAULT_BUDGET) -> tuple[Rig, np.ndarray]:
+def simplify_rig(rig: Rig, budget: int = DEFAULT_BUDGET, labels: np.ndarray | None = None) -> tuple[Rig, np.ndarray]:
     """Simplified rig with at most ``budget`` vertices (more only when the mesh has more parts).
 
     Returns (small rig, (S,) int64 index_map: original vertex index of each kept vertex). The
     small rig keeps the skeleton, and the weights / mesh_part rows of its kept vertices.
-    Below the budget the rig itself and the identity map are returned.
+    Below the budget the rig itself and the identity map are returned. labels: the (V,) connected
+    parts when already known (:func:`mesh_components`, or backend.features.topology's pieces, which
+    number them alike).
     """
     V = rig.num_vertices
     if V <= budget:
         return rig, np.arange(V, dtype=np.int64)
-    labels = mesh_components(V, rig.faces)
+    labels = mesh_components(V, rig.faces) if labels is None else np.asarray(labels, np.int64)
     cid = cluster_vertices(rig.vertices, labels, budget)
     n = int(cid.max()) + 1
     v = rig.vertices.astype(np.float64)
@@ -95,6 +97,17 @@ def simplify_rig(rig: Rig, budget: int = DEFAULT_BUDGET) -> tuple[Rig, np.ndarra
     return small, index_map.astype(np.int64)
 
 
+def _group_rows(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(sorted distinct labels (P,), the ascending (n_p,) row indices of each) of a (V,) label array."""
+    order = np.argsort(labels, kind="stable")
+    values, starts = np.unique(labels[order], return_index=True)
+    return values, np.split(order, starts[1:])
+
+
+#: Rows interpolated at a time in :func:`transfer_weights` (bounds the (rows, k, J) gather).
+TRANSFER_CHUNK = 32768
+
+
 def transfer_weights(small_vertices: np.ndarray, small_weights: np.ndarray, vertices: np.ndarray,
                      k: int = 4, small_labels: np.ndarray | None = None,
                      labels: np.ndarray | None = None, power: float = 2.0) -> np.ndarray:
@@ -115,31 +128,38 @@ def transfer_weights(small_vertices: np.ndarray, small_weights: np.ndarray, vert
     if labels is None:
         groups = [(np.arange(len(q)), np.arange(len(sv)))]
     else:
-        small_labels, labels = np.asarray(small_labels), np.asarray(labels)
         groups = []
-        for lab in np.unique(labels):
-            src = np.flatnonzero(small_labels == lab)
-            groups.append((np.flatnonzero(labels == lab), src if len(src) else np.arange(len(sv))))
+        parts, rows_of = _group_rows(np.asarray(labels))
+        small_parts, small_rows = _group_rows(np.asarray(small_labels))
+        where = dict(zip(small_parts.tolist(), small_rows))
+        for lab, rows in zip(parts.tolist(), rows_of):
+            src = where.get(lab)
+            groups.append((rows, src if src is not None else np.arange(len(sv))))
     for rows, src in groups:
         kk = min(k, len(src))
-        d, i = cKDTree(sv[src]).query(q[rows], k=kk)
-        d, i = d.reshape(len(rows), kk), src[i.reshape(len(rows), kk)]
-        inv = 1.0 / np.maximum(d, 1e-12) ** power
-        exact = d[:, 0] <= 1e-12
-        inv[exact] = 0.0
-        inv[exact, 0] = 1.0
-        inv /= inv.sum(axis=1, keepdims=True)
-        out[rows] = np.einsum("vk,vkj->vj", inv, sw[i])
+        tree = cKDTree(sv[src])
+        for start in range(0, len(rows), TRANSFER_CHUNK):
+            part = rows[start:start + TRANSFER_CHUNK]
+            d, i = tree.query(q[part], k=kk)
+            d, i = d.reshape(len(part), kk), src[i.reshape(len(part), kk)]
+            inv = 1.0 / np.maximum(d, 1e-12) ** power
+            exact = d[:, 0] <= 1e-12
+            inv[exact] = 0.0
+            inv[exact, 0] = 1.0
+            inv /= inv.sum(axis=1, keepdims=True)
+            out[part] = np.einsum("vk,vkj->vj", inv, sw[i])
     s = out.sum(axis=1, keepdims=True)
-    out = np.where(s > 1e-8, out / np.maximum(s, 1e-12), 0.0)
+    np.divide(out, np.maximum(s, 1e-12), out=out)
+    out[s[:, 0] <= 1e-8] = 0.0
     return out.astype(np.float32)
 
 
-def transfer_to_rig(rig: Rig, index_map: np.ndarray, small_weights: np.ndarray, k: int = 4) -> np.ndarray:
+def transfer_to_rig(rig: Rig, index_map: np.ndarray, small_weights: np.ndarray, k: int = 4,
+                    labels: np.ndarray | None = None) -> np.ndarray:
     """Weights computed on ``simplify_rig(rig)``'s small rig -> (V, J) float32 on ``rig``,
-    interpolated within each connected part."""
+    interpolated within each connected part (``labels``: the (V,) parts when already known)."""
     if len(index_map) == rig.num_vertices:
         return np.asarray(small_weights, np.float32)
-    labels = mesh_components(rig.num_vertices, rig.faces)
+    labels = mesh_components(rig.num_vertices, rig.faces) if labels is None else np.asarray(labels, np.int64)
     return transfer_weights(rig.vertices[index_map], small_weights, rig.vertices, k=k,
                             small_labels=labels[index_map], labels=labels)

@@ -53,8 +53,9 @@ class PieceBlendRule:
         b = self.low + (self.high - self.low) * min(max(share, 0.0) / self.saturation, 1.0)
         return float(np.clip(round(b / self.step) * self.step, 0.0, 1.0))
 
-    def share(self, rig: Rig) -> float:
-        return small_piece_share(rig.vertices, rig.faces, self.small)
+    def share(self, rig: Rig, pieces: tuple[int, np.ndarray] | None = None) -> float:
+        """The rig's small-piece share; ``pieces``: its (P, labels) when already known."""
+        return small_piece_share(rig.vertices, rig.faces, self.small, pieces)
 
     def as_dict(self) -> dict:
         return {"kind": RULE_KIND, **asdict(self)}

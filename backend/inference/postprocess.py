@@ -9,6 +9,8 @@ most k clear influences passes through unchanged. No output row is ever empty.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 from scipy import sparse
 
@@ -130,9 +132,10 @@ def sharpen_weights(w: np.ndarray, power: float) -> np.ndarray:
     return w if power == 1.0 else normalize_rows(w ** power)
 
 
-def vertex_adjacency(faces: np.ndarray, num_vertices: int) -> sparse.csr_matrix:
-    """(V, V) row-normalised adjacency of the mesh edges (rows of isolated vertices are empty)."""
-    e = mesh_edges(faces)
+def vertex_adjacency(faces: np.ndarray, num_vertices: int, edges: np.ndarray | None = None) -> sparse.csr_matrix:
+    """(V, V) row-normalised adjacency of the mesh edges (rows of isolated vertices are empty);
+    edges: the (E, 2) :func:`mesh_edges` of ``faces`` when already known."""
+    e = mesh_edges(faces) if edges is None else edges
     if len(e) == 0:
         return sparse.csr_matrix((num_vertices, num_vertices))
     i = np.concatenate([e[:, 0], e[:, 1]])
@@ -142,24 +145,28 @@ def vertex_adjacency(faces: np.ndarray, num_vertices: int) -> sparse.csr_matrix:
     return sparse.diags(1.0 / np.maximum(deg, 1.0)) @ a
 
 
-def smooth_weights(w: np.ndarray, faces: np.ndarray, iterations: int, strength: float = 0.5) -> np.ndarray:
+def smooth_weights(w: np.ndarray, faces: np.ndarray, iterations: int, strength: float = 0.5,
+                   edges: np.ndarray | None = None) -> np.ndarray:
     """Laplacian smoothing over the mesh edges: ``iterations`` times w <- (1-s) w + s mean_nbr(w).
 
-    w (V, J), faces (F, 3) -> (V, J) float64 rows summing to 1 (isolated vertices keep their row).
+    w (V, J), faces (F, 3) -> (V, J) float64 rows summing to 1 (isolated vertices keep their row);
+    edges: the (E, 2) :func:`mesh_edges` of ``faces`` when already known.
     """
     w = normalize_rows(w)
     if iterations <= 0:
         return w
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"smoothing strength must be in (0, 1], got {strength}")
-    adj = vertex_adjacency(faces, w.shape[0])
+    adj = vertex_adjacency(faces, w.shape[0], edges)
     has_nbr = (np.asarray(adj.sum(axis=1)).ravel() > 0)[:, None]
     for _ in range(int(iterations)):
         w = np.where(has_nbr, (1.0 - strength) * w + strength * (adj @ w), w)
     return normalize_rows(w)
 
 
-def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius: float) -> np.ndarray:
+def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius: float,
+                    edges: np.ndarray | None = None,
+                    progress: Optional[Callable[[float], None]] = None) -> np.ndarray:
     """Heat diffusion of the weights over the mesh surface for a reach given in units of the mesh's
     size, so that it blurs a 1 000- and a 13 000-vertex character alike (:func:`smooth_weights`
     counts mesh edges instead).
@@ -169,11 +176,17 @@ def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radi
     independent discretisation), t = (radius * bounding-box diagonal)^2 / 2: a kernel of standard
     deviation about ``radius`` diagonals. Separate pieces never mix. w (V, J), vertices (V, 3),
     faces (F, 3) -> (V, J) float64 rows summing to 1; radius <= 0 returns the normalised input.
+    edges: the (E, 2) :func:`mesh_edges` of ``faces`` when already known; progress: called with the
+    share of the columns solved (it may raise to stop).
+
+    The matrix is symmetric positive definite: it is factorised once with a symmetric ordering, and
+    solved one column at a time (SuperLU's many-column solve is about 10x slower per column); an
+    all-zero column (a bone nobody carries) stays zero without a solve.
     """
     from scipy.sparse.linalg import splu
 
-    w = normalize_rows(w)
-    e = mesh_edges(faces)
+    w = _normalized(w)
+    e = mesh_edges(faces) if edges is None else edges
     if radius <= 0.0 or len(e) == 0:
         return w
     x = np.asarray(vertices, np.float64)
@@ -188,8 +201,45 @@ def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radi
     lap = lap - sparse.diags(np.asarray(lap.sum(axis=1)).ravel())
     diag = float(np.linalg.norm(x.max(axis=0) - x.min(axis=0)))
     t = 0.5 * (radius * diag) ** 2
-    solve = splu((sparse.diags(mass) + t * lap).tocsc())
-    return normalize_rows(solve.solve(mass[:, None] * w))
+    solve = splu((sparse.diags(mass) + t * lap).tocsc(), permc_spec="MMD_AT_PLUS_A",
+                 options={"SymmetricMode": True}, diag_pivot_thresh=0.0)
+    cols = np.flatnonzero(w.any(axis=0))
+    out = np.zeros_like(w)
+    for n_done, j in enumerate(cols):
+        if progress is not None:
+            progress(n_done / len(cols))
+        out[:, j] = solve.solve(mass * w[:, j])
+    if progress is not None:
+        progress(1.0)
+    del w
+    return _normalize_in_chunks(out)
+
+
+#: The share of :func:`postprocess`'s progress taken by the diffusion (its solve dominates).
+DIFFUSION_SHARE = 0.8
+
+#: Rows cleaned up at a time after the diffusion (the row-wise steps need a few (rows, J) copies).
+ROW_CHUNK = 65536
+
+
+def _normalize_in_chunks(w: np.ndarray) -> np.ndarray:
+    """:func:`normalize_rows` of a (V, J) float64 array, written back into it chunk by chunk."""
+    for s in range(0, w.shape[0], ROW_CHUNK):
+        w[s:s + ROW_CHUNK] = normalize_rows(w[s:s + ROW_CHUNK])
+    return w
+
+
+def _normalized(w: np.ndarray, allowed: np.ndarray | None = None, finite: bool = False) -> np.ndarray:
+    """:func:`normalize_rows` of (V, J) ``w`` into a new float64 array, chunk by chunk (one full-size
+    copy instead of several); ``finite``: NaN and inf count as 0 first."""
+    w = np.asarray(w)
+    out = np.empty(w.shape, np.float64)
+    for s in range(0, w.shape[0], ROW_CHUNK):
+        rows = w[s:s + ROW_CHUNK]
+        if finite:
+            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
+        out[s:s + ROW_CHUNK] = normalize_rows(rows, allowed)
+    return out
 
 
 #: Default prune threshold, chosen on rigs/val with the shipped model (docs/model.md): 0.05 gives a
@@ -199,7 +249,8 @@ DEFAULT_PRUNE = 0.05
 
 def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
                 smooth: int = 0, allowed: np.ndarray | None = None, sharpen: float = 1.0, diffuse: float = 0.0,
-                vertices: np.ndarray | None = None) -> np.ndarray:
+                vertices: np.ndarray | None = None, edges: np.ndarray | None = None,
+                progress: Optional[Callable[[float], None]] = None) -> np.ndarray:
     """The runtime's clean-up of (V, J) predicted weights -> (V, J) float32 rows summing to 1.
 
     Order: zero the columns not ``allowed`` ((J,) bool, e.g. non-deform bones), renormalise,
@@ -207,7 +258,10 @@ def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: 
     of ``diffuse`` % of the bounding-box diagonal of ``vertices`` (V, 3) (:func:`diffuse_weights`),
     sharpen (w ** ``sharpen``), limit to
     ``max_influences`` (0 = no limit), prune below ``prune``, renormalise. Continuous in ``w``
-    (see :func:`limit_influences`).
+    (see :func:`limit_influences`). The steps after the diffusion work on one row at a time and run
+    over chunks of :data:`ROW_CHUNK` rows. edges: the (E, 2) :func:`mesh_edges` of ``faces`` when
+    already known; progress: called with the share of the clean-up done (0-1; the diffusion, when
+    on, counts for :data:`DIFFUSION_SHARE`), which may raise to stop it.
     """
     w = np.asarray(w)
     if w.ndim != 2:
@@ -216,18 +270,27 @@ def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: 
         raise ValueError(f"max_influences must be >= 0 (0 = unlimited), got {max_influences}")
     if not 0.0 <= prune < 1.0:
         raise ValueError(f"prune must be in [0, 1), got {prune}")
-    out = normalize_rows(np.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0), allowed)
+    if smooth > 0 and faces is None:
+        raise ValueError("smoothing needs the mesh faces")
+    if diffuse > 0.0 and (faces is None or vertices is None):
+        raise ValueError("diffusion needs the mesh vertices and faces")
+    out = _normalized(w, allowed, finite=True)
     if smooth > 0:
-        if faces is None:
-            raise ValueError("smoothing needs the mesh faces")
-        out = smooth_weights(out, faces, smooth)
+        out = smooth_weights(out, faces, smooth, edges=edges)
     if diffuse > 0.0:
-        if faces is None or vertices is None:
-            raise ValueError("diffusion needs the mesh vertices and faces")
-        out = diffuse_weights(out, vertices, faces, diffuse / 100.0)
-    out = sharpen_weights(out, sharpen)
-    out = limit_influences(out, max_influences)
-    out = prune_weights(out, prune)
-    out = normalize_rows(out, allowed).astype(np.float32)
-    # float32 rounding: renormalise once more in float32
-    return out / out.sum(axis=1, keepdims=True)
+        solved = None if progress is None else (lambda share: progress(DIFFUSION_SHARE * share))
+        out = diffuse_weights(out, vertices, faces, diffuse / 100.0, edges=edges, progress=solved)
+    result = np.empty(out.shape, np.float32)
+    first = DIFFUSION_SHARE if diffuse > 0.0 else 0.0
+    for s in range(0, out.shape[0], ROW_CHUNK):
+        if progress is not None:
+            progress(first + (1.0 - first) * s / out.shape[0])
+        rows = sharpen_weights(out[s:s + ROW_CHUNK], sharpen)
+        rows = limit_influences(rows, max_influences)
+        rows = prune_weights(rows, prune)
+        rows = normalize_rows(rows, allowed).astype(np.float32)
+        # float32 rounding: renormalise once more in float32
+        result[s:s + ROW_CHUNK] = rows / rows.sum(axis=1, keepdims=True)
+    if progress is not None:
+        progress(1.0)
+    return result

@@ -15,7 +15,9 @@ import numpy as np
 
 from backend.inference.geometry_checks import check_geometry
 from backend.inference.model_meta import ModelError
+from backend.features.topology import MeshTopology
 from backend.inference.postprocess import DEFAULT_PRUNE, check_clean_up, postprocess
+from backend.inference.progress import ProgressFn, report, within
 from backend.inference.rigid_pieces import rigid_pieces
 from backend.inference.session import LoadedModel, default_threads, get_session
 from backend.rig import Rig, validate_rig
@@ -131,10 +133,13 @@ class Predictor:
             blend = rule.blend_for_share(rule.share(rig) if piece_share is None else piece_share)
         return self._blend(blend) if self.model is not None else 1.0
 
-    def _raw_for_blends(self, rig: Rig, blends: Sequence[float | None]) -> tuple[list[np.ndarray], dict]:
+    def _raw_for_blends(self, rig: Rig, blends: Sequence[float | None],
+                        progress: ProgressFn | None = None) -> tuple[list[np.ndarray], dict]:
         """One (V, J) float32 raw weight matrix per prior blend (None: this predictor's, else the
-        model's); the features and the network run once. The model-free modes ignore the blends."""
+        model's); the features and the network run once. The model-free modes ignore the blends.
+        progress: told when the features and the network start (see backend.inference.progress)."""
         info: dict = {}
+        report(progress, "features")
         if self.model is None:  # model-free modes
             t0 = time.perf_counter()
             if self.mode == "heat":
@@ -152,6 +157,7 @@ class Predictor:
         t0 = time.perf_counter()
         feats = compute_features(rig, self.model.info.feature_config)
         t1 = time.perf_counter()
+        report(progress, "network")
         w_vk = self.model.run(feats.model_inputs())
         t2 = time.perf_counter()
         if w_vk.shape != feats.cand.shape or not np.all(np.isfinite(w_vk)):
@@ -186,22 +192,26 @@ class Predictor:
         return float(blend)
 
     def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
-                smooth: int | None = None, diffuse: float | None = None) -> Prediction:
+                smooth: int | None = None, diffuse: float | None = None,
+                progress: ProgressFn | None = None) -> Prediction:
         """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
 
         max_influences: at most this many bones per vertex (0 = no limit), cut continuously;
         prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges; diffuse:
         heat diffusion over the surface, reach in % of the character's size (both None: the model's own,
-        0 in the model-free modes).
+        0 in the model-free modes); progress: ``progress(stage, fraction)`` between the steps, which
+        may raise (backend.inference.progress.Cancelled) to stop the run.
         """
-        return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth, diffuse)[0]
+        return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth, diffuse, progress)[0]
 
     def predict_blends(self, rig: Rig, blends: Sequence[float | None], max_influences: int = 4,
                        prune: float = DEFAULT_PRUNE, smooth: int | None = None,
-                       diffuse: float | None = None) -> list[Prediction]:
+                       diffuse: float | None = None, progress: ProgressFn | None = None) -> list[Prediction]:
         """:meth:`predict` once per prior blend (None: the predictor's own), computing the features and
-        running the network only once; ``seconds`` of each counts that shared work."""
+        running the network only once; ``seconds`` of each counts that shared work. The mesh's edges
+        and pieces are computed once (backend.features.topology) and shared by every step."""
         t0 = time.perf_counter()
+        report(progress, "checking")
         if smooth is None:
             smooth = self.model.info.smooth if self.model is not None else 0
         if diffuse is None:
@@ -212,9 +222,10 @@ class Predictor:
         check_geometry(rig)
         info: dict = {"vertices": rig.num_vertices, "bones": rig.num_bones,
                       "deform_bones": int(rig.is_deform.sum()), "simplified_to": None, "helper_bones_skipped": []}
+        topology = MeshTopology(rig.faces, rig.num_vertices)
         share = None
         if self.model is not None and self.model.info.prior_blend_rule is not None:
-            share = info["small_piece_share"] = self.model.info.prior_blend_rule.share(rig)
+            share = info["small_piece_share"] = self.model.info.prior_blend_rule.share(rig, topology.pieces)
         blends = [self.blend_for(rig, b, share) for b in blends]
         if self.skip_helpers:
             from backend.features.helper_bones import without_helpers
@@ -224,26 +235,33 @@ class Predictor:
         simp = _simplifier() if rig.num_vertices > self.vertex_budget > 0 else None
         target, index_map = rig, None
         if simp is not None:
-            target, index_map = simp[0](rig, self.vertex_budget)
+            report(progress, "simplifying")
+            target, index_map = simp[0](rig, self.vertex_budget, labels=topology.pieces[1])
             info["simplified_to"] = target.num_vertices
-        raws, more = self._raw_for_blends(target, list(blends))
+        raws, more = self._raw_for_blends(target, list(blends), progress)
         info.update(more)
         if self.model is not None:
             info.update(self.model.info.as_dict())
         shared = time.perf_counter() - t0
         out = []
-        for w, b in zip(raws, blends):
+        for n, (w, b) in enumerate(zip(raws, blends)):
             t1 = time.perf_counter()
             if simp is not None:
-                w = np.asarray(simp[1](rig, index_map, w), np.float32)
+                report(progress, "transfer")
+                w = np.asarray(simp[1](rig, index_map, w, labels=topology.pieces[1]), np.float32)
+            report(progress, "post-processing")
+            part = within(progress, "post-processing", None)
+            done = None if part is None else (lambda share, n=n: part((n + share) / len(raws)))
             w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
-                            allowed=rig.is_deform, sharpen=self.sharpen, diffuse=diffuse, vertices=rig.vertices)
+                            allowed=rig.is_deform, sharpen=self.sharpen, diffuse=diffuse, vertices=rig.vertices,
+                            edges=topology.edges if (smooth > 0 or diffuse > 0) else None, progress=done)
             one = dict(info)
             one["sharpen"] = self.sharpen
             one["smooth"] = int(smooth)
             one["diffuse"] = float(diffuse)
             if self.model is not None and self.rigid_pieces:
-                w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform)
+                w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform,
+                                        pieces=topology.pieces)
                 one["rigid_pieces"] = len(bones)
             one["postprocess_seconds"] = time.perf_counter() - t1
             if self.model is not None:

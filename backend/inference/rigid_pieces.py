@@ -30,13 +30,14 @@ RIGID_MIN_AGREEMENT = 0.8
 
 def rigid_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray,
                  tails: np.ndarray, allowed: np.ndarray, max_share: float = RIGID_MAX_SHARE,
-                 min_agreement: float = RIGID_MIN_AGREEMENT) -> tuple[np.ndarray, list[int]]:
+                 min_agreement: float = RIGID_MIN_AGREEMENT, pieces: tuple[int, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, list[int]]:
     """Make the qualifying small pieces rigid.
 
     weights (V, J) rows summing to 1, vertices (V, 3), faces (F, 3), heads / tails (J, 3) bone
     segments, allowed (J,) bool bones that may carry weight. Returns ((V, J) float32 weights, the
     bone index given to each piece made rigid, one entry per piece). Rows of other pieces are
-    returned unchanged.
+    returned unchanged. pieces: the mesh's (P, labels) when already known.
     """
     w = np.asarray(weights, np.float32)
     allowed = np.asarray(allowed, bool)
@@ -44,7 +45,7 @@ def rigid_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.ndarray, h
     chosen: list[int] = []
     if len(faces) == 0 or not allowed.any():
         return out, chosen
-    count, labels, _area, share = piece_area_shares(vertices, faces)
+    count, labels, _area, share = piece_area_shares(vertices, faces, pieces)
     if count < 2:
         return out, chosen
     small = np.flatnonzero(share < max_share)
