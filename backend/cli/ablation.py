@@ -10,7 +10,7 @@ killed grid continues where it stopped::
     python -m backend ablation --data runs/views/shipped --config configs/ablation.toml \\
         --unlabeled-dir runs/synth400 --fractions 0.25,1.0 \\
         --eval val=runs/views/shipped/val --eval test=runs/views/shipped/test \\
-        --eval out_of_style=runs/views/shipped/out_of_style --out runs/ablation --table docs/ablation.md
+        --eval out_of_style=runs/views/shipped/out_of_style --out runs/ablation --table docs/history/ablation.md
 """
 from __future__ import annotations
 

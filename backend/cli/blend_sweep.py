@@ -6,7 +6,7 @@ the best; with --check OUT_OF_STYLE_DIR, the b with the lowest L1 averaged over 
 (backend.inference.blend_rule) by the same criterion. Export the model with
 ``python -m backend export CKPT OUT.onnx --prior-blend B [--prior-blend-rule OUT.json]`` to ship the choice. Example:
 
-  python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val --out docs/blend_val.json
+  python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val --out experiments/model2_chain/results/blend_val.json
 """
 from __future__ import annotations
 

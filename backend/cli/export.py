@@ -31,13 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of a `blend-sweep --fit-rule --out` file, or a JSON file holding the rule itself")
     p.add_argument("--sharpen", type=sharpen_power, default=1.0,
                    help="power (1..10) the runtime raises this model's weights to before limiting the influences "
-                        "(default 1: none; choose it on val, docs/ablation.md)")
+                        "(default 1: none; choose it on val, docs/history/ablation.md)")
     p.add_argument("--smooth", type=smooth_iterations, default=0,
                    help="Laplacian smoothing iterations (0..20) the runtime applies to this model's weights before "
-                        "sharpening them (default 0; choose it on val, docs/ablation.md)")
+                        "sharpening them (default 0; choose it on val, docs/history/ablation.md)")
     p.add_argument("--diffuse", type=diffuse_percent, default=0.0, metavar="PCT",
                    help="reach of the heat diffusion the runtime applies to this model's weights before sharpening "
-                        "them, in %% of the character's size (0..5, default 0; choose it on val, docs/ablation.md)")
+                        "them, in %% of the character's size (0..5, default 0; choose it on val, docs/history/ablation.md)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ Example::
 
     python -m backend model-card --model models/autoskin.onnx --run runs/shipped \\
         --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \\
-        --ablation docs/ablation.md --notes docs/model_notes.md --train-command "python -m backend train ..."
+        --ablation docs/history/ablation.md --notes docs/model_notes.md --train-command "python -m backend train ..."
 
 writes ``models/MODEL_CARD.md`` and ``models/model_card.json`` beside the model (atomically).
 The JSON holds, per evaluation and method, the mean of every metric over rigs (from the

@@ -3,7 +3,7 @@
 Importers and exporters mark every bone as deforming, including bones that never hold skin:
 the leaf bones FBX adds at the end of each chain (``Head_end``, ``Bip01 L Finger0Nub``) and IK
 pole targets. On the project's labelled rigs not one of these carries weight (1046 helper bones
-over 282 rigs, all empty: ``scripts/helper_census.py``), while a method that weights every deform
+over 282 rigs, all empty: ``experiments/helper_census/helper_census.py``), while a method that weights every deform
 bone puts skin on them. Leaving them out of the candidates is what a rigger does by hand.
 """
 from __future__ import annotations

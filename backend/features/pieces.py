@@ -3,7 +3,7 @@
 Modular characters are built from many separate pieces (eyes, teeth, hair, armour plates, tank
 wheels), and artists mostly skin a small piece rigidly to one bone: in the labelled rigs 69-100 % of
 the pieces holding under 5 % of a mesh's vertices have constant weights, by split and size
-(docs/ablation.md).
+(docs/history/ablation.md).
 A graph network over mesh edges sees a piece only through its 1-ring, so these features tell it
 what the piece as a whole looks like:
 

@@ -4,7 +4,7 @@ The runtime mixes ``w = b * G + (1 - b) * prior``. One fixed b is a compromise: 
 prior suits one closed body (MakeHuman, most animals), where artists' weights follow the surface
 smoothly, while on models assembled from separate parts (clothing layers, armour, robots, props)
 diffusion bleeds across the gaps and the generator, which has learned how artists bind parts, is
-far better (docs/ablation.md). :class:`PieceBlendRule` sets b per rig from the share of the surface
+far better (docs/history/ablation.md). :class:`PieceBlendRule` sets b per rig from the share of the surface
 in small separate pieces (``backend.features.pieces.small_piece_share``):
 
     b = low + (high - low) * min(share / saturation, 1), rounded to a multiple of ``step``

@@ -1,7 +1,7 @@
 """Rigid separate pieces: a small separate part (an eye, a gun, a robot plate) moves with one bone.
 
 Artists skin most small separate pieces rigidly (69-100 % of the pieces under 5 % of a mesh, by
-split: docs/ablation.md). The network mostly picks the right bone for such a piece but spreads a
+split: docs/history/ablation.md). The network mostly picks the right bone for such a piece but spreads a
 little weight over its neighbours, which a rigid part shows as a bend. Here a piece becomes rigid,
 all of it on one bone, when three cues agree:
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the shipped model from ../shared/data (docs/model.md): data view, synthetic unlabelled
 # creatures, training (resumable), export, evaluation against the baselines, ablation, model card.
-# Usage: bash scripts/ship_model.sh [DATA_ROOT]   (default ../shared/data). Steps whose output
+# Usage: bash experiments/model2_chain/ship_model.sh [DATA_ROOT]   (default ../shared/data). Steps whose output
 # exists are skipped, so a killed run continues where it stopped.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 DATA="${1:-../shared/data}"
@@ -50,7 +50,7 @@ refit() {
   BLEND=$(chosen_blend "$2")
   python -m backend export "$1/best_generator.pt" "$1/ruled.onnx" --model-version candidate --prior-blend "$BLEND" \
       --prior-blend-rule "$2" --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
-  [ -f "$3" ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-around \
+  [ -f "$3" ] || PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --grid diffusion-around \
       --model "$1/ruled.onnx" $VIEW/val $VIEW/out_of_style --out "$3"
   read -r DIFFUSE SHARPEN < <(chosen_cleanup "$3")
 }
@@ -75,37 +75,37 @@ FINAL=runs/deformsq_w1.0_s23
 # with the share of the surface in small separate pieces), both by the lowest L1 averaged over val and
 # the out-of-style check; the model ships the rule, the fixed blend is its fallback
 # model 1.7: the run-time clean-up (sharpening power, fades), chosen on val + the out-of-style check with
-# 1.6's blend rule (scripts/cleanup_study.py; its rule is fixed in the script)
-python -m backend export $FINAL/best_generator.pt $FINAL/ruled_16.onnx --prior-blend-rule docs/cards/blend_val_1.6.json
-[ -f docs/cleanup_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --model $FINAL/ruled_16.onnx \
-    $VIEW/val $VIEW/out_of_style --out docs/cleanup_val.json
-# (model 1.7 shipped that sharpening with the blend rule refitted for it: docs/cards/blend_val_1.7.json)
+# 1.6's blend rule (experiments/model2_chain/cleanup_study.py; its rule is fixed in the script)
+python -m backend export $FINAL/best_generator.pt $FINAL/ruled_16.onnx --prior-blend-rule experiments/model2_chain/results/cards/blend_val_1.6.json
+[ -f experiments/model2_chain/results/cleanup_val.json ] || PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --model $FINAL/ruled_16.onnx \
+    $VIEW/val $VIEW/out_of_style --out experiments/model2_chain/results/cleanup_val.json
+# (model 1.7 shipped that sharpening with the blend rule refitted for it: experiments/model2_chain/results/cards/blend_val_1.7.json)
 # model 1.9: a diffusion of the weights over the surface (reach in % of the character's size) x the sharpening,
 # chosen on val + the out-of-style check with model 1.7 (sharpening of step 4a, the same blend rule; the
 # script's rule adds: val L1 alone at most 0.002 worse); the first sweep chose its largest radius, so a
 # second, wider one ran
 python -m backend export $FINAL/best_generator.pt runs/ruled_17.onnx --prior-blend 0.8 \
-    --prior-blend-rule docs/cards/blend_val_1.7.json --sharpen 1.4
-[ -f docs/diffusion_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion --model runs/ruled_17.onnx \
-    $VIEW/val $VIEW/out_of_style --out docs/diffusion_val.json
-[ -f docs/diffusion_wide_val.json ] || PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion-wide \
-    --model runs/ruled_17.onnx $VIEW/val $VIEW/out_of_style --out docs/diffusion_wide_val.json
-read -r DIFFUSE SHARPEN < <(chosen_cleanup docs/diffusion_wide_val.json)
+    --prior-blend-rule experiments/model2_chain/results/cards/blend_val_1.7.json --sharpen 1.4
+[ -f experiments/model2_chain/results/diffusion_val.json ] || PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --grid diffusion --model runs/ruled_17.onnx \
+    $VIEW/val $VIEW/out_of_style --out experiments/model2_chain/results/diffusion_val.json
+[ -f experiments/model2_chain/results/diffusion_wide_val.json ] || PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --grid diffusion-wide \
+    --model runs/ruled_17.onnx $VIEW/val $VIEW/out_of_style --out experiments/model2_chain/results/diffusion_wide_val.json
+read -r DIFFUSE SHARPEN < <(chosen_cleanup experiments/model2_chain/results/diffusion_wide_val.json)
 python -m backend export $FINAL/best_generator.pt $FINAL/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep $FINAL/generator.onnx $VIEW/val --check $VIEW/out_of_style \
-    --fit-rule --out docs/cards/blend_val_1.9.json
-BLEND=$(chosen_blend docs/cards/blend_val_1.9.json)
+    --fit-rule --out experiments/model2_chain/results/cards/blend_val_1.9.json
+BLEND=$(chosen_blend experiments/model2_chain/results/cards/blend_val_1.9.json)
 python -m backend export $FINAL/best_generator.pt runs/model19.onnx --model-version 1.9 --prior-blend "$BLEND" \
-    --prior-blend-rule docs/cards/blend_val_1.9.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+    --prior-blend-rule experiments/model2_chain/results/cards/blend_val_1.9.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 # step 8 (model 2.0): the grown generator, with model 1.9's clean-up and its blend rule refitted
 train_step runs/grow_dc0.5 "$TRAIN8_CMD"
 python -m backend export runs/grow_dc0.5/best_generator.pt runs/grow_dc0.5/generator.onnx --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 python -m backend blend-sweep runs/grow_dc0.5/generator.onnx $VIEW/val --check $VIEW/out_of_style \
-    --fit-rule --out docs/cards/blend_val_2.0.json
+    --fit-rule --out experiments/model2_chain/results/cards/blend_val_2.0.json
 # step 9 (model 2.1): 12 more epochs; blend rule refitted; the clean-up study around 1.9's setting keeps it
 train_step runs/grow_dc0.5_cont "$TRAIN9_CMD"
 GROWN=runs/grow_dc0.5_cont
-refit $GROWN docs/cards/blend_val_2.1.json docs/cards/diffusion_around_val_2.1.json
+refit $GROWN experiments/model2_chain/results/cards/blend_val_2.1.json experiments/model2_chain/results/cards/diffusion_around_val_2.1.json
 # steps 10-11 (model 2.2): the second member, then the ensemble of the two (mean of their predictions); blend
 # rule refitted; the clean-up study around the same setting keeps it
 train_step runs/grow_dc0.5_s32 "$TRAIN10_CMD"
@@ -113,21 +113,21 @@ train_step runs/grow_s32_cont "$TRAIN11_CMD"
 ENS=runs/ens7
 [ -f $ENS/best_generator.pt ] || python -m backend ensemble $GROWN/best_generator.pt runs/grow_s32_cont/best_generator.pt \
     --out $ENS/best_generator.pt
-refit $ENS docs/blend_val.json docs/diffusion_around_val.json
+refit $ENS experiments/model2_chain/results/blend_val.json experiments/model2_chain/results/diffusion_around_val.json
 python -m backend export $ENS/best_generator.pt models/autoskin.onnx --model-version 2.2 --prior-blend "$BLEND" \
-    --prior-blend-rule docs/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
+    --prior-blend-rule experiments/model2_chain/results/blend_val.json --sharpen "$SHARPEN" --diffuse "$DIFFUSE"
 cp $ENS/best_generator.pt models/autoskin.pth
 python -m backend evaluate $VIEW/test --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_test_shipped --pictures 3
 python -m backend evaluate $VIEW/out_of_style --methods model:models/autoskin.onnx,model-all-bones:models/autoskin.onnx,$METHODS --out runs/eval_oos_shipped
 python -m backend ablation --data $VIEW --config configs/ablation.toml --unlabeled-dir runs/synth400 \
     --fractions 0.25,1.0 --eval val=$VIEW/val --eval test=$VIEW/test --eval out_of_style=$VIEW/out_of_style \
-    --seeds 0,1,2 --out runs/ablation --table docs/ablation_grid.md
+    --seeds 0,1,2 --out runs/ablation --table docs/history/ablation_grid.md
 python -m backend model-card --model models/autoskin.onnx --run runs/shipped --run runs/shipped_parent \
     --run runs/cont_s3 --run runs/cont2_s5 --run runs/cont3_s7 --run runs/cont4_s8 --run $FINAL --run runs/grow_dc0.5 --run $GROWN \
     --run runs/grow_dc0.5_s32 --run runs/grow_s32_cont --data-view $VIEW/view.json \
     --eval test=runs/eval_test_shipped --eval out_of_style=runs/eval_oos_shipped \
-    --ablation docs/ablation_grid.md --ablation docs/ablation.md --notes docs/model_notes.md \
-    --blend docs/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
+    --ablation docs/history/ablation_grid.md --ablation docs/history/ablation.md --notes docs/model_notes.md \
+    --blend experiments/model2_chain/results/blend_val.json --train-command "$TRAIN_CMD" --train-command "$TRAIN2_CMD" \
     --train-command "$TRAIN3_CMD" --train-command "$TRAIN4_CMD" --train-command "$TRAIN5_CMD" --train-command "$TRAIN6_CMD" \
     --train-command "$TRAIN7_CMD" --train-command "$TRAIN8_CMD" --train-command "$TRAIN9_CMD" \
     --train-command "$TRAIN10_CMD" --train-command "$TRAIN11_CMD"

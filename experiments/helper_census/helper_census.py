@@ -1,6 +1,6 @@
 """How much skin the artists gave the bones backend.features.helper_bones calls helpers.
 
-Usage: python scripts/helper_census.py DIR [DIR ...]   (folders of weighted .npz rigs)
+Usage: python experiments/helper_census/helper_census.py DIR [DIR ...]   (folders of weighted .npz rigs)
 Prints, per folder and in total: rigs, deform bones, helper bones, helper bones with any weight,
 and deform leaf bones with weight before / after the helpers are taken out of the hierarchy.
 """

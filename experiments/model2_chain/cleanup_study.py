@@ -1,6 +1,6 @@
 """Choosing the runtime clean-up for a model: sharpening power x influence-limit fade x prune fade
 (``--grid fades``, model 1.7), or smoothing iterations x sharpening power (``--grid smoothing``, the
-withdrawn model 1.8, docs/ablation.md), or a diffusion radius in units of the character's size x
+withdrawn model 1.8, docs/history/ablation.md), or a diffusion radius in units of the character's size x
 sharpening power (``--grid diffusion``: smoothing that blurs dense and low-poly meshes alike), or
 the same around model 1.9's setting for a new generator (``--grid diffusion-around``).
 
@@ -18,12 +18,12 @@ reference's, whose mean recall is no lower and whose mean precision is at most 0
 diffusion grids also the first folder's (val's) L1 alone at most 0.002 above the reference's (the
 withdrawn model 1.8 gained on the mean while losing on val, whose low-poly rigs are like test's).
 
-    PYTHONPATH=. python scripts/cleanup_study.py --model <model 1.6> \\
-        runs/views/shipped/val runs/views/shipped/out_of_style --out docs/cleanup_val.json
-    PYTHONPATH=. python scripts/cleanup_study.py --grid smoothing --model <model 1.6 or 1.7> \\
-        runs/views/shipped/val runs/views/shipped/out_of_style --out docs/smoothing_val.json
-    PYTHONPATH=. python scripts/cleanup_study.py --grid diffusion --model models/autoskin.onnx \
-        runs/views/shipped/val runs/views/shipped/out_of_style --out docs/diffusion_val.json
+    PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --model <model 1.6> \\
+        runs/views/shipped/val runs/views/shipped/out_of_style --out experiments/model2_chain/results/cleanup_val.json
+    PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --grid smoothing --model <model 1.6 or 1.7> \\
+        runs/views/shipped/val runs/views/shipped/out_of_style --out experiments/model2_chain/results/smoothing_val.json
+    PYTHONPATH=. python experiments/model2_chain/cleanup_study.py --grid diffusion --model models/autoskin.onnx \
+        runs/views/shipped/val runs/views/shipped/out_of_style --out experiments/model2_chain/results/diffusion_val.json
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ REFERENCE = "model 1.6 clean-up (subtracting)"
 SMOOTHS = (0, 1, 2)
 SMOOTH_POWERS = (1.3, 1.4, 1.5, 1.6, 1.7, 1.8)
 SMOOTH_REFERENCE = "smoothing 0, sharpen 1.4 (model 1.7)"
-#: diffusion reach, share of the bounding-box diagonal; the first sweep (docs/diffusion_val.json) chose its
+#: diffusion reach, share of the bounding-box diagonal; the first sweep (experiments/model2_chain/results/diffusion_val.json) chose its
 #: largest radius, so a second one (--grid diffusion-wide) went further
 RADII = (0.001, 0.002, 0.003, 0.005)
 DIFFUSE_POWERS = (1.4, 1.5, 1.6)

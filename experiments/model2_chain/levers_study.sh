@@ -1,5 +1,5 @@
 #!/bin/bash
-# Run from the repository root after the ablation grid (runs/ablation12): bash scripts/levers_study.sh
+# Run from the repository root after the ablation grid (runs/ablation12): bash experiments/model2_chain/levers_study.sh
 # Separate the two levers of model 1.2 at the grid's budget: supervised-only, 100 % labels, 3 seeds,
 # once without position-free inputs and once without remeshing (compare with runs/ablation12/sup_f1_s*).
 set -e

@@ -2,7 +2,7 @@
 on every set. Reads `blend-sweep --fit-rule --out` files (their per-rig L1 and piece shares; the
 `check` set inside a file counts as its own set).
 
-    PYTHONPATH=. python scripts/rule_crossfit.py docs/blend_val.json runs/blend_rule_test.json
+    PYTHONPATH=. python experiments/model2_chain/rule_crossfit.py experiments/model2_chain/results/blend_val.json runs/blend_rule_test.json
 """
 from __future__ import annotations
 

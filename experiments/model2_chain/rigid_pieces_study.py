@@ -5,7 +5,7 @@ each (max_share, min_agreement) setting and prints the mean per-vertex L1 per fo
 rigs got better or worse by more than 0.005. The first folders choose (their mean), the ones after
 ``--report`` are only reported.
 
-Usage: PYTHONPATH=. python scripts/rigid_pieces_study.py [--model models/autoskin.onnx]
+Usage: PYTHONPATH=. python experiments/model2_chain/rigid_pieces_study.py [--model models/autoskin.onnx]
        runs/views/shipped/val runs/views/shipped/out_of_style --report runs/views/shipped/test
 """
 from __future__ import annotations

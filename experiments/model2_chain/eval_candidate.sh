@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Score a candidate generator the way the shipped model is chosen (docs/ablation.md): export it, fit
+# Score a candidate generator the way the shipped model is chosen (docs/history/ablation.md): export it, fit
 # its per-rig prior blend rule on val + the out-of-style check, export it with that rule, then
 # evaluate it (alone) on val and on the out-of-style check.
-# Usage: [SHARPEN=P] [SMOOTH=N] [DIFFUSE=PCT] bash scripts/eval_candidate.sh RUN_DIR   (RUN_DIR/best_generator.pt
+# Usage: [SHARPEN=P] [SMOOTH=N] [DIFFUSE=PCT] bash experiments/model2_chain/eval_candidate.sh RUN_DIR   (RUN_DIR/best_generator.pt
 # from `train`; ~8 min; SHARPEN / SMOOTH / DIFFUSE: the runtime sharpening power, smoothing and diffusion reach
-# exported with it, default 1.5, 0 and 0.5 as in the shipped model 1.9; the grown generators of docs/ablation.md
+# exported with it, default 1.5, 0 and 0.5 as in the shipped model 1.9; the grown generators of docs/history/ablation.md
 # were scored with model 1.7's: SHARPEN=1.4 DIFFUSE=0)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 R=${1:?usage: eval_candidate.sh RUN_DIR}

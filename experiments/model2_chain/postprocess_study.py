@@ -9,7 +9,7 @@ influence precision and recall (the ``evaluate`` metrics, without deformation).
   weight has a largest entry >= ``tau``, get that mean ("soft") or its largest bone only ("hard").
 * ``cleanup``: prior blend x sharpening power (w ** p) x prune threshold x influence limit.
 
-    PYTHONPATH=. python scripts/postprocess_study.py --model models/autoskin.onnx \\
+    PYTHONPATH=. python experiments/model2_chain/postprocess_study.py --model models/autoskin.onnx \\
         runs/views/shipped/val runs/views/shipped/test runs/views/shipped/out_of_style
 """
 from __future__ import annotations
