@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tests", type=bounded(int, 1, what="rigs"), default=8,
                         help="score at most this many of a draw's other rigs (default 8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=bounded(int, 1, what="passes"), default=None,
-                        help="train method: passes over the corrections (default: backend.training.adapt)")
+    parser.add_argument("--steps", type=bounded(int, 1, what="steps"), default=None,
+                        help="train method: optimiser steps on the corrections (default: backend.training.adapt)")
     parser.add_argument("--out", type=Path, default=Path("runs/adapt_bench"))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from backend.evaluation.adapt_bench import Adapter, Draw, bench_domain, load_domain_rigs, summary_table
 from backend.io.atomic import atomic_path
-from backend.training.style import (RigOutputs, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
+from backend.training.style import (RigOutputs, StyleSettings, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
                                     prepare_case, rig_outputs, style_grid)
 
 
@@ -60,6 +60,51 @@ def style_adapter(cases: DomainCases, grid: list) -> Adapter:
     return adapt
 
 
+class HeadTrainer:
+    """The base checkpoint and replay rigs of the ``train`` method, loaded once."""
+
+    def __init__(self, args: argparse.Namespace, predictor):
+        from backend.inference import model_store
+        from backend.training.adapt import TrainOptions, replay_samples
+        from backend.training.finetune import load_base
+
+        base = args.base or model_store.current_checkpoint(model_store.DEFAULT_FOLDER)
+        self.G, ckpt = load_base(base)
+        from backend.features.pipeline import FeatureConfig
+        from backend.rig import RigError
+
+        if FeatureConfig(**ckpt["feature_config"]).key() != predictor.model.info.feature_config.key():
+            raise RigError(f"{base}: its feature config is not the model's; give the checkpoint of that model (--base)")
+        self.options = TrainOptions(steps=args.steps) if getattr(args, "steps", None) else TrainOptions()
+        self.replay = replay_samples(args.data, predictor.model.info.feature_config) if args.data else []
+        self.replay_blend = float(predictor.model.info.prior_blend)
+
+
+def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapter:
+    """Refit the settings, then train the generator's head on the corrections (backend.training.adapt)."""
+    from backend.training.adapt import case_sample, torch_net, train_head
+
+    def adapt(corr: list[int]):
+        outs = [cases.outputs(i) for i in corr]
+        prep = sum(cases.seconds[i] for i in corr)
+        fit = fit_style(outs, cases.reference, grid)
+        # the model's own blend: a refitted blend of 0 would leave the trained generator unused
+        s = StyleSettings(None, fit.settings.sharpen, fit.settings.diffuse, fit.settings.geodesic)
+        blends = [cases.case(i).model_blend for i in corr]
+        G, info = train_head(trainer.G, [case_sample(cases.case(i)) for i in corr], blends, s,
+                             trainer.replay, trainer.replay_blend, trainer.options)
+        net = torch_net(G)
+
+        def weights(t: int) -> np.ndarray:
+            out = rig_outputs(cases.case(t), net, [s.diffuse], cases.smooth)
+            return full_weights(out, s)
+
+        return weights, {"settings": s.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
+                         "prepare_seconds": prep, **info}
+
+    return adapt
+
+
 def run_bench(args: argparse.Namespace, domains: dict, plan: dict[str, list[Draw]], out: Path,
               log: Callable[[str], None] = print) -> int:
     """Benchmark every domain of ``plan``; rows appended to OUT/results.jsonl, table in OUT/summary.md."""
@@ -71,6 +116,7 @@ def run_bench(args: argparse.Namespace, domains: dict, plan: dict[str, list[Draw
     heat = Predictor(mode="heat")
     grid = style_grid(model_settings(predictor)[0])
     rows: list[dict] = []
+    trainer = None
     jsonl = out / "results.jsonl"
     jsonl.write_text("", encoding="utf-8")
     log(f"base model {model}; {len(plan)} domains; grid of {len(grid)} settings")
@@ -84,9 +130,9 @@ def run_bench(args: argparse.Namespace, domains: dict, plan: dict[str, list[Draw
         if "style" in args.methods:
             adapters["style"] = style_adapter(cases, grid)
         if "train" in args.methods:
-            from backend.training.adapt import train_adapter
-
-            adapters["train"] = train_adapter(cases, grid, args)
+            if trainer is None:
+                trainer = HeadTrainer(args, predictor)
+            adapters["train"] = train_adapter(cases, grid, trainer)
         res = bench_domain(dom, rigs, draws, adapters,
                            base=lambda t: full_weights(cases.outputs(t), cases.reference),
                            heat=lambda t: np.asarray(heat.predict(rigs[t]).weights, np.float32),

@@ -90,14 +90,15 @@ def model_settings(predictor) -> tuple[StyleSettings, int]:
 class RigCase:
     """One rig prepared as the runtime sees it: ``rig`` with its true (V, J) weights; ``base`` the
     same rig with helper bones cleared (the runtime's candidates); ``feats`` the generator inputs of
-    ``base`` or of its simplified copy (``index_map`` (S,) then maps its vertices back);
-    ``model_blend`` the blend the model's settings give this rig."""
+    ``base`` or of its simplified copy (``index_map`` (S,) then maps its vertices back) and
+    ``target`` that copy's (V', J) true weights; ``model_blend`` the blend the model gives this rig."""
 
     rig: Rig
     base: Rig
     feats: RigFeatures
     index_map: Optional[np.ndarray]
     model_blend: float
+    target: Optional[np.ndarray] = None
 
     @property
     def name(self) -> str:
@@ -122,9 +123,9 @@ def prepare_case(rig: Rig, predictor) -> RigCase:
     base, _ = without_helpers(rig)
     target, index_map = base, None
     if base.num_vertices > predictor.vertex_budget > 0:
-        target, index_map = simplify_rig(base.without_weights(), predictor.vertex_budget)
+        target, index_map = simplify_rig(base, predictor.vertex_budget)
     feats = compute_features(target.without_weights(), predictor.model.info.feature_config)
-    return RigCase(rig, base, feats, index_map, predictor.blend_for(rig))
+    return RigCase(rig, base, feats, index_map, predictor.blend_for(rig), target.weights)
 
 
 def onnx_net(predictor) -> NetFn:

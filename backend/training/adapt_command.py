@@ -1,0 +1,292 @@
+"""The ``adapt`` loop: learn a studio's style from its corrected characters, judge the new version on
+what the studio cares about, and publish it through the versioned model store.
+
+1. The corrections (backend.training.corrections; a plain painted rig counts as fully corrected)
+   are prepared as the runtime sees them and the post-network settings refitted on them
+   (backend.training.style); with ``train`` the generator's head is trained on them too
+   (backend.training.adapt).
+2. The guard. Studio: with two corrections or more, each is left out in turn, the adaptation is
+   made without it and scored on it; the new version must beat the base there (mean relative cost
+   of L1 and deformation below 1). With one correction there is nothing to hold out, and only a
+   large gain on it (``style.MIN_GAIN``) moves the settings. Collapse: on a few rigs of the
+   training artists' validation split the per-vertex L1 may rise by at most ``collapse`` (relative).
+3. Publishing: ``autoskin-vN`` with the card last (backend.training.finetune.reserve_version and
+   backend.inference.model_store); a settings-only version reuses the base network's ONNX graph
+   with new metadata.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from backend.evaluation.metrics import l1_per_vertex, restrict
+from backend.inference import model_store
+from backend.io.atomic import atomic_path
+from backend.rig import RigError
+from backend.training.style import (StyleSettings, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
+                                    prepare_case, relative_cost, rig_outputs, score_table, style_grid)
+
+REFUSED = 3
+
+
+@dataclass
+class AdaptOptions:
+    """train: also train the generator's head; steps: its optimiser steps; collapse: largest relative
+    rise of the validation L1; guard_rigs: validation rigs scored (0 = no collapse check);
+    activate: make the new version the model in use; dry_run: decide, publish nothing."""
+
+    train: bool = False
+    steps: int = 30
+    collapse: float = 0.25
+    guard_rigs: int = 6
+    activate: bool = True
+    dry_run: bool = False
+
+
+@dataclass
+class AdaptResult:
+    decision: str  # "published", "refused", "unchanged", "evaluated"
+    message: str
+    settings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    version: Optional[int] = None
+
+
+def runtime_settings(s: StyleSettings, base_meta: dict) -> dict:
+    """The model metadata settings of ``s`` on top of the base model's (prior_blend None keeps the base's
+    fixed blend and per-rig rule)."""
+    from backend.inference.model_meta import parse_runtime_settings
+
+    cur = parse_runtime_settings(base_meta, "base model")
+    rule = cur["prior_blend_rule"]
+    out = dict(cur, prior_blend_rule=rule.as_dict() if rule is not None else None)
+    if s.prior_blend is not None:
+        out.update(prior_blend=float(s.prior_blend), prior_blend_rule=None)
+    out.update(sharpen=float(s.sharpen), diffuse=float(s.diffuse), geodesic_share=float(s.geodesic))
+    return out
+
+
+def write_onnx_with_settings(src: Path, dst: Path, settings: dict, model_version: str) -> None:
+    """Copy of the ONNX model ``src`` at ``dst`` (atomically) whose runtime settings and model version
+    are replaced; the graph and its weights are untouched."""
+    import json
+
+    import onnx
+
+    from backend.export.metadata import get_metadata, set_metadata
+    from backend.inference import model_meta as mm
+
+    proto = onnx.load(str(src))
+    meta = get_metadata(proto)
+    meta.pop(mm.KEY_PRIOR_BLEND_RULE, None)
+    meta.pop(mm.KEY_GEODESIC_SHARE, None)
+    meta[mm.KEY_PRIOR_BLEND] = repr(float(settings["prior_blend"]))
+    if settings.get("prior_blend_rule"):
+        meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(settings["prior_blend_rule"], sort_keys=True)
+    meta[mm.KEY_SHARPEN] = repr(float(settings["sharpen"]))
+    meta[mm.KEY_SMOOTH] = str(int(settings["smooth"]))
+    meta[mm.KEY_DIFFUSE] = repr(float(settings["diffuse"]))
+    if settings["geodesic_share"] > 0.0:
+        meta[mm.KEY_GEODESIC_SHARE] = repr(float(settings["geodesic_share"]))
+    meta[mm.KEY_MODEL_VERSION] = model_version
+    set_metadata(proto, meta)
+    with atomic_path(dst, suffix=".onnx") as tmp:
+        onnx.save(proto, str(tmp))
+        mm.parse_model_info(get_metadata(onnx.load(str(tmp))), tmp)  # what the runtime will read back
+
+
+def publish_version(models: Path, base_onnx: Path, base_ckpt: Optional[Path], settings: dict, card: dict,
+                    G=None, ckpt: Optional[dict] = None, activate: bool = True) -> model_store.ModelVersion:
+    """Write ``autoskin-vN`` (checkpoint, ONNX, markdown card, JSON card last); on any failure nothing
+    of it is left. ``G`` (a trained generator, with the base ``ckpt``) is exported; else the base graph
+    is reused with the new settings."""
+    from backend.training.finetune import reserve_version
+
+    model_store.register_current(models)
+    n = reserve_version(models)
+    paths = model_store.version_paths(models, n)
+    try:
+        if G is not None:
+            from backend.export.onnx_export import export_generator
+            from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
+            from backend.training.checkpoint import save_generator
+
+            summary = {"adapted_from": str(base_onnx), "corrections": len(card["corrections"]), "version": n}
+            save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION,
+                           summary)
+            export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
+                             model_version=f"autoskin-v{n}", **settings)
+        else:
+            if base_ckpt is not None and base_ckpt.is_file():
+                model_store.copy_atomic(base_ckpt, paths["pth"])
+            write_onnx_with_settings(base_onnx, paths["onnx"], settings, f"autoskin-v{n}")
+        card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
+                    checkpoint=paths["pth"].name if paths["pth"].is_file() else None, model_version=f"autoskin-v{n}")
+        model_store.write_text_atomic(paths["md"], card_text(card))
+        model_store.write_json_atomic(paths["json"], card)
+    except BaseException:
+        for p in paths.values():
+            if p.exists():
+                p.unlink()
+        raise
+    if activate:
+        model_store.activate(models, n)
+    return model_store.get_model(models, n)
+
+
+def card_text(card: dict) -> str:
+    m = card["metrics"]
+    lines = [f"# Auto Skin model v{card['version']}", "",
+             f"Adapted {card['created']} to {len(card['corrections'])} corrected character(s) from "
+             f"`{card['base']['onnx']}`: {card['style']}" + (", scoring head trained" if card.get("trained") else "")
+             + ".", "", "| | value |", "|---|---|"]
+    for k, v in m.items():
+        if isinstance(v, float):
+            lines.append(f"| {k} | {v:.4f} |")
+    lines += ["", "## Corrections learned", ""] + [f"- {c['file']} ({c['vertices']} vertices)"
+                                                   for c in card["corrections"]]
+    return "\n".join(lines) + "\n"
+
+
+def validation_l1(predict: Callable, rigs: list) -> float:
+    """Mean per-vertex L1 of ``predict(i) -> (V, J)`` over the validation ``rigs``."""
+    vals = []
+    for i, rig in enumerate(rigs):
+        t, p, _ = restrict(rig.weights, predict(i), rig.is_deform)
+        vals.append(l1_per_vertex(t, p))
+    return float(np.mean(vals))
+
+
+def _advice(k: int) -> str:
+    if k < 3:
+        return "export more corrected characters of this style (3 or more) and run adapt again"
+    return ("check that the corrections share one style (one studio, one kind of character); "
+            "with --train the scoring head learns more than the settings")
+
+
+def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], options: AdaptOptions,
+              model: Optional[Path] = None, base: Optional[Path] = None, log: Callable[[str], None] = print
+              ) -> AdaptResult:
+    """Adapt the model in use (or ``model`` with checkpoint ``base``) to ``corrections``
+    (backend.training.corrections.Correction); writes ``out/report.json``."""
+    import onnx
+
+    from backend.export.metadata import get_metadata
+    from backend.inference.predictor import Predictor
+    from backend.io.npz import load_npz
+
+    if not corrections:
+        raise RigError("no usable correction to learn from")
+    model = Path(model) if model is not None else Path(models) / model_store.CURRENT_NAME
+    predictor = Predictor(model, threads=1)
+    reference, smooth = model_settings(predictor)
+    grid = style_grid(reference)
+    cases = [prepare_case(c.rig, predictor) for c in corrections]
+    net = onnx_net(predictor)
+    outs = [rig_outputs(c, net, grid_diffuses(grid), smooth) for c in cases]
+    fit = fit_style(outs, reference, grid)
+    k = len(corrections)
+    log(f"{k} correction(s); base settings: {reference.label()}")
+    log(f"refitted settings: {fit.settings.label()} (cost on the corrections {fit.cost:.3f}, 1 = the base)")
+    metrics: dict = {"fit_cost": fit.cost}
+    G = ckpt = None
+    settings = fit.settings
+    base_ckpt = Path(base) if base is not None else model_store.current_checkpoint(models)
+    if options.train:
+        G, ckpt, settings, metrics = _train(cases, fit, smooth, base_ckpt, data, options, metrics, log)
+    if fit.loo_cost is not None and not options.train:
+        metrics["held_out_cost"] = fit.loo_cost
+    held = metrics.get("held_out_cost")
+    if held is not None:
+        log(f"held-out corrections (leave-one-out): cost {held:.3f} (1 = the base)")
+    if settings == reference and G is None:
+        msg = (f"unchanged: no setting beat the base by {100 * 0.2:.0f} % on every correction; nothing "
+               f"published. To try: {_advice(k)}")
+        return _finish(out, AdaptResult("unchanged", msg, reference.as_dict(), metrics))
+    if held is not None and held >= 1.0:
+        msg = (f"refused: on the corrections held out in turn the adapted model is worse than the base "
+               f"(cost {held:.3f} >= 1), so it would not carry to this studio's other characters; nothing "
+               f"published. To try: {_advice(k)}")
+        return _finish(out, AdaptResult("refused", msg, settings.as_dict(), metrics))
+    base_meta = get_metadata(onnx.load(str(model), load_external_data=False))
+    rt = runtime_settings(settings, base_meta)
+    if options.guard_rigs > 0 and data is not None:
+        from backend.training.data import list_rigs
+
+        val = [load_npz(p) for p in list_rigs(Path(data) / "val")[: options.guard_rigs]]
+        vcases = [prepare_case(r, predictor) for r in val]
+        vnet = net if G is None else _torch_net(G)
+        old = validation_l1(lambda i: full_weights(rig_outputs(vcases[i], net, [reference.diffuse], smooth),
+                                                   reference), val)
+        new = validation_l1(lambda i: full_weights(rig_outputs(vcases[i], vnet, [settings.diffuse], smooth),
+                                                   settings), val)
+        metrics.update(val_old=old, val_new=new)
+        log(f"training artists' validation ({len(val)} rigs) per-vertex L1: {old:.4f} -> {new:.4f}")
+        if new > old * (1.0 + options.collapse):
+            msg = (f"refused: the adapted model collapses on the training artists' validation rigs (per-vertex "
+                   f"L1 {old:.4f} -> {new:.4f}, more than {100 * options.collapse:.0f} % worse); nothing published. "
+                   f"To try: fewer --steps, or raise --collapse if this studio's style is far from theirs")
+            return _finish(out, AdaptResult("refused", msg, settings.as_dict(), metrics))
+    if options.dry_run:
+        return _finish(out, AdaptResult("evaluated", "dry run: the adapted model passed the guard; nothing "
+                                        "published", settings.as_dict(), metrics))
+    card = {"created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "base": {"onnx": str(model), "sha256": model_store.file_sha256(model)},
+            "style": settings.label(), "style_settings": settings.as_dict(), "trained": G is not None,
+            "corrections": [c.card_entry() for c in corrections], "metrics": metrics, "options": asdict(options),
+            **rt}
+    mv = publish_version(Path(models), model, base_ckpt, rt, card, G, ckpt, options.activate)
+    msg = f"published {mv.onnx} ({settings.label()})" + (" and now in use" if options.activate else "")
+    return _finish(out, AdaptResult("published", msg, settings.as_dict(), metrics, mv.version))
+
+
+def _torch_net(G):
+    from backend.training.adapt import torch_net
+
+    return torch_net(G)
+
+
+def _train(cases: list, fit, smooth: int, base_ckpt: Path, data: Optional[Path], options: AdaptOptions,
+           metrics: dict, log: Callable[[str], None]) -> tuple:
+    """Train the head on all corrections and, with two or more, once per left-out correction to score
+    it there. -> (G, checkpoint, settings, metrics)."""
+    from backend.training.adapt import TrainOptions, case_sample, replay_samples, train_head
+    from backend.training.finetune import load_base
+
+    G0, ckpt = load_base(base_ckpt)
+    s = StyleSettings(None, fit.settings.sharpen, fit.settings.diffuse, fit.settings.geodesic)
+    topt = TrainOptions(steps=options.steps)
+    replay = replay_samples(Path(data), _feature_config(ckpt)) if data is not None else []
+    samples = [case_sample(c) for c in cases]
+    blends = [c.model_blend for c in cases]
+    blend0 = float(np.mean(blends))
+    if len(cases) >= 2:
+        held = []
+        for i in range(len(cases)):
+            rest = [j for j in range(len(cases)) if j != i]
+            Gi, _ = train_head(G0, [samples[j] for j in rest], [blends[j] for j in rest], s, replay, blend0, topt)
+            ref = rig_outputs(cases[i], _torch_net(G0), [fit.reference.diffuse], smooth)
+            new = rig_outputs(cases[i], _torch_net(Gi), [s.diffuse], smooth)
+            table = np.concatenate([score_table([ref], [fit.reference]), score_table([new], [s])], axis=1)
+            held.append(float(relative_cost(table, 0)[0, 1]))
+        metrics["held_out_cost"] = float(np.mean(held))
+    G, info = train_head(G0, samples, blends, s, replay, blend0, topt)
+    metrics.update({k: v for k, v in info.items() if isinstance(v, (int, float))})
+    log(f"head trained: {info['steps']} steps ({info['replay_steps']} replay) in {info['train_seconds']:.0f} s")
+    return G, ckpt, s, metrics
+
+
+def _feature_config(ckpt: dict):
+    from backend.features.pipeline import FeatureConfig
+
+    return FeatureConfig(**ckpt["feature_config"])
+
+
+def _finish(out: Path, result: AdaptResult) -> AdaptResult:
+    out.mkdir(parents=True, exist_ok=True)
+    model_store.write_json_atomic(out / "report.json", asdict(result))
+    return result

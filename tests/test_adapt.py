@@ -1,0 +1,165 @@
+"""Adapting a model to a studio's style: the refit settings reproduce the runtime, the fit finds a
+painted style and keeps the base without a clear gain, head training, benchmark draws, and the
+``adapt`` command publishing through the model store (tiny generators, capsule rigs)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.__main__ import main
+from backend.evaluation.adapt_bench import make_draws, read_domains
+from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
+from backend.inference import model_store
+from backend.inference.predictor import Predictor
+from backend.io.npz import save_npz
+from backend.rig import RigError
+from backend.training.style import (StyleSettings, fit_style, full_weights, model_settings, onnx_net, pick,
+                                    prepare_case, rig_outputs, style_grid)
+from conftest import make_capsule_chain, make_fake_data_root
+
+FC = FeatureConfig(k_bones=3, distance="euclidean")
+#: A style far from a random generator's: hard rows from the distance falloff alone.
+HARD = StyleSettings(None, 7.0, 0.0, 1.0)
+
+
+def chain(n: int, radius: float, name: str):
+    return make_capsule_chain(n, radius=radius, name=name, rings=12, segments=10)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(ONNX model, its checkpoint) of a random tiny generator."""
+    from backend.export.onnx_export import export_generator
+    from backend.models.generator import Generator
+    from backend.training.checkpoint import save_generator
+
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    G = Generator(hidden=16, fused=16).eval()
+    save_generator(root / "autoskin.pth", G.state_dict(), G.config, FC.key_fields(), FEATURE_VERSION, {})
+    export_generator(G, root / "autoskin.onnx", FC, method="torchscript")
+    return root / "autoskin.onnx", root / "autoskin.pth"
+
+
+def outputs(predictor, rig, diffuses=(0.0,)):
+    return rig_outputs(prepare_case(rig, predictor), onnx_net(predictor), list(diffuses))
+
+
+def styled(predictor, rig, style: StyleSettings):
+    """``rig`` painted in ``style`` (its weights: the runtime's under those settings)."""
+    return replace(rig, weights=full_weights(outputs(predictor, rig, [style.diffuse]), style))
+
+
+def test_settings_reproduce_the_runtime_geodesic_share_included(tiny, tmp_path):
+    import onnx
+
+    from backend.export.metadata import get_metadata
+    from backend.training.adapt_command import runtime_settings, write_onnx_with_settings
+
+    predictor = Predictor(tiny[0], threads=1)
+    rig = chain(3, 0.3, "a")
+    ref, _ = model_settings(predictor)
+    out = outputs(predictor, rig, (0.0, 0.5))
+    assert np.allclose(full_weights(out, ref), predictor.predict(rig).weights, atol=1e-4)
+    style = StyleSettings(0.5, 3.0, 0.5, 0.5)
+    meta = get_metadata(onnx.load(str(tiny[0])))
+    write_onnx_with_settings(tiny[0], tmp_path / "s.onnx", runtime_settings(style, meta), "styled")
+    styled_model = Predictor(tmp_path / "s.onnx", threads=1)
+    assert styled_model.model.info.geodesic_share == 0.5 and styled_model.model.info.model_version == "styled"
+    got = styled_model.predict(rig).weights
+    assert np.allclose(got, full_weights(out, style), atol=1e-4)
+    assert np.abs(got - predictor.predict(rig).weights).sum(1).mean() > 0.05  # the settings do change it
+
+
+def test_fit_finds_a_painted_style_and_keeps_the_base_without_gain(tiny):
+    predictor = Predictor(tiny[0], threads=1)
+    ref, _ = model_settings(predictor)
+    rigs = [styled(predictor, chain(n, r, f"r{i}"), HARD) for i, (n, r) in enumerate([(3, .3), (4, .25), (3, .35)])]
+    fit = fit_style([outputs(predictor, r, (0.0, 0.5, 1.5)) for r in rigs], ref)
+    assert fit.settings.geodesic >= 0.75 and fit.settings.sharpen >= 4.0
+    assert fit.cost < 0.5 and fit.loo_cost is not None and fit.loo_cost < 0.5
+    # painted as the base paints them: nothing beats the base, the base is kept
+    same = [styled(predictor, chain(n, r, f"s{i}"), ref) for i, (n, r) in enumerate([(3, .3), (4, .25)])]
+    assert fit_style([outputs(predictor, r, (0.0, 0.5, 1.5)) for r in same], ref).settings == ref
+
+
+def test_pick_wants_a_large_gain_on_every_correction():
+    # (rigs, settings, [L1, deform]); setting 0 is the reference
+    table = np.ones((2, 3, 2))
+    table[:, 1] = 0.85  # 15 % better on both: too small
+    table[0, 2], table[1, 2] = 0.3, 1.05  # 37 % better on average but worse on rig 1
+    assert pick(table, 0, [0, 1]) == 0
+    table[1, 2] = 0.9
+    assert pick(table, 0, [0, 1]) == 2
+    assert pick(table, 0, [0, 1], min_gain=0.5) == 0
+
+
+def test_head_training_moves_only_the_head_and_fits_the_corrections(tiny):
+    from backend.training.adapt import TrainOptions, case_sample, train_head
+    from backend.training.finetune import load_base
+
+    predictor = Predictor(tiny[0], threads=1)
+    G0, _ = load_base(tiny[1])
+    rigs = [styled(predictor, chain(3, .3, "a"), HARD), styled(predictor, chain(4, .25, "b"), HARD)]
+    samples = [case_sample(prepare_case(r, predictor)) for r in rigs]
+    G, info = train_head(G0, samples, [1.0, 1.0], StyleSettings(None, 1.0, 0.0, 0.0), replay=samples[:1],
+                         options=TrainOptions(steps=25, lr=3e-3, replay_every=5))
+    assert info["loss_last"] < info["loss_first"] - 0.01 and info["replay_steps"] == 5
+    before, after = dict(G0.named_parameters()), dict(G.named_parameters())
+    for name, p in after.items():
+        moved = not torch.equal(p, before[name])
+        assert moved == ("scorer." in name or "prior_gain" in name), name
+
+
+def test_draws_keep_asset_families_apart():
+    groups = ["a", "a", "b", "c", "d"]
+    draws = make_draws(groups, [1, 3, 5], draws=3)
+    assert {d.k for d in draws} == {1, 3}  # k = 5 leaves nothing to score
+    for d in draws:
+        assert len(d.corrections) == d.k and d.tests
+        assert not {groups[i] for i in d.corrections} & {groups[i] for i in d.tests}
+    assert len({tuple(d.corrections) for d in draws if d.k == 1}) > 1  # the draws differ
+
+
+def test_domains_come_from_the_manifest(tmp_path):
+    styles = make_fake_data_root(tmp_path)/ "styles"
+    assert list(read_domains(styles, min_rigs=2)) == ["dom_a"]
+    with pytest.raises(RigError, match="no domain dom_z"):
+        read_domains(styles, 1, ["dom_z"])
+
+
+def test_adapt_publishes_the_style_as_a_new_version(tiny, tmp_path, capsys):
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny[0], models / "autoskin.onnx")
+    shutil.copy(tiny[1], models / "autoskin.pth")
+    predictor = Predictor(tiny[0], threads=1)
+    corr = tmp_path / "corr"
+    corr.mkdir()
+    for i, (n, r) in enumerate([(3, .3), (4, .25)]):
+        save_npz(styled(predictor, chain(n, r, f"c{i}"), HARD), corr / f"c{i}.npz")
+    args = ["adapt", "--corrections", str(corr), "--models", str(models), "--out", str(tmp_path / "run"),
+            "--guard-rigs", "0"]
+    assert main(args) == 0
+    assert "published" in capsys.readouterr().out
+    versions = model_store.list_models(models)
+    new = versions[-1]
+    assert len(new.card["corrections"]) == 2 and new.card["geodesic_share"] >= 0.75
+    assert model_store.current_model(models).version == new.version  # now in use
+    in_use = Predictor(models / "autoskin.onnx", threads=1)
+    rig = chain(3, 0.28, "other")
+    truth = styled(predictor, rig, HARD).weights
+    err = lambda w: np.abs(w - truth).sum(1).mean()  # noqa: E731
+    assert err(in_use.predict(rig).weights) < 0.5 * err(predictor.predict(rig).weights)
+
+
+def test_adapt_refuses_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["adapt", "--corrections", str(tmp_path / "none"), "--models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such model file" in err[0]
