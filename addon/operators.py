@@ -2,13 +2,16 @@
 Armature modifier and parenting (a drop-in for Ctrl+P > With Automatic Weights).
 
 Order of work: read the scene, predict, combine with the kept weights -- all before anything is
-written; then write with a snapshot and restore it if writing fails. One undo step.
+written; then write with a snapshot and restore it if writing fails. One undo step. From the UI
+the prediction runs in a worker thread (``job.SkinJob``) with its steps shown in the status bar
+and the cursor, and Esc cancels it before anything is written.
 """
 from __future__ import annotations
 
 import os
 import time
 import warnings
+from typing import Optional
 
 import bpy
 import numpy as np
@@ -17,6 +20,10 @@ from backend.rig import RigError
 
 from . import apply, combine, export_corrections, preferences
 from .gather import SkinTarget, UsageError, read_target
+from .job import WRITE, SkinJob, combine_for_target, device_warnings  # noqa: F401 - re-exported
+
+#: Seconds between progress updates while a job runs (modal operator).
+TIMER_STEP = 0.1
 
 _PREDICTORS: dict = {}
 
@@ -62,23 +69,30 @@ def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | 
 
 
 class _Progress:
-    """window_manager progress that does nothing in background mode."""
+    """Blender's progress display for a run: the cursor's percent (``window_manager.progress_*``) and
+    a status-bar line; both do nothing in background mode (no window)."""
 
     def __init__(self, context):
-        self.wm = None if bpy.app.background else context.window_manager
+        window = None if bpy.app.background else context.window
+        self.wm = context.window_manager if window is not None else None
+        self.workspace = context.workspace if window is not None else None
 
     def __enter__(self):
         if self.wm is not None:
             self.wm.progress_begin(0, 100)
         return self
 
-    def update(self, value: int) -> None:
+    def update(self, value: float, text: str = "") -> None:
         if self.wm is not None:
-            self.wm.progress_update(value)
+            self.wm.progress_update(int(value))
+        if self.workspace is not None and text:
+            self.workspace.status_text_set(text)
 
     def __exit__(self, *exc):
         if self.wm is not None:
             self.wm.progress_end()
+        if self.workspace is not None:
+            self.workspace.status_text_set(None)
         return False
 
 
@@ -109,51 +123,123 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
                 continue
             layout.prop(self, name, text=preferences.option_label(self.properties, name))
 
-    def execute(self, context):
+    def _prepare(self, context) -> Optional[SkinJob]:
+        """Read the scene and open the model (main thread): a job ready to run, or None after an
+        error report. Nothing in the scene changes."""
+        started = time.perf_counter()
         opt = self._options(context)
-        t0 = time.perf_counter()
+        try:
+            target = read_target(context, opt["only_selected_bones"], opt["respect_locked"],
+                                 opt["only_selected_vertices"])
+            blend, sharpen, smooth, diffuse = (preferences.override(name, opt[name]) for name in
+                                               ("network_share", "sharpness", "smoothing", "diffusion"))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]),
+                                          opt["device"], blend, opt["skip_helper_bones"], opt["rigid_pieces"],
+                                          sharpen)
+            target.warnings.extend(device_warnings(caught))
+        except RigError as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 - nothing is written yet; tell the user why
+            self.report({"ERROR"}, f"Auto Skin failed: {type(exc).__name__}: {exc}")
+            return None
+        job = SkinJob(target, predictor, opt, None if smooth is None else int(smooth), diffuse)
+        job.started = started
+        return job
+
+    def execute(self, context):
+        """Run to the end within this call (scripts, the redo panel, background mode)."""
+        job = self._prepare(context)
+        if job is None:
+            return {"CANCELLED"}
         with _Progress(context) as progress:
-            try:
-                target = read_target(context, opt["only_selected_bones"], opt["respect_locked"],
-                                     opt["only_selected_vertices"])
-                progress.update(10)
-                blend, sharpen, smooth, diffuse = (preferences.override(name, opt[name]) for name in
-                                                   ("network_share", "sharpness", "smoothing", "diffusion"))
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]),
-                                              opt["device"], blend, opt["skip_helper_bones"], opt["rigid_pieces"],
-                                              sharpen)
-                    progress.update(20)
-                    pred = predictor.predict(target.rig, max_influences=opt["max_influences"],
-                                             prune=opt["prune_threshold"],
-                                             smooth=None if smooth is None else int(smooth),
-                                             diffuse=diffuse)
-                target.warnings.extend(device_warnings(caught))
-                progress.update(80)
-                final, columns, written = combine_for_target(target, pred.weights, opt)
-            except RigError as exc:
-                self.report({"ERROR"}, str(exc))
-                return {"CANCELLED"}
-            except Exception as exc:  # noqa: BLE001 - nothing is written yet; tell the user why
-                self.report({"ERROR"}, f"Auto Skin failed: {type(exc).__name__}: {exc}")
-                return {"CANCELLED"}
-            version = str(pred.info.get("model_version", "geodesic" if opt["mode"] == "GEODESIC" else "unknown"))
-            records = _records(target, final, written, version)
-            snaps = [apply.snapshot(o, _pred_keys()) for o in target.meshes]
-            try:
-                apply.write_result(target.meshes, target.arm, target.bone_names, target.free, columns,
-                                   target.counts)
-                for obj, (record, record_version) in zip(target.meshes, records):
-                    export_corrections.store_prediction(obj, record, target.bone_names, record_version)
-            except Exception as exc:  # noqa: BLE001 - undo our partial writing, then report
-                for snap in snaps:
-                    apply.restore(snap)
-                self.report({"ERROR"}, f"Auto Skin: writing the weights failed, nothing was changed "
-                                       f"({type(exc).__name__}: {exc})")
-                return {"CANCELLED"}
-            progress.update(100)
-        written = int(written.sum())
+            job.on_progress = lambda stage, percent: progress.update(percent)
+            job.run()
+            return self._finish(job, progress)
+
+    def invoke(self, context, event):
+        """From the UI: predict in a worker thread with the steps in the status bar; Esc cancels and
+        leaves the scene as it was. Without a window (background mode) this is :meth:`execute`."""
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        job = self._prepare(context)
+        if job is None:
+            return {"CANCELLED"}
+        self._job = job
+        self._progress = _Progress(context).__enter__()
+        self._progress.update(job.percent, job.status())
+        self._timer = context.window_manager.event_timer_add(TIMER_STEP, window=context.window)
+        job.start()
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        """Esc cancels; each tick of the timer shows the progress, and writes the job's result once it
+        is done. Other events are held back while the job runs, so the scene cannot change under it."""
+        job = self._job
+        if event.type == "ESC":
+            job.cancel()
+            self._end_modal(context)
+            self.report({"WARNING"}, "Auto Skin cancelled; nothing was changed")
+            return {"CANCELLED"}
+        if not job.done.is_set():
+            self._progress.update(job.percent, job.status())
+            return {"RUNNING_MODAL"}
+        progress = self._progress
+        self._end_modal(context, close_progress=False)
+        try:
+            return self._finish(job, progress)
+        finally:
+            progress.__exit__(None, None, None)
+
+    def _end_modal(self, context, close_progress: bool = True) -> None:
+        """Remove the timer and (``close_progress``) the progress display of a modal run."""
+        if getattr(self, "_timer", None) is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if close_progress and getattr(self, "_progress", None) is not None:
+            self._progress.__exit__(None, None, None)
+            self._progress = None
+
+    def _finish(self, job: SkinJob, progress: _Progress) -> set:
+        """Report a failed or cancelled job, else write its result (all or nothing) and report."""
+        if job.cancelled:
+            self.report({"WARNING"}, "Auto Skin cancelled; nothing was changed")
+            return {"CANCELLED"}
+        if job.error is not None:
+            exc = job.error
+            self.report({"ERROR"}, str(exc) if isinstance(exc, RigError)
+                        else f"Auto Skin failed: {type(exc).__name__}: {exc}")
+            return {"CANCELLED"}
+        target, opt, res = job.target, job.opt, job.result
+        pred = res.pred
+        target.warnings.extend(res.warnings)
+        progress.update(WRITE, f"Auto Skin: writing vertex groups ({WRITE:.0f} %)")
+        try:
+            changed = [o.name for o, n in zip(target.meshes, target.counts) if len(o.data.vertices) != n]
+        except ReferenceError:
+            changed = ["a removed mesh"]
+        if changed:
+            self.report({"ERROR"}, f"Auto Skin: {', '.join(changed)} changed while predicting; nothing was written")
+            return {"CANCELLED"}
+        version = str(pred.info.get("model_version", "geodesic" if opt["mode"] == "GEODESIC" else "unknown"))
+        records = _records(target, res.final, res.written, version)
+        snaps = [apply.snapshot(o, _pred_keys()) for o in target.meshes]
+        try:
+            apply.write_result(target.meshes, target.arm, target.bone_names, target.free, res.columns,
+                               target.counts)
+            for obj, (record, record_version) in zip(target.meshes, records):
+                export_corrections.store_prediction(obj, record, target.bone_names, record_version)
+        except Exception as exc:  # noqa: BLE001 - undo our partial writing, then report
+            for snap in snaps:
+                apply.restore(snap)
+            self.report({"ERROR"}, f"Auto Skin: writing the weights failed, nothing was changed "
+                                   f"({type(exc).__name__}: {exc})")
+            return {"CANCELLED"}
+        progress.update(100)
+        written = int(res.written.sum())
         skipped = len(pred.info.get("helper_bones_skipped", []))
         helpers = f" ({skipped} helper bones left empty)" if skipped else ""
         rigid = pred.info.get("rigid_pieces", 0)
@@ -161,22 +247,10 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         mix = settings_note(pred.info, opt["mode"] == "LEARNED")
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
                               f"bones{helpers}, {opt['mode'].lower()}{mix} on {pred.provider}, "
-                              f"{time.perf_counter() - t0:.2f} s")
+                              f"{time.perf_counter() - job.started:.2f} s")
         for w in target.warnings:  # after the summary: the status bar shows the last report
             self.report({"WARNING"}, w)
         return {"FINISHED"}
-
-
-def device_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
-    """The runtime's fallbacks from CUDA to the CPU among recorded warnings, as status lines (the
-    runtime warns when it opens a session; sessions are cached, so once per model and device)."""
-    out = []
-    for rec in caught:
-        text = str(rec.message)
-        line = f"Auto Skin: {text}"
-        if issubclass(rec.category, RuntimeWarning) and "running on the CPU" in text and line not in out:
-            out.append(line)
-    return out
 
 
 def settings_note(info: dict, learned: bool) -> str:
@@ -188,20 +262,6 @@ def settings_note(info: dict, learned: bool) -> str:
     parts = ([f"network share {share:.2f}"] if share is not None else []) + (
         [f"sharpness {sharp:g}"] if sharp != 1.0 else []) + ([f"diffusion {spread:g} %"] if spread else [])
     return f" ({', '.join(parts)})" if parts else ""
-
-
-def combine_for_target(target, predicted: np.ndarray, opt: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(final (V, J) deform weights after writing, (V, Jf) columns to write for the free bones,
-    (V,) bool rows written)."""
-    kept = target.raw * target.kept[None, :]
-    new = combine.fill_remainder(predicted, kept, target.free, opt["max_influences"])
-    deform_raw = target.raw * target.deform[None, :]
-    written = combine.rows_to_write(
-        target.rig.num_vertices, target.selected if opt["only_selected_vertices"] else None, deform_raw)
-    columns = combine.compose(target.raw[:, target.free], new[:, target.free], written)
-    final = deform_raw.copy()
-    final[:, target.free] = columns
-    return final.astype(np.float32), columns, written
 
 
 def _records(target: SkinTarget, final: np.ndarray, written: np.ndarray,
