@@ -1,0 +1,128 @@
+"""Progress and cancel of Auto Skin (issue 26), on the installed extension zip in real Blender (bpy,
+headless), with the fixtures and helpers of ``test_addon``.
+
+Background mode has no window, so no event reaches a modal operator; the tests call the
+operator's own ``modal`` with the events Blender would send (Esc, the timer) while its job runs
+in a worker thread, as it does from the UI.
+"""
+from __future__ import annotations
+
+import threading
+import types
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from test_addon import addon, fingerprint, fresh, make_scene, run, weights, zip_path  # noqa: E402,F401
+
+NAMES = ["bone_0", "bone_1", "bone_2"]
+OPT = {"mode": "GEODESIC", "max_influences": 4, "prune_threshold": 0.05, "only_selected_vertices": False}
+
+
+def make_job(pkg, budget: int = 200):
+    """A job for the selected scene in the Geodesic mode with diffusion, on a predictor that
+    simplifies above ``budget`` vertices (so every step of the runtime runs)."""
+    target = pkg.gather.read_target(bpy.context)
+    predictor = pkg.operators.get_predictor("GEODESIC", "", "CPU")
+    predictor.vertex_budget = budget
+    return pkg.job.SkinJob(target, predictor, dict(OPT), smooth=None, diffuse=0.5)
+
+
+def fake_operator(pkg, job):
+    """An object the operator's ``modal`` can run on: its job, reports collected in ``reports``."""
+    op_cls = pkg.operators.AUTOSKIN_OT_auto_skin
+    fake = types.SimpleNamespace(_job=job, _timer=None, _progress=pkg.operators._Progress(bpy.context), reports=[])
+    fake.report = lambda kind, text: fake.reports.append((sorted(kind)[0], text))
+    fake._end_modal = types.MethodType(op_cls._end_modal, fake)
+    fake._finish = types.MethodType(op_cls._finish, fake)
+    return fake, op_cls
+
+
+def event(kind: str):
+    return types.SimpleNamespace(type=kind)
+
+
+def test_job_reports_the_runtime_steps_in_order(fresh):
+    make_scene()
+    job = make_job(fresh)
+    seen = []
+    job.on_progress = lambda stage, percent: seen.append((stage, percent))
+    job.run()
+    assert job.result is not None and job.error is None and not job.cancelled
+    stages = list(dict.fromkeys(stage for stage, _ in seen))
+    assert stages == ["checking", "simplifying", "features", "transfer", "post-processing", "combining", "writing"]
+    percents = [p for _, p in seen]
+    assert percents == sorted(percents) and percents[0] >= fresh.job.PREDICT and percents[-1] == fresh.job.WRITE
+    # the diffusion reports between its column solves, not only once
+    assert sum(stage == "post-processing" for stage, _ in seen) >= 4
+    assert "Esc to cancel" in job.status()
+
+
+def test_esc_cancels_a_running_job_and_changes_nothing(fresh):
+    mesh, arm, _ = make_scene()
+    before = fingerprint()
+    job = make_job(fresh)
+    reached, gate = threading.Event(), threading.Event()
+
+    def hold(stage, percent):
+        if stage == "features":  # the job waits here until the test has pressed Esc
+            reached.set()
+            gate.wait(30)
+
+    job.on_progress = hold
+    thread = job.start()
+    assert reached.wait(30)
+    op, op_cls = fake_operator(fresh, job)
+    assert op_cls.modal(op, bpy.context, event("TIMER")) == {"RUNNING_MODAL"}
+    assert op_cls.modal(op, bpy.context, event("ESC")) == {"CANCELLED"}
+    gate.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert job.cancelled and job.result is None and job.error is None
+    assert op.reports == [("WARNING", "Auto Skin cancelled; nothing was changed")]
+    assert fingerprint() == before
+    assert len(mesh.vertex_groups) == 0 and len(mesh.modifiers) == 0 and mesh.parent is None
+
+
+def test_modal_writes_a_finished_job_like_execute(fresh):
+    mesh, arm, _ = make_scene()
+    job = make_job(fresh, budget=10_000)
+    thread = job.start()
+    thread.join(60)
+    op, op_cls = fake_operator(fresh, job)
+    assert op_cls.modal(op, bpy.context, event("TIMER")) == {"FINISHED"}
+    assert op.reports[0][0] == "INFO" and op.reports[0][1].startswith("Auto Skin:")
+    assert {g.name for g in mesh.vertex_groups} == set(NAMES)
+    modal = weights(mesh, NAMES)
+    for g in list(mesh.vertex_groups):
+        mesh.vertex_groups.remove(g)
+    res, err = run(mode="GEODESIC", diffusion=0.5)
+    assert res == {"FINISHED"}, err
+    np.testing.assert_allclose(weights(mesh, NAMES), modal, atol=1e-6)
+    assert any(m.type == "ARMATURE" and m.object == arm for m in mesh.modifiers) and mesh.parent == arm
+
+
+def test_a_failed_job_reports_and_changes_nothing(fresh):
+    make_scene()
+    before = fingerprint()
+    job = make_job(fresh)
+
+    def fail(stage, percent):
+        if stage == "post-processing":
+            raise MemoryError("out of memory in the test")
+
+    job.on_progress = fail
+    job.run()
+    assert isinstance(job.error, MemoryError)
+    op, op_cls = fake_operator(fresh, job)
+    assert op_cls.modal(op, bpy.context, event("TIMER")) == {"CANCELLED"}
+    assert op.reports == [("ERROR", "Auto Skin failed: MemoryError: out of memory in the test")]
+    assert fingerprint() == before
+
+
+def test_invoke_without_a_window_runs_to_the_end(fresh):
+    mesh, _, _ = make_scene()
+    assert bpy.ops.autoskin.auto_skin("INVOKE_DEFAULT", mode="GEODESIC") == {"FINISHED"}
+    assert {g.name for g in mesh.vertex_groups} == set(NAMES)
