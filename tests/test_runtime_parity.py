@@ -50,6 +50,17 @@ def test_shared_pieces_number_parts_like_mesh_components():
     assert count > 1  # the creature's limbs are separate capsules
 
 
+def test_cluster_ids_equal_the_lexsort_numbering():
+    rig = make_creature(3000, 10)
+    labels = simplify.mesh_components(rig.num_vertices, rig.faces)
+    v = rig.vertices.astype(np.float64)
+    for h in (0.5, 0.05, 0.01, 1e-4):
+        cid, n = simplify._cluster(v, labels, h)
+        cell = np.floor((v - v.min(axis=0)) / h).astype(np.int64)
+        _, ref = np.unique(np.stack([labels, cell[:, 0], cell[:, 1], cell[:, 2]], 1), axis=0, return_inverse=True)
+        assert n == ref.max() + 1 and np.array_equal(cid, ref.reshape(-1))
+
+
 def dense_diffusion(w: np.ndarray, x: np.ndarray, faces: np.ndarray, radius: float) -> np.ndarray:
     """The diffusion step written out plainly: dense (M + t L) w' = M w, one edge at a time."""
     n = len(x)

@@ -183,9 +183,15 @@ def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radi
     solved one column at a time (SuperLU's many-column solve is about 10x slower per column); an
     all-zero column (a bone nobody carries) stays zero without a solve.
     """
+    return _diffuse_in_place(_normalized(w), vertices, faces, radius, edges, progress)
+
+
+def _diffuse_in_place(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radius: float,
+                      edges: np.ndarray | None, progress: Optional[Callable[[float], None]]) -> np.ndarray:
+    """:func:`diffuse_weights` of (V, J) float64 ``w`` whose rows already sum to 1, overwriting it
+    (each column's solution replaces the column once its right-hand side is formed); returns ``w``."""
     from scipy.sparse.linalg import splu
 
-    w = _normalized(w)
     e = mesh_edges(faces) if edges is None else edges
     if radius <= 0.0 or len(e) == 0:
         return w
@@ -203,16 +209,15 @@ def diffuse_weights(w: np.ndarray, vertices: np.ndarray, faces: np.ndarray, radi
     t = 0.5 * (radius * diag) ** 2
     solve = splu((sparse.diags(mass) + t * lap).tocsc(), permc_spec="MMD_AT_PLUS_A",
                  options={"SymmetricMode": True}, diag_pivot_thresh=0.0)
-    cols = np.flatnonzero(w.any(axis=0))
-    out = np.zeros_like(w)
+    cols = np.flatnonzero(w.any(axis=0))  # an all-zero column stays zero
     for n_done, j in enumerate(cols):
         if progress is not None:
             progress(n_done / len(cols))
-        out[:, j] = solve.solve(mass * w[:, j])
+        w[:, j] = solve.solve(mass * w[:, j])
     if progress is not None:
         progress(1.0)
-    del w
-    return _normalize_in_chunks(out)
+    del solve
+    return _normalize_in_chunks(w)
 
 
 #: The share of :func:`postprocess`'s progress taken by the diffusion (its solve dominates).
@@ -279,7 +284,7 @@ def postprocess(w: np.ndarray, faces: np.ndarray | None = None, max_influences: 
         out = smooth_weights(out, faces, smooth, edges=edges)
     if diffuse > 0.0:
         solved = None if progress is None else (lambda share: progress(DIFFUSION_SHARE * share))
-        out = diffuse_weights(out, vertices, faces, diffuse / 100.0, edges=edges, progress=solved)
+        out = _diffuse_in_place(out, vertices, faces, diffuse / 100.0, edges, solved)
     result = np.empty(out.shape, np.float32)
     first = DIFFUSION_SHARE if diffuse > 0.0 else 0.0
     for s in range(0, out.shape[0], ROW_CHUNK):
