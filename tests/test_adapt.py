@@ -35,7 +35,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     """(ONNX model, its checkpoint) of a random tiny generator."""
     from backend.export.onnx_export import export_generator
     from backend.models.generator import Generator
-    from backend.training.checkpoint import save_generator
+    from backend.models.checkpoint import save_generator
 
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)

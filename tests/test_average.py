@@ -9,7 +9,7 @@ from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
 from backend.models.generator import Generator
 from backend.rig import RigError
 from backend.training.average import average_generators
-from backend.training.checkpoint import load_generator_checkpoint, save_generator
+from backend.models.checkpoint import load_generator_checkpoint, save_generator
 
 
 def write_generator(path, seed: int, hidden: int = 16, parent_candidate: bool = True):

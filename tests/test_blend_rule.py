@@ -108,7 +108,7 @@ def test_runtime_blends_by_the_rule(rule_model, tmp_path):
 def tiny_checkpoint(path):
     """A seeded random generator checkpoint (hidden = fused = 8, 4 Euclidean candidates) at ``path``."""
     torch = pytest.importorskip("torch")
-    from backend.export.onnx_export import checkpoint_dict
+    from backend.models.checkpoint import checkpoint_dict
     from backend.features.pipeline import FeatureConfig
     from backend.models.generator import Generator
 

@@ -12,7 +12,7 @@ from backend.models.ensemble import GeneratorEnsemble
 from backend.models.generator import Generator
 from backend.rig import RigError
 from backend.training.average import average_generators
-from backend.training.checkpoint import load_generator_checkpoint, save_generator
+from backend.models.checkpoint import load_generator_checkpoint, save_generator
 from backend.training.ensemble import ensemble_generators
 
 FCFG = FeatureConfig(k_bones=4, distance="euclidean", parent_candidate=True)
@@ -79,7 +79,7 @@ def test_ensemble_refuses_bad_members_and_writes_nothing(tmp_path, capsys):
     # an ensemble cannot be parameter-averaged or warm-started from: the message says what to do instead
     with pytest.raises(RigError, match="an ensemble; average its members"):
         average_generators([tmp_path / "e.pt", tmp_path / "a.pt"], tmp_path / "x.pt")
-    from backend.training.trainer import warm_start
+    from backend.models.checkpoint import warm_start
 
     with pytest.raises(RigError, match="warm-start from one of its members"):
         warm_start(Generator(hidden=16, fused=8), tmp_path / "e.pt", {"hidden": 16})

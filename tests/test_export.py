@@ -14,7 +14,6 @@ from backend.__main__ import main
 from backend.export.metadata import get_metadata, weights_hash
 from backend.export.onnx_export import (
     TRACE_SIZES,
-    checkpoint_dict,
     example_inputs,
     export_generator,
     load_checkpoint,
@@ -24,6 +23,7 @@ from backend.export.onnx_export import (
 from backend.export.quantize import quantize_with_report
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, compute_features, feature_code_hash
 from backend.inference import model_meta as mm
+from backend.models.checkpoint import checkpoint_dict
 from backend.models.generator import Generator
 from conftest import make_capsule_chain
 

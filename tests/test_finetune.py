@@ -17,7 +17,7 @@ from backend.features.pipeline import FeatureConfig
 from backend.inference import model_store
 from backend.io.npz import save_npz
 from backend.rig import RigError
-from backend.training.checkpoint import load_generator_checkpoint
+from backend.models.checkpoint import load_generator_checkpoint
 from backend.training.config import load_config
 from backend.training.corrections import read_corrections
 from backend.training.finetune import (Finetuner, FinetuneOptions, epoch_plan, replay_batch_count, run_finetune,
@@ -363,8 +363,8 @@ def test_fine_tuning_keeps_a_grown_generator(tmp_path, data_dir, pretrained):
     """The shipped generator is grown (candidate attention, context layers, models 2.0 / 2.1): fine-tuning
     rebuilds it from the checkpoint's own config and trains the growth layers too."""
     from backend.models.generator import Generator
-    from backend.training.checkpoint import save_generator
-    from backend.training.trainer import warm_start
+    from backend.models.checkpoint import save_generator
+    from backend.models.checkpoint import warm_start
 
     _, ckpt = load_generator_checkpoint(pretrained[1])
     kwargs = {**ckpt["config"], "pair_attention": 2, "context_layers": 1}
@@ -393,7 +393,7 @@ def test_fine_tuning_keeps_a_grown_generator(tmp_path, data_dir, pretrained):
 def test_fine_tuning_keeps_an_ensemble(tmp_path, data_dir, pretrained):
     """A shipped model may be an ensemble of generators (`python -m backend ensemble`): fine-tuning
     keeps it one, and every member learns from the correction through the mean's loss."""
-    from backend.training.checkpoint import save_generator
+    from backend.models.checkpoint import save_generator
     from backend.training.ensemble import ensemble_generators
 
     G, ckpt = load_generator_checkpoint(pretrained[1])

@@ -122,7 +122,8 @@ def test_a_text_file_named_npz_is_not_called_a_pickle(tmp_path):
 def test_exporting_a_training_state_names_the_file_to_use(tmp_path, capsys):
     import torch
 
-    from backend.training.checkpoint import rng_state, save_torch
+    from backend.models.checkpoint import save_torch
+    from backend.training.checkpoint import rng_state
 
     run = tmp_path / "run"
     save_torch({"G": {"w": torch.zeros(1)}, "pos": {"stage": 1}, "rng": rng_state()}, run / "state.pt")

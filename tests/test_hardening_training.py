@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from backend.rig import RigError
-from backend.training.checkpoint import load_generator_checkpoint, load_state, rng_state, save_torch, set_rng_state
+from backend.models.checkpoint import load_generator_checkpoint, save_torch
+from backend.training.checkpoint import load_state, rng_state, set_rng_state
 
 
 class RunsCode:

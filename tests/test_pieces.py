@@ -5,10 +5,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from backend.export.onnx_export import checkpoint_dict, export_generator, load_checkpoint, torch_forward
+from backend.export.onnx_export import export_generator, load_checkpoint, torch_forward
 from backend.features.cache import cache_key
 from backend.features.pieces import FPIECE, mesh_pieces, piece_pair_features, vertex_areas
 from backend.features.pipeline import FP, FeatureConfig, compute_features
+from backend.models.checkpoint import checkpoint_dict
 from backend.models.generator import Generator
 from conftest import make_capsule_chain
 

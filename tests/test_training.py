@@ -14,7 +14,7 @@ import torch
 
 from backend.io.npz import save_npz
 from backend.rig import RigError
-from backend.training.checkpoint import load_generator_checkpoint
+from backend.models.checkpoint import load_generator_checkpoint
 from backend.training.config import TrainConfig, load_config
 from backend.training.data import (candidate_targets, connected_crop, crop_sample, epoch_batches, split_labeled,
                                    FeatureStore)
@@ -348,7 +348,7 @@ def test_piece_feature_training_exports_a_model_the_runtime_uses(tmp_path, data_
 
 def test_warm_start_loads_the_checkpoint_and_refuses_another_architecture(tmp_path, data_dir):
     from backend.cli import train as train_cli
-    from backend.training.checkpoint import load_generator_checkpoint
+    from backend.models.checkpoint import load_generator_checkpoint
 
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, stages=dict(stage1_epochs=1))
@@ -394,7 +394,7 @@ def test_warm_start_loads_the_checkpoint_and_refuses_another_architecture(tmp_pa
 
 def test_warm_start_may_grow_the_generator_but_not_shrink_it(tmp_path, data_dir):
     from backend.export.onnx_export import example_inputs, torch_forward
-    from backend.training.checkpoint import load_generator_checkpoint
+    from backend.models.checkpoint import load_generator_checkpoint
 
     torch.set_num_threads(1)
     Trainer(tiny_config(tmp_path, stages=dict(stage1_epochs=1)), data_dir, tmp_path / "first",

@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from backend.export.onnx_export import export_generator, example_inputs, feature_config_of, load_checkpoint
+    from backend.export.onnx_export import export_generator, example_inputs, feature_config_of
     from backend.io.outputs import check_output_file
+    from backend.models.checkpoint import load_generator_checkpoint
 
     out = check_output_file(args.output, [args.checkpoint], suffixes=(".onnx",))
     if args.quantize == "int8":
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: --prior-blend-rule {exc}", file=sys.stderr)
             return 2
-    model, ckpt = load_checkpoint(args.checkpoint)
+    model, ckpt = load_generator_checkpoint(args.checkpoint)
     fcfg = feature_config_of(ckpt, str(args.checkpoint))
     try:
         res = export_generator(model, out, fcfg, train_summary=ckpt.get("train_summary"),

@@ -25,7 +25,9 @@ from backend.inference.model_meta import (INPUT_NAMES, KEY_GRAPH_WEIGHTS_HASH, K
 from backend.inference.onnx_weights import graph_hash
 from backend.inference.postprocess import check_clean_up
 from backend.io.atomic import atomic_path
-from backend.models.generator import Generator, generator_from_config
+# ``load_checkpoint``: the generator loader, under the name that backend.training.steps imports from here
+from backend.models.checkpoint import load_generator_checkpoint as load_checkpoint  # noqa: F401
+from backend.models.generator import Generator
 
 log = logging.getLogger(__name__)
 
@@ -206,41 +208,6 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
         else:
             raise RuntimeError("ONNX export failed: " + " | ".join(errors))
     return result
-
-
-def checkpoint_dict(model: Generator, feature_config: FeatureConfig, train_summary: dict | None = None) -> dict:
-    """The checkpoint layout shared with training: state_dict, config, feature_config, feature_version,
-    train_summary."""
-    return {
-        "state_dict": model.state_dict(),
-        "config": dict(model.config),
-        "feature_config": asdict(feature_config),
-        "feature_version": FEATURE_VERSION,
-        "train_summary": train_summary or {},
-    }
-
-
-def load_checkpoint(path: str | Path) -> tuple[Generator, dict]:
-    """(generator in eval mode, checkpoint dict); uses ``backend.training.checkpoint`` when present."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found")
-    try:
-        from backend.training.checkpoint import load_generator_checkpoint
-    except ImportError:
-        load_generator_checkpoint = None
-    if load_generator_checkpoint is not None:
-        model, ckpt = load_generator_checkpoint(path)
-        return model.eval(), ckpt
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- torch raises many kinds for a bad file
-        raise ModelError(f"{path}: not a readable checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        raise ModelError(f"{path}: checkpoint lacks 'state_dict' / 'config'")
-    model = generator_from_config(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
 
 
 def feature_config_of(ckpt: dict, source: str = "<checkpoint>") -> FeatureConfig:

@@ -19,7 +19,8 @@ class GeneratorEnsemble(nn.Module):
 
     members: generators taking the same inputs (same ``fp``); shares: one positive number each
     (normalised to sum 1). ``config`` holds the members' configs and shares, so
-    ``generator_from_config(config)`` rebuilds it and checkpoints load like a single generator's.
+    ``backend.models.checkpoint.generator_from_config(config)`` rebuilds it and checkpoints load like
+    a single generator's.
     """
 
     def __init__(self, members: list[dict], shares: list[float] | None = None):

@@ -163,12 +163,3 @@ class Generator(nn.Module):
         w = F.softplus(score) * (prior > 0).to(score.dtype)
         return w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
-
-def generator_from_config(config: dict) -> nn.Module:
-    """The generator a checkpoint's config describes: a Generator, or a GeneratorEnsemble when the
-    config lists ``members`` (backend.models.ensemble)."""
-    if "members" in config:
-        from backend.models.ensemble import GeneratorEnsemble
-
-        return GeneratorEnsemble(config["members"], config.get("shares"))
-    return Generator(**config)

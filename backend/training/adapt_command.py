@@ -113,7 +113,7 @@ def publish_version(models: Path, base_onnx: Path, base_ckpt: Optional[Path], se
         if G is not None:
             from backend.export.onnx_export import export_generator
             from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
-            from backend.training.checkpoint import save_generator
+            from backend.models.checkpoint import save_generator
 
             summary = {"adapted_from": str(base_onnx), "corrections": len(card["corrections"]), "version": n}
             save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION,

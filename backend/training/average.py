@@ -17,9 +17,9 @@ from typing import Sequence
 import torch
 
 from backend.inference.model_store import file_sha256
+from backend.models.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator
 from backend.models.generator import GROWTH, is_identity_start
 from backend.rig import RigError
-from backend.training.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator
 
 
 def _growth(config: dict) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from backend.inference.model_store import file_sha256
+from backend.models.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator
 from backend.rig import RigError
-from backend.training.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator
 
 
 def _flatten(ckpt: dict, share: float) -> list[tuple[dict, dict, float]]:

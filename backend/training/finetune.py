@@ -33,10 +33,10 @@ from backend.evaluation.metrics import l1_per_vertex, restrict
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
 from backend.inference import model_store
 from backend.io.npz import load_npz
+from backend.models.checkpoint import load_generator_checkpoint, save_generator, save_torch
 from backend.models.generator import Generator
 from backend.rig import RigError
-from backend.training.checkpoint import (load_generator_checkpoint, load_state, rng_state, save_generator, save_torch,
-                                         set_rng_state)
+from backend.training.checkpoint import load_state, rng_state, set_rng_state
 from backend.training.config import TrainConfig
 from backend.training.corrections import Correction, CorrectionSet, vertex_loss_weights
 from backend.training.data import (FeatureStore, Sample, collate_samples, connected_crop, crop_sample, epoch_batches,

@@ -31,11 +31,12 @@ import torch
 
 from backend.features.pipeline import FEATURE_VERSION
 from backend.models.critic import Critic
-from backend.models.generator import GROWTH, Generator
+from backend.models.checkpoint import save_generator, save_torch, state_dict_finite, warm_start
+from backend.models.generator import Generator
 from backend.rig import RigError
 from backend.training import distributed as dd
 from backend.io.atomic import atomic_path
-from backend.training.checkpoint import load_state, rng_state, save_generator, save_torch, set_rng_state, state_dict_finite
+from backend.training.checkpoint import load_state, rng_state, set_rng_state
 from backend.training.config import TrainConfig, config_from_dict
 from backend.training.signals import StopRequest
 from backend.training.data import Batch, FeatureStore, RigSet, epoch_batches, list_rigs, split_labeled
@@ -138,31 +139,6 @@ class RunLog:
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
-
-
-def warm_start(G: Generator, path: str | Path, kwargs: dict) -> None:
-    """Load a checkpoint's generator weights into ``G`` (built from ``kwargs``); RigError when the
-    checkpoint's architecture differs, except that ``G`` may add growth layers
-    (backend.models.generator.GROWTH), which keep their identity start. The features may differ (a
-    warm start adapts to them)."""
-    from backend.training.checkpoint import load_generator_checkpoint
-
-    old, _ = load_generator_checkpoint(path)  # RigError when unreadable or its weights do not fit its config
-    if "members" in old.config:
-        raise RigError(f"{path}: an ensemble of {len(old.config['members'])} generators; warm-start from "
-                       f"one of its members' checkpoints")
-    was = {k: old.config.get(k, 0 if k in GROWTH else None) for k in kwargs}  # growth absent = 0
-    differ = {k: (was[k], v) for k, v in kwargs.items() if was[k] != v}
-    grown = {k for k, (before, now) in differ.items() if k in GROWTH and before < now}
-    rest = {k: v for k, v in differ.items() if k not in grown}
-    if rest:
-        raise RigError(f"{path}: cannot warm-start from it, its generator differs from this run's "
-                       f"(settings (checkpoint, this run): {rest})")
-    result = G.load_state_dict(old.state_dict(), strict=False)
-    new_prefixes = tuple(GROWTH[k] for k in grown)
-    stray = [k for k in result.missing_keys if not k.startswith(new_prefixes)] + list(result.unexpected_keys)
-    if stray:  # cannot happen when the configs agree; guards against a changed Generator
-        raise RigError(f"{path}: its weights do not fit this run's generator ({stray[:5]})")
 
 
 class Trainer:
