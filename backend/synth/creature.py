@@ -12,10 +12,10 @@ from typing import Iterator
 import numpy as np
 
 from backend.rig import Rig, make_rig
-from backend.synth import defects as D
-from backend.synth import parts as PT
-from backend.synth import plans_others as PO
-from backend.synth import plans_vertebrates as PV
+import backend.synth.defects as D
+import backend.synth.parts as PT
+import backend.synth.plans_others as PO
+import backend.synth.plans_vertebrates as PV
 from backend.synth.implicit import mesh_body
 from backend.synth.primitives import merge
 from backend.synth.skeleton import SIDE_STYLES, Builder

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.synth import primitives as P
+import backend.synth.primitives as P
 from backend.synth.skeleton import Anchor, Builder, unit
 
 Mesh = P.Mesh
