@@ -38,15 +38,16 @@ class MeshSnapshot:
     props: dict = field(default_factory=dict)
 
 
-def _group_states(obj: bpy.types.Object) -> list:
-    members: dict = {g.index: ([], []) for g in obj.vertex_groups}
-    for v in obj.data.vertices:
-        for g in v.groups:
-            if g.group in members:
-                members[g.group][0].append(v.index)
-                members[g.group][1].append(g.weight)
-    return [GroupState(g.name, g.lock_weight, np.asarray(members[g.index][0], np.int64),
-                       np.asarray(members[g.index][1], np.float32)) for g in obj.vertex_groups]
+def _group_states(obj: bpy.types.Object, members: Optional[tuple] = None) -> list:
+    """One GroupState per vertex group of ``obj``, members in vertex order; ``members``: the mesh's
+    ``scene.read_group_members`` when already read."""
+    rows, gids, vals = scene.read_group_members(obj.data) if members is None else members
+    order = np.argsort(gids, kind="stable")  # by group, then by vertex (members come by vertex)
+    keys, starts = np.unique(gids[order], return_index=True)
+    split = dict(zip(keys.tolist(), np.split(order, starts[1:])))
+    empty = np.zeros(0, np.int64)
+    return [GroupState(g.name, g.lock_weight, rows[split.get(g.index, empty)].astype(np.int64),
+                       vals[split.get(g.index, empty)].astype(np.float32)) for g in obj.vertex_groups]
 
 
 _TYPECODES = {"i": np.int32, "f": np.float32, "d": np.float64, "b": np.bool_}
@@ -64,10 +65,11 @@ def _own_copy(value):
     return value
 
 
-def snapshot(obj: bpy.types.Object, prop_keys: Sequence[str] = ()) -> MeshSnapshot:
-    """Record the vertex groups, parenting, modifiers and the given custom properties of ``obj``."""
+def snapshot(obj: bpy.types.Object, prop_keys: Sequence[str] = (), members: Optional[tuple] = None) -> MeshSnapshot:
+    """Record the vertex groups, parenting, modifiers and the given custom properties of ``obj``;
+    ``members``: its ``scene.read_group_members`` when already read (and still current)."""
     return MeshSnapshot(
-        obj=obj, groups=_group_states(obj), active_group=obj.vertex_groups.active_index,
+        obj=obj, groups=_group_states(obj, members), active_group=obj.vertex_groups.active_index,
         parent=obj.parent, parent_type=obj.parent_type, parent_bone=obj.parent_bone,
         parent_inverse=obj.matrix_parent_inverse.copy(), matrix_basis=obj.matrix_basis.copy(),
         modifiers=[(m.name, m.type, getattr(m, "object", None)) for m in obj.modifiers],
@@ -138,13 +140,16 @@ def parent_keep_transform(obj: bpy.types.Object, arm: bpy.types.Object) -> None:
 
 def write_result(meshes: Sequence[bpy.types.Object], arm: bpy.types.Object, bone_names: Sequence[str],
                  free: np.ndarray, columns: np.ndarray, counts: Sequence[int],
-                 after_each: Optional[Callable[[bpy.types.Object, int], None]] = None) -> None:
+                 after_each: Optional[Callable[[bpy.types.Object, int], None]] = None,
+                 members: Optional[Sequence[tuple]] = None) -> None:
     """Write the (V, Jf) ``columns`` of the ``free`` bones into the meshes (rows split by ``counts``),
-    then add the Armature modifier and parent. Other groups are not touched."""
+    then add the Armature modifier and parent. Other groups are not touched. members: per mesh, its
+    current ``scene.read_group_members`` (a rewritten group is then cleared member by member)."""
     names = [n for n, f in zip(bone_names, free) if f]
     start = 0
-    for obj, n in zip(meshes, counts):
-        scene.write_weights(obj, names, columns[start:start + n], replace=True)
+    for i, (obj, n) in enumerate(zip(meshes, counts)):
+        scene.write_weights(obj, names, columns[start:start + n], replace=True,
+                            members=None if members is None else members[i])
         start += n
         ensure_armature_modifier(obj, arm)
         parent_keep_transform(obj, arm)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import bpy
 import numpy as np
 
-from backend.blender.scene import modifiers_hidden_from, read_rig, read_vertex_group_weights
+from backend.blender.scene import modifiers_hidden_from, read_group_members, read_rig, read_vertex_group_weights
 from backend.rig import Rig, RigError, validate_rig
 
 
@@ -26,6 +26,8 @@ class SkinTarget:
     deform: (J,) bool deform bones; free: (J,) bool bones to rewrite; kept = deform & ~free.
     selected: (V,) bool vertex selection (object mode flags).
     counts: vertices per mesh, in ``meshes`` order.
+    members: per mesh, every vertex-group membership as read (``scene.read_group_members``: vertex,
+    group index, weight), reused for the snapshot and for clearing the groups that get rewritten.
     """
 
     arm: bpy.types.Object
@@ -38,6 +40,7 @@ class SkinTarget:
     counts: list
     bone_names: list
     warnings: list = field(default_factory=list)
+    members: list = field(default_factory=list)
 
     @property
     def kept(self) -> np.ndarray:
@@ -130,19 +133,20 @@ def read_target(context, only_selected_bones: bool = False, respect_locked: bool
     """Everything Auto Skin needs from the scene; raises UsageError / RigError, changes nothing."""
     arm, meshes = pick_objects(context)
     warnings: list = []
-    rig = read_rig(meshes, arm, evaluated_before_armature=False, validate=False)
+    rig = read_rig(meshes, arm, evaluated_before_armature=False, validate=False, with_weights=False)
     rig.vertices = np.concatenate(pre_armature_vertices(context, meshes, arm, warnings))
     J = rig.num_bones
     names = list(rig.joint_names)
     deform = rig.is_deform.copy()
     index = {n: j for j, n in enumerate(names)}
-    raw_parts, sel_parts, counts = [], [], []
+    raw_parts, sel_parts, counts, members = [], [], [], []
     locked = np.zeros(J, dtype=bool)
     for obj in meshes:
         g2b = np.array([index.get(g.name, -1) for g in obj.vertex_groups], dtype=np.int64)
         ok = g2b >= 0
         g2b[ok] = np.where(deform[g2b[ok]], g2b[ok], -1)
-        raw_parts.append(read_vertex_group_weights(obj.data, g2b, J) if len(g2b) else
+        members.append(read_group_members(obj.data))
+        raw_parts.append(read_vertex_group_weights(obj.data, g2b, J, members[-1]) if len(g2b) else
                          np.zeros((len(obj.data.vertices), J), np.float32))
         for g in obj.vertex_groups:
             if respect_locked and g.lock_weight and g.name in index:
@@ -168,4 +172,5 @@ def read_target(context, only_selected_bones: bool = False, respect_locked: bool
     rig.weights = None
     validate_rig(rig)
     return SkinTarget(arm=arm, meshes=meshes, rig=rig, raw=np.concatenate(raw_parts), deform=deform, free=free,
-                      selected=np.concatenate(sel_parts), counts=counts, bone_names=names, warnings=warnings)
+                      selected=np.concatenate(sel_parts), counts=counts, bone_names=names, warnings=warnings,
+                      members=members)

@@ -226,10 +226,13 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
             return {"CANCELLED"}
         version = str(pred.info.get("model_version", "geodesic" if opt["mode"] == "GEODESIC" else "unknown"))
         records = _records(target, res.final, res.written, version)
-        snaps = [apply.snapshot(o, _pred_keys()) for o in target.meshes]
+        # the scene has not changed since it was read (a modal run holds every event back)
+        members = target.members if len(target.members) == len(target.meshes) else None
+        snaps = [apply.snapshot(o, _pred_keys(), None if members is None else members[i])
+                 for i, o in enumerate(target.meshes)]
         try:
             apply.write_result(target.meshes, target.arm, target.bone_names, target.free, res.columns,
-                               target.counts)
+                               target.counts, members=members)
             for obj, (record, record_version) in zip(target.meshes, records):
                 export_corrections.store_prediction(obj, record, target.bone_names, record_version)
         except Exception as exc:  # noqa: BLE001 - undo our partial writing, then report

@@ -457,8 +457,8 @@ def test_failed_rerun_keeps_the_first_result_and_its_stored_prediction(fresh, mo
     apply = sys.modules[PKG + ".apply"]
     real_write = apply.scene.write_weights
 
-    def half_then_fail(obj, bone_names, w, replace=True):
-        real_write(obj, bone_names[:1], w[:, :1], replace=replace)
+    def half_then_fail(obj, bone_names, w, replace=True, **kw):
+        real_write(obj, bone_names[:1], w[:, :1], replace=replace, **kw)
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(apply.scene, "write_weights", half_then_fail)

@@ -126,3 +126,31 @@ def test_invoke_without_a_window_runs_to_the_end(fresh):
     mesh, _, _ = make_scene()
     assert bpy.ops.autoskin.auto_skin("INVOKE_DEFAULT", mode="GEODESIC") == {"FINISHED"}
     assert {g.name for g in mesh.vertex_groups} == set(NAMES)
+
+
+def test_groups_read_once_give_the_same_snapshot_and_rewrite(fresh):
+    """The memberships read with the scene stand in for fresh reads: the same snapshot, and clearing
+    a group member by member leaves it as clearing every vertex does (zero-weight members included)."""
+    from backend.blender import scene
+
+    mesh, _, _ = make_scene()
+    a = mesh.vertex_groups.new(name="bone_1")
+    a.add([0, 5, 9], 0.5, "REPLACE")
+    a.add([7], 0.0, "REPLACE")
+    mesh.vertex_groups.new(name="notes").add([3, 5], 0.25, "REPLACE")
+    members = scene.read_group_members(mesh.data)
+    apply = fresh.apply
+    for plain, shared in zip(apply.snapshot(mesh).groups, apply.snapshot(mesh, members=members).groups):
+        assert plain.name == shared.name and plain.lock == shared.lock
+        assert np.array_equal(plain.members, shared.members) and np.array_equal(plain.weights, shared.weights)
+    before = apply.snapshot(mesh, members=members)
+    new = np.zeros((len(mesh.data.vertices), 2), np.float32)
+    new[[1, 2], 0] = 0.75
+    new[[4], 1] = 1.0
+    scene.write_weights(mesh, ["bone_1", "bone_2"], new, members=members)
+    by_members = scene.read_group_members(mesh.data)
+    apply.restore(before)
+    assert all(np.array_equal(x, y) for x, y in zip(scene.read_group_members(mesh.data), members))
+    scene.write_weights(mesh, ["bone_1", "bone_2"], new)
+    assert all(np.array_equal(x, y) for x, y in zip(scene.read_group_members(mesh.data), by_members))
+    assert 7 not in by_members[0][by_members[1] == a.index]  # the zero-weight member went too

@@ -125,12 +125,15 @@ def _rig_stem(name: str) -> str:
 
 # ----------------------------------------------------------------------------- weights
 def write_weights(mesh_obj: bpy.types.Object, bone_names: Sequence[str], weights: np.ndarray,
-                  replace: bool = True) -> None:
+                  replace: bool = True,
+                  members: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> None:
     """Write (V, J) weights into the vertex groups named ``bone_names`` (created when missing).
 
     Groups of other names are left untouched. ``replace``: clear each written group first;
     otherwise only vertices with a nonzero weight are set and the others keep their old weight.
     Vertices sharing a weight value are added in one call (fast for painted, mostly-1.0 weights).
+    members: the mesh's current :func:`read_group_members`; a group is then cleared by removing its
+    members only, instead of every vertex.
     """
     me = mesh_obj.data
     V = len(me.vertices)
@@ -139,13 +142,20 @@ def write_weights(mesh_obj: bpy.types.Object, bone_names: Sequence[str], weights
         raise RigError(f"{mesh_obj.name}: weights of shape {w.shape} do not fit {V} vertices x {len(bone_names)} bones")
     if not np.all(np.isfinite(w)):
         raise RigError(f"{mesh_obj.name}: weights contain NaN or inf")
-    all_idx = list(range(V))
+    all_idx = list(range(V)) if members is None else None
+    if members is not None:
+        order = np.argsort(members[1], kind="stable")
+        gids, starts = np.unique(members[1][order], return_index=True)
+        of_group = dict(zip(gids.tolist(), np.split(members[0][order], starts[1:])))
     for j, bname in enumerate(bone_names):
         vg = mesh_obj.vertex_groups.get(bname)
         if vg is None:
             vg = mesh_obj.vertex_groups.new(name=bname)
         elif replace and V:
-            vg.remove(all_idx)
+            if members is None:
+                vg.remove(all_idx)
+            elif vg.index in of_group:
+                vg.remove(of_group[vg.index].tolist())
         col = w[:, j]
         nz = np.flatnonzero(col > 0.0)
         if len(nz):
@@ -204,11 +214,9 @@ def write_weights_split(mesh_objs: Sequence[bpy.types.Object], bone_names: Seque
         start += n
 
 
-def read_vertex_group_weights(mesh: bpy.types.Mesh, group_to_bone: np.ndarray, num_bones: int) -> np.ndarray:
-    """(V, num_bones) float32 raw weights of a mesh; ``group_to_bone`` maps vertex group index -> bone
-    index (-1: ignore). Overlapping groups of one bone add up."""
-    V = len(mesh.vertices)
-    out = np.zeros((V, num_bones), dtype=np.float32)
+def read_group_members(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vertex-group membership of a mesh, one pass over its vertices: ((n,) int64 vertex,
+    (n,) int64 group index, (n,) float32 weight), by vertex then by the vertex's own group order."""
     rows: list[int] = []
     gids: list[int] = []
     vals: list[float] = []
@@ -217,14 +225,24 @@ def read_vertex_group_weights(mesh: bpy.types.Mesh, group_to_bone: np.ndarray, n
             rows.append(v.index)
             gids.append(g.group)
             vals.append(g.weight)
-    if rows:
-        r = np.asarray(rows, dtype=np.int64)
-        g = np.asarray(gids, dtype=np.int64)
+    return (np.asarray(rows, dtype=np.int64), np.asarray(gids, dtype=np.int64),
+            np.asarray(vals, dtype=np.float32))
+
+
+def read_vertex_group_weights(mesh: bpy.types.Mesh, group_to_bone: np.ndarray, num_bones: int,
+                              members: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> np.ndarray:
+    """(V, num_bones) float32 raw weights of a mesh; ``group_to_bone`` maps vertex group index -> bone
+    index (-1: ignore). Overlapping groups of one bone add up. members: the mesh's
+    :func:`read_group_members` when already read."""
+    V = len(mesh.vertices)
+    out = np.zeros((V, num_bones), dtype=np.float32)
+    r, g, vals = read_group_members(mesh) if members is None else members
+    if len(r):
         valid = g < len(group_to_bone)
         r, g = r[valid], g[valid]
         b = group_to_bone[g]
         keep = b >= 0
-        np.add.at(out, (r[keep], b[keep]), np.asarray(vals, dtype=np.float32)[valid][keep])
+        np.add.at(out, (r[keep], b[keep]), vals[valid][keep])
     return out
 
 
@@ -294,7 +312,7 @@ def _mesh_arrays(obj: bpy.types.Object, me: bpy.types.Mesh) -> tuple[np.ndarray,
 
 def read_rig(mesh_objs: bpy.types.Object | Sequence[bpy.types.Object], arm_obj: bpy.types.Object,
              depsgraph=None, evaluated_before_armature: bool = True, name: Optional[str] = None,
-             validate: bool = True) -> Rig:
+             validate: bool = True, with_weights: bool = True) -> Rig:
     """Read meshes + armature into one Rig in world space.
 
     Vertices of several meshes are merged in the given order (``mesh_part`` / ``mesh_part_names``);
@@ -306,7 +324,8 @@ def read_rig(mesh_objs: bpy.types.Object | Sequence[bpy.types.Object], arm_obj: 
     ``evaluated_before_armature``: read each mesh as evaluated by the modifiers before its first
     Armature modifier (mirror, shape keys... in rest pose), using ``depsgraph`` or the context's;
     otherwise read the raw mesh data. ``np.bincount(rig.mesh_part)`` gives the per-mesh vertex
-    counts (for :func:`write_weights_split`).
+    counts (for :func:`write_weights_split`). ``with_weights`` False: the vertex groups are not read
+    (``rig.weights`` None), for callers that read them themselves.
     """
     if isinstance(mesh_objs, bpy.types.Object):
         mesh_objs = [mesh_objs]
@@ -338,7 +357,7 @@ def read_rig(mesh_objs: bpy.types.Object | Sequence[bpy.types.Object], arm_obj: 
             try:
                 v, f = _mesh_arrays(obj, me)
                 g2b = np.array([bone_index.get(g.name, -1) for g in obj.vertex_groups], dtype=np.int64)
-                if len(g2b):
+                if len(g2b) and with_weights:
                     g2b[g2b >= 0] = np.where(deform[g2b[g2b >= 0]], g2b[g2b >= 0], -1)
                     w = read_vertex_group_weights(me, g2b, J)
                 else:
@@ -346,7 +365,7 @@ def read_rig(mesh_objs: bpy.types.Object | Sequence[bpy.types.Object], arm_obj: 
             finally:
                 if evaluated_before_armature:
                     src.to_mesh_clear()
-            if (not _armature_modifiers(obj) and obj.parent == arm_obj and obj.parent_type == "BONE"
+            if (with_weights and not _armature_modifiers(obj) and obj.parent == arm_obj and obj.parent_type == "BONE"
                     and obj.parent_bone in bone_index):
                 w[:] = 0.0
                 w[:, bone_index[obj.parent_bone]] = 1.0
@@ -388,4 +407,4 @@ def remove_objects(objs: Iterable[bpy.types.Object]) -> None:
 
 
 __all__ = ["build_objects", "build_armature", "build_mesh_data", "read_rig", "read_skeleton", "write_weights",
-           "write_weights_split", "read_vertex_group_weights", "remove_objects"]
+           "write_weights_split", "read_group_members", "read_vertex_group_weights", "remove_objects"]
