@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.inference.postprocess import limit_influences
+from backend.inference.postprocess import limit_influences, normalize_rows
 
 #: A row whose kept weights leave less than this gives the free bones nothing: what is left is the
 #: rounding of float32 weights that already sum to 1 (Blender's Armature modifier divides each
@@ -32,33 +32,43 @@ def fill_remainder(predicted: np.ndarray, kept: np.ndarray, free: np.ndarray, ma
     Returns (V, J) float32, zero outside ``free``; row sums = clip(1 - kept row sum, 0, 1), and 0
     where that is below :data:`REMAINDER_TOLERANCE`.
     """
-    predicted = np.asarray(predicted, np.float64)
-    kept = np.clip(np.asarray(kept, np.float64), 0.0, None)
+    predicted = np.asarray(predicted)
+    kept = np.asarray(kept)
     free = np.asarray(free, bool)
     if predicted.shape != kept.shape or predicted.shape[1] != free.shape[0]:
         raise ValueError(f"shapes differ: predicted {predicted.shape}, kept {kept.shape}, free {free.shape}")
-    p = np.clip(predicted, 0.0, None) * free[None, :]
-    kept = kept * ~free[None, :]
+    V = predicted.shape[0]
+    p = np.clip(predicted[:, free].astype(np.float64), 0.0, None)  # (V, Jf)
+    kept = np.clip(kept[:, ~free].astype(np.float64), 0.0, None)  # (V, J - Jf)
     remainder = np.clip(1.0 - kept.sum(axis=1), 0.0, 1.0)
     remainder[remainder < REMAINDER_TOLERANCE] = 0.0
-    out = np.zeros_like(p)
+    out_free = np.zeros_like(p)
     has = p.sum(axis=1) > 0.0
     if max_influences > 0:
         budget = max_influences - np.count_nonzero(kept > 0.0, axis=1)
     else:
-        budget = np.full(p.shape[0], 0, dtype=np.int64)  # 0 means unlimited for limit_influences
+        budget = np.full(V, 0, dtype=np.int64)  # 0 means unlimited for limit_influences
+    del kept
     for b in np.unique(budget):
         rows = np.flatnonzero((budget == b) & has)
         if not len(rows):
             continue
         if max_influences > 0 and b <= 0:
             continue  # the kept bones use every allowed influence
-        sub = p[rows][:, free]
-        full = np.zeros((len(rows), p.shape[1]))
-        full[:, free] = limit_influences(sub, int(b))
-        out[rows] = full
-    out *= remainder[:, None]
-    return out.astype(np.float32)
+        sub = p if len(rows) == V else p[rows]
+        if b <= 0 or np.count_nonzero(sub, axis=1).max() <= b:
+            # no row holds more than b bones: the limit keeps every weight and only renormalises
+            limited = normalize_rows(sub)
+        else:
+            limited = limit_influences(sub, int(b))
+        if len(rows) == V:
+            out_free = limited
+        else:
+            out_free[rows] = limited
+    out_free *= remainder[:, None]
+    out = np.zeros(predicted.shape, np.float32)
+    out[:, free] = out_free
+    return out
 
 
 def rows_to_write(num_vertices: int, selected: np.ndarray | None, deform_weight: np.ndarray) -> np.ndarray:

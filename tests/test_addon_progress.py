@@ -154,3 +154,55 @@ def test_groups_read_once_give_the_same_snapshot_and_rewrite(fresh):
     scene.write_weights(mesh, ["bone_1", "bone_2"], new)
     assert all(np.array_equal(x, y) for x, y in zip(scene.read_group_members(mesh.data), by_members))
     assert 7 not in by_members[0][by_members[1] == a.index]  # the zero-weight member went too
+
+
+def test_group_members_equal_the_vertices_own_groups(fresh):
+    from backend.blender import scene
+
+    mesh, _, _ = make_scene()
+    assert all(len(x) == 0 for x in scene.read_group_members(mesh.data))  # no deform layer yet
+    rng = np.random.default_rng(3)
+    for name in ("a", "b", "c"):
+        vg = mesh.vertex_groups.new(name=name)
+        for i in rng.choice(len(mesh.data.vertices), 40, replace=False).tolist():
+            vg.add([i], float(rng.random()), "REPLACE")
+    rows, gids, vals = scene.read_group_members(mesh.data)
+    ref = [(v.index, g.group, g.weight) for v in mesh.data.vertices for g in v.groups]
+    assert rows.tolist() == [r for r, _, _ in ref] and gids.tolist() == [g for _, g, _ in ref]
+    assert np.array_equal(vals, np.array([w for _, _, w in ref], np.float32))
+
+
+def old_fill_remainder(predicted, kept, free, max_influences):
+    """fill_remainder as it was before issue 26 (every row through the influence limit)."""
+    from backend.inference.postprocess import limit_influences
+
+    p = np.clip(np.asarray(predicted, np.float64), 0.0, None) * free[None, :]
+    kept = np.clip(np.asarray(kept, np.float64), 0.0, None) * ~free[None, :]
+    remainder = np.clip(1.0 - kept.sum(axis=1), 0.0, 1.0)
+    remainder[remainder < 1e-4] = 0.0
+    out = np.zeros_like(p)
+    has = p.sum(axis=1) > 0.0
+    budget = max_influences - np.count_nonzero(kept > 0.0, axis=1) if max_influences > 0 else np.zeros(len(p), int)
+    for b in np.unique(budget):
+        rows = np.flatnonzero((budget == b) & has)
+        if not len(rows) or (max_influences > 0 and b <= 0):
+            continue
+        full = np.zeros((len(rows), p.shape[1]))
+        full[:, free] = limit_influences(p[rows][:, free], int(b))
+        out[rows] = full
+    return (out * remainder[:, None]).astype(np.float32)
+
+
+@pytest.mark.parametrize("max_influences", [0, 1, 3, 4])
+def test_fill_remainder_equals_the_plain_version(addon, max_influences):
+    rng = np.random.default_rng(max_influences)
+    V, J = 500, 9
+    free = np.array([True, True, False, True, True, True, False, True, False])
+    predicted = rng.random((V, J)) * (rng.random((V, J)) < 0.5) * free
+    predicted[:50] = 0.0
+    predicted[50:100] *= rng.random((50, J)) < 0.3  # rows with few bones
+    kept = rng.random((V, J)) * 0.3 * (rng.random((V, J)) < 0.3) * ~free
+    kept[200:] = 0.0  # most rows keep nothing
+    got = addon.combine.fill_remainder(predicted.astype(np.float32), kept.astype(np.float32), free, max_influences)
+    ref = old_fill_remainder(predicted.astype(np.float32), kept.astype(np.float32), free, max_influences)
+    np.testing.assert_array_equal(got, ref)

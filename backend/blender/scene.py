@@ -215,18 +215,26 @@ def write_weights_split(mesh_objs: Sequence[bpy.types.Object], bone_names: Seque
 
 
 def read_group_members(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every vertex-group membership of a mesh, one pass over its vertices: ((n,) int64 vertex,
-    (n,) int64 group index, (n,) float32 weight), by vertex then by the vertex's own group order."""
-    rows: list[int] = []
-    gids: list[int] = []
-    vals: list[float] = []
-    for v in mesh.vertices:
-        for g in v.groups:
-            rows.append(v.index)
-            gids.append(g.group)
-            vals.append(g.weight)
-    return (np.asarray(rows, dtype=np.int64), np.asarray(gids, dtype=np.int64),
-            np.asarray(vals, dtype=np.float32))
+    """Every vertex-group membership of a mesh: ((n,) int64 vertex, (n,) int64 group index, (n,)
+    float32 weight), by vertex then by the vertex's own group order (that of ``vertex.groups``).
+
+    Read through a temporary BMesh's deform layer (about twice as fast as the vertices' RNA
+    ``groups``; the mesh itself is not changed); a mesh without the layer has no membership."""
+    import bmesh
+
+    bm = bmesh.new()
+    try:
+        bm.from_mesh(mesh)
+        layer = bm.verts.layers.deform.active
+        if layer is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        items = [v[layer].items() for v in bm.verts]
+    finally:
+        bm.free()
+    counts = np.fromiter(map(len, items), np.int64, len(items))
+    pairs = np.array([x for row in items for x in row], np.float64).reshape(-1, 2)
+    return (np.repeat(np.arange(len(items), dtype=np.int64), counts), pairs[:, 0].astype(np.int64),
+            pairs[:, 1].astype(np.float32))
 
 
 def read_vertex_group_weights(mesh: bpy.types.Mesh, group_to_bone: np.ndarray, num_bones: int,
