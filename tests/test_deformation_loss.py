@@ -129,7 +129,7 @@ def test_training_with_the_deformation_loss_logs_it_and_scores_val_with_it(tmp_p
 
 def test_blended_view_poses_the_runtime_mix_with_each_rigs_blend(tmp_path):
     from backend.inference.blend_rule import PieceBlendRule
-    from backend.training.trainer import blend_with_prior
+    from backend.training.losses import blend_with_prior
 
     rig = make_capsule_chain(n_bones=3, length=3.0, radius=0.3, segments=8, rings=9)
     path = tmp_path / "a.npz"

@@ -18,7 +18,8 @@ from backend.models.checkpoint import load_generator_checkpoint
 from backend.training.config import TrainConfig, load_config
 from backend.training.data import (candidate_targets, connected_crop, crop_sample, epoch_batches, split_labeled,
                                    FeatureStore)
-from backend.training.trainer import Trainer, warmup_cosine
+from backend.training.schedule import warmup_cosine
+from backend.training.trainer import Trainer
 from conftest import make_capsule_chain
 
 ROOT = Path(__file__).resolve().parents[1]

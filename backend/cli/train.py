@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
     try:
         if args.benchmark:
-            result = trainer.benchmark(args.benchmark_batches)
+            from backend.training.benchmark import benchmark
+
+            result = benchmark(trainer, args.benchmark_batches)
             if trainer.main:
                 print(json.dumps(result, indent=1))
             return 0

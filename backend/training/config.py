@@ -165,6 +165,24 @@ class TrainConfig:
         return FeatureConfig(**asdict(self.features))
 
 
+#: Config keys that may differ between a run and its resumption.
+RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"), ("run", "checkpoint_every_steps"),
+               ("run", "checkpoint_every_minutes"),
+               ("runtime", "prior_blend"), ("runtime", "sharpen"), ("runtime", "diffuse")}
+
+
+def config_diff(a: dict, b: dict) -> list[str]:
+    """``section.key: a != b`` for every key whose value differs between two config dicts, RESUME_FREE keys left out."""
+    out = []
+    for sec in sorted(set(a) | set(b)):
+        for key in sorted(set(a.get(sec, {})) | set(b.get(sec, {}))):
+            if (sec, key) in RESUME_FREE:
+                continue
+            if a.get(sec, {}).get(key) != b.get(sec, {}).get(key):
+                out.append(f"{sec}.{key}: {a.get(sec, {}).get(key)!r} != {b.get(sec, {}).get(key)!r}")
+    return out
+
+
 def _coerce(value: Any, current: Any, where: str) -> Any:
     """Check/convert ``value`` to the type of the default ``current``."""
     if isinstance(current, bool):

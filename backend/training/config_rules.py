@@ -1,4 +1,5 @@
-"""The allowed value of every training config key, checked once when a config is built.
+"""The allowed value of every training config key, checked once when a config is built, and the
+settings that only make sense together, checked when training starts.
 
 Booleans are checked by type alone (``config._coerce``); every other key has a rule here, so a
 value out of range is refused with a message naming the key and its range before any work.
@@ -125,3 +126,15 @@ def check_values(cfg: Any, source: str) -> None:
             value = getattr(sub, key)
             if not rule.ok(value):
                 raise RigError(f"{source}: {section}.{key} must be {rule.text()}; got {value!r}")
+
+
+def check_training(cfg: Any) -> None:
+    """RigError naming the settings of a TrainConfig that a training run cannot use together."""
+    loss = cfg.loss
+    if loss.deform < 0 or (loss.deform > 0 and (loss.deform_poses < 1 or loss.deform_power <= 0)):
+        raise RigError(f"loss.deform must be >= 0 with loss.deform_poses >= 1 and loss.deform_power > 0, got "
+                       f"{loss.deform}, {loss.deform_poses} and {loss.deform_power}")
+    if cfg.stages.score_deform and not loss.deform:
+        raise RigError("stages.score_deform needs loss.deform > 0 (the val rigs are posed only then)")
+    if loss.deform_blend_rule and not loss.deform:
+        raise RigError("loss.deform_blend_rule needs loss.deform > 0")

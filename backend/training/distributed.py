@@ -29,6 +29,13 @@ class DistInfo:
         return self.world > 1
 
 
+def pick_device(name: str) -> torch.device:
+    """The device ``run.device`` names; "auto": CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on CUDA."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

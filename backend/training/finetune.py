@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import math
 import os
 import time
@@ -37,12 +36,13 @@ from backend.models.checkpoint import load_generator_checkpoint, save_generator,
 from backend.models.generator import Generator
 from backend.rig import RigError
 from backend.training.checkpoint import load_state, rng_state, set_rng_state
-from backend.training.config import TrainConfig
+from backend.training.config import RESUME_FREE, TrainConfig, config_diff
 from backend.training.corrections import Correction, CorrectionSet, vertex_loss_weights
 from backend.training.data import (FeatureStore, Sample, collate_samples, connected_crop, crop_sample, epoch_batches,
                                    list_rigs)
+from backend.training.distributed import pick_device
 from backend.training.losses import physical_loss
-from backend.training.trainer import RESUME_FREE, config_diff, pick_device, warmup_cosine
+from backend.training.schedule import warmup_cosine
 
 REFUSED = 3  # exit code of a refused model
 

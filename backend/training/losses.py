@@ -94,6 +94,16 @@ def deformation_loss(pred: torch.Tensor, target: torch.Tensor, displacement: tor
     return (dist * rw).sum() / rw.sum().clamp_min(1e-12)
 
 
+def blend_with_prior(w: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """(V, K) runtime mix b_v * w + (1 - b_v) * prior when the batch carries per-vertex blends
+    ``blend`` (V,), else ``w``. Both inputs sum to 1 over the candidates, so the mix does too."""
+    b = tensors.get("blend")
+    if b is None:
+        return w
+    b = b.to(w.dtype)[:, None]
+    return b * w + (1.0 - b) * tensors["prior"].to(w.dtype)
+
+
 def smoothness_loss(w: torch.Tensor, cand: torch.Tensor, neighbors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over (vertex, neighbour) of the squared dense difference sum_b (w_v,b - w_n,b)^2,
     computed exactly from candidate lists: |w_v|^2 + |w_n|^2 - 2 <w_v, w_n at v's bones>."""

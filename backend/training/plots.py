@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 import numpy as np
 
 from backend.io.atomic import atomic_path
 
-if TYPE_CHECKING:
-    from backend.training.trainer import Trainer
+#: One rig of the weight-map plot: name, (V, 3) positions, (V,) predicted and (V,) true dominant bone.
+WeightMap = tuple[str, np.ndarray, np.ndarray, np.ndarray]
 
 LOSS_KEYS = ("loss", "sup", "mse", "adv_s", "adv_u", "cons", "const", "ds_loss", "du_loss")
 NORM_KEYS = ("grad_g", "grad_ds", "grad_du")
@@ -87,27 +87,12 @@ def plot_weight_maps(names: list[str], points: list[np.ndarray], pred: list[np.n
     plt.close(fig)
 
 
-def write_plots(trainer: "Trainer", folder: Path) -> None:
-    """losses.png, grad_norms.png and weights.png (first ``data.plot_rigs`` validation rigs)."""
-    import torch
-
+def write_plots(history: dict[str, list], folder: Path, maps: Sequence[WeightMap] = ()) -> None:
+    """losses.png and grad_norms.png of the step and epoch records ``history``; weights.png of ``maps``
+    (none: no weights.png)."""
     folder.mkdir(parents=True, exist_ok=True)
-    plot_curves(trainer.history, folder / "losses.png", LOSS_KEYS, "training losses", log=True, val=True)
-    plot_curves(trainer.history, folder / "grad_norms.png", NORM_KEYS, "gradient norms (pre-clip)", log=True)
-    k = min(trainer.cfg.data.plot_rigs, len(trainer.val))
-    if k == 0:
-        return
-    names, pts, pred, true = [], [], [], []
-    trainer.G.eval()
-    with torch.no_grad():
-        for i in range(k):
-            b = trainer.val.batch([i], trainer.cfg.run.seed, 0).to(trainer.device)
-            w = (trainer.generate(b.tensors) * b["pair_mask"]).cpu().numpy()
-            cand = b["cand"].cpu().numpy()
-            rows = np.arange(len(cand))
-            names.append(b.names[0])
-            pts.append(b["vertex_feat"][:, :3].cpu().numpy())
-            pred.append(cand[rows, w.argmax(1)])
-            true.append(cand[rows, b["target"].cpu().numpy().argmax(1)])
-    trainer.G.train()
-    plot_weight_maps(names, pts, pred, true, folder / "weights.png")
+    plot_curves(history, folder / "losses.png", LOSS_KEYS, "training losses", log=True, val=True)
+    plot_curves(history, folder / "grad_norms.png", NORM_KEYS, "gradient norms (pre-clip)", log=True)
+    if maps:
+        names, points, pred, true = (list(x) for x in zip(*maps))
+        plot_weight_maps(names, points, pred, true, folder / "weights.png")
