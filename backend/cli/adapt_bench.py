@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=bounded(int, 1, what="steps"), default=None,
                         help="train method: optimiser steps on the corrections (default: backend.training.adapt)")
+    parser.add_argument("--lr", type=bounded(float, 0.0, 1.0, "a learning rate"), default=None,
+                        help="train method: learning rate of the head (default: backend.training.adapt)")
+    parser.add_argument("--replay-every", type=bounded(int, 0, what="steps"), default=None,
+                        help="train method: one replay step after every N correction steps (0 = no replay)")
     parser.add_argument("--out", type=Path, default=Path("runs/adapt_bench"))
 
 

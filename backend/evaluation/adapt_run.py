@@ -75,7 +75,8 @@ class HeadTrainer:
 
         if FeatureConfig(**ckpt["feature_config"]).key() != predictor.model.info.feature_config.key():
             raise RigError(f"{base}: its feature config is not the model's; give the checkpoint of that model (--base)")
-        self.options = TrainOptions(steps=args.steps) if getattr(args, "steps", None) else TrainOptions()
+        given = {k: getattr(args, k, None) for k in ("steps", "lr", "replay_every")}
+        self.options = TrainOptions(**{k: v for k, v in given.items() if v is not None})
         self.replay = replay_samples(args.data, predictor.model.info.feature_config) if args.data else []
         self.replay_blend = float(predictor.model.info.prior_blend)
 

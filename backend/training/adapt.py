@@ -34,10 +34,10 @@ class TrainOptions:
     one replay step after every this many correction steps (0 = none); crop: largest rig part (vertices)
     per step; seed: crop and replay order."""
 
-    steps: int = 30
-    lr: float = 3e-4
+    steps: int = 40
+    lr: float = 3e-3
     replay_every: int = 2
-    crop: int = 3000
+    crop: int = 1500
     seed: int = 0
 
 
@@ -138,7 +138,7 @@ def torch_net(G: torch.nn.Module):
     return run
 
 
-def replay_samples(data: Path, feature_config, count: int = 8, crop: int = 3000, seed: int = 0,
+def replay_samples(data: Path, feature_config, count: int = 8, crop: int = 1500, seed: int = 0,
                    cache: Optional[Path] = None) -> list[Sample]:
     """``count`` rigs of ``data/train`` (every n-th, cropped to ``crop`` vertices) as replay samples,
     with the runtime's candidates (helper bones left out); features come from the training cache."""

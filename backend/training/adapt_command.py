@@ -40,7 +40,7 @@ class AdaptOptions:
     activate: make the new version the model in use; dry_run: decide, publish nothing."""
 
     train: bool = False
-    steps: int = 30
+    steps: int = 40
     collapse: float = 0.25
     guard_rigs: int = 6
     activate: bool = True
