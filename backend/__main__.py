@@ -17,7 +17,8 @@ from backend.rig import RigError
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="python -m backend", description="Auto Skin: learned skinning weights for any rig.")
+    parser = argparse.ArgumentParser(prog="python -m backend",
+                                     description="Auto Skin: learned skinning weights for any rig.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = {}
     for info in sorted(pkgutil.iter_modules(cli_pkg.__path__), key=lambda m: m.name):

@@ -163,13 +163,15 @@ def make_fake_data_root(root: Path) -> Path:
         (root / "rigs" / split).mkdir(parents=True)
         for i in range(n):
             name = f"{split}{i}.npz"
-            save_npz(make_capsule_chain(n_bones=2 + i % 2, segments=8, rings=8, name=name), root / "rigs" / split / name)
+            save_npz(make_capsule_chain(n_bones=2 + i % 2, segments=8, rings=8, name=name),
+                     root / "rigs" / split / name)
             rows.append({"file": name, "split": split, "source": "quaternius_x", "kind": "other", "license": "CC0-1.0"})
     (root / "styles").mkdir()
     for d, n in (("dom_a", 2), ("dom_b", 1)):
         for i in range(n):
             name = f"{d}{i}.npz"
-            save_npz(make_capsule_chain(n_bones=3, length=2.0 + i, segments=8, rings=8, name=name), root / "styles" / name)
+            save_npz(make_capsule_chain(n_bones=3, length=2.0 + i, segments=8, rings=8, name=name),
+                     root / "styles" / name)
             style_rows.append({"file": name, "domain": d, "kind": "animal",
                                "license_class": "sharealike" if d == "dom_a" else "noncommercial"})
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

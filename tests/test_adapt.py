@@ -18,7 +18,7 @@ from backend.inference.predictor import Predictor
 from backend.io.npz import save_npz
 from backend.rig import RigError
 from backend.training.style import (StyleSettings, fit_style, full_weights, model_settings, onnx_net, pick,
-                                    prepare_case, rig_outputs, style_grid)
+                                    prepare_case, rig_outputs)
 from conftest import make_capsule_chain, make_fake_data_root
 
 FC = FeatureConfig(k_bones=3, distance="euclidean")

@@ -53,7 +53,8 @@ def test_average_cli(tmp_path, capsys):
     assert main(["average", str(tmp_path / "g0.pt"), str(tmp_path / "g1.pt"), "--out", str(tmp_path / "s.pt")]) == 0
     assert "mean of 2 generators" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["average", str(tmp_path / "g0.pt"), str(tmp_path / "g1.pt"), "--weights", "1,x", "--out", str(tmp_path / "u.pt")])
+        main(["average", str(tmp_path / "g0.pt"), str(tmp_path / "g1.pt"), "--weights", "1,x",
+              "--out", str(tmp_path / "u.pt")])
     assert "comma-separated numbers" in capsys.readouterr().err and not (tmp_path / "u.pt").exists()
     load_generator_checkpoint(tmp_path / "s.pt")
     assert main(["average", str(tmp_path / "g0.pt"), str(tmp_path / "none.pt"), "--out", str(tmp_path / "t.pt")]) == 2

@@ -80,7 +80,8 @@ def test_sweep_scores_the_runtime_mix(model_path, rig_dir):
 def test_cli_writes_summary_and_refuses_bad_blends(model_path, rig_dir, tmp_path):
     out = tmp_path / "blend.json"
     run = subprocess.run([sys.executable, "-m", "backend", "blend-sweep", str(model_path), str(rig_dir),
-                          "--blends", "1,0", "--out", str(out), "--threads", "1", "--check", str(rig_dir / "chain3.npz")],
+                          "--blends", "1,0", "--out", str(out), "--threads", "1",
+                          "--check", str(rig_dir / "chain3.npz")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     data = json.loads(out.read_text())

@@ -272,7 +272,8 @@ def test_modifiers_before_the_armature_are_applied(small_rig):
 
 @needs_data
 def test_real_character_glb_round_trip(tmp_path):
-    rig = load_npz(DATA_DIR / "rigs/val/quaternius_fable__characters_Pirate_Female.npz")  # glTF-sourced, <= 4 influences
+    # glTF-sourced, <= 4 influences
+    rig = load_npz(DATA_DIR / "rigs/val/quaternius_fable__characters_Pirate_Female.npz")
     back = files.load_rig_file(files.export_rig(rig, tmp_path / "pirate.glb"))
     assert back.num_vertices == rig.num_vertices
     vi, bi = matched(rig, back)

@@ -12,8 +12,7 @@ from backend.evaluation.crossval import cv_scores
 from backend.features.geodesic import geodesic_weights
 from backend.features.pipeline import FeatureConfig, compute_features
 from backend.rig import RigError
-from backend.training.folds import (domain_weights, load_folds, make_folds, plan_fold_view, rig_domain,
-                                    write_fold_view)
+from backend.training.folds import domain_weights, load_folds, make_folds, plan_fold_view, rig_domain
 from conftest import make_capsule_chain, make_fake_data_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +133,8 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     assert main(args) == 0
     view = out / "views" / "fold0"
     assert sorted(p.name for p in (view / "heldout").iterdir()) == ["dom_a0.npz", "dom_a1.npz"]
-    assert sorted(p.name for p in (view / "train").iterdir()) == ["dom_b0.npz", "train0.npz", "train1.npz", "train2.npz"]
+    assert sorted(p.name for p in (view / "train").iterdir()) == ["dom_b0.npz", "train0.npz", "train1.npz",
+                                                                   "train2.npz"]
     assert json.loads((view / "domains.json").read_text())["train1.npz"] == "quaternius"
     report = json.loads((out / "cv.json").read_text())
     assert report["folds_done"] == [0]

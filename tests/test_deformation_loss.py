@@ -59,7 +59,8 @@ def test_loss_equals_the_evaluation_deformation_error_on_the_same_poses():
     sq = []
     for rot in rots:  # power 2: the mean squared distance, from posed vertices
         A, b = global_transforms(rig.joints, rig.parents, rot)
-        gap = linear_blend_skinning(rig.vertices, f.to_dense(pred), A, b) - linear_blend_skinning(rig.vertices, rig.weights, A, b)
+        gap = (linear_blend_skinning(rig.vertices, f.to_dense(pred), A, b)
+               - linear_blend_skinning(rig.vertices, rig.weights, A, b))
         sq.append(((100.0 * np.linalg.norm(gap, axis=1) / bbox_diagonal(rig.vertices)) ** 2).mean())
     loss2 = deformation_loss(torch.from_numpy(pred), torch.from_numpy(t), torch.from_numpy(disp), ones,
                              torch.ones(len(t), dtype=torch.bool), power=2.0)

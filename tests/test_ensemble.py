@@ -90,7 +90,8 @@ def test_ensemble_exports_to_onnx_with_parity(tmp_path):
 
     write_generator(tmp_path / "a.pt", seed=0)
     write_generator(tmp_path / "b.pt", seed=1, pair_attention=2)
-    model, ckpt = load_generator_checkpoint(ensemble_generators([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "e.pt"))
+    model, ckpt = load_generator_checkpoint(ensemble_generators([tmp_path / "a.pt", tmp_path / "b.pt"],
+                                                                tmp_path / "e.pt"))
     res = export_generator(model, tmp_path / "e.onnx", FCFG, train_summary=ckpt["train_summary"])
     assert res.max_abs_diff <= 1e-5 and not {"ScatterND", "ScatterElements"} & set(res.op_types)
     sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])

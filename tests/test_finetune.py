@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +118,11 @@ def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
     export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
     assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # stored defaults
     assert current_diffuse(tmp_path) == 0.0
-    for key, value, read, expect in (("sharpen", "1.4", current_sharpen, 1.4), ("sharpen", "0.5", current_sharpen, None),
+    for key, value, read, expect in (("sharpen", "1.4", current_sharpen, 1.4),
+                                     ("sharpen", "0.5", current_sharpen, None),
                                      ("smooth", "2", current_smooth, 2), ("smooth", "-3", current_smooth, None),
-                                     ("diffuse", "0.5", current_diffuse, 0.5), ("diffuse", "7", current_diffuse, None)):
+                                     ("diffuse", "0.5", current_diffuse, 0.5),
+                                     ("diffuse", "7", current_diffuse, None)):
         rewrite_meta(tmp_path / "autoskin.onnx", tmp_path / "autoskin.onnx", **{key: value})
         if expect is not None:
             assert read(tmp_path) == pytest.approx(expect)
@@ -353,7 +354,8 @@ def test_learn_from_a_correction_made_in_blender(tmp_path, data_dir, base_models
     assert card["base"]["checkpoint"] == str(models / "autoskin.pth") and card["model_version"] == "autoskin-v1"
     assert c.path.name in (models / "autoskin-v1.md").read_text()
     new_all, new_changed = errors(models / "autoskin.onnx")
-    print(f"Predictor L1 to the corrected weights: all {old_all:.4f} -> {new_all:.4f}, changed {old_changed:.4f} -> {new_changed:.4f}")
+    print(f"Predictor L1 to the corrected weights: all {old_all:.4f} -> {new_all:.4f}, "
+          f"changed {old_changed:.4f} -> {new_changed:.4f}")
     assert new_changed < 0.6 * old_changed and new_all < old_all
     # the next fine-tune starts from v1's checkpoint
     assert model_store.current_checkpoint(models) == models / "autoskin-v1.pth"
@@ -380,8 +382,9 @@ def test_fine_tuning_keeps_a_grown_generator(tmp_path, data_dir, pretrained):
     save_npz(rig.with_weights(tip_to_bone2(rig, rig.weights, 1.8)), tmp_path / "corr" / "c.npz",
              predicted_weights=rig.weights)
     corr = read_corrections(tmp_path / "corr")
-    tuned, info = Finetuner(config(tmp_path), tmp_path / "models" / "autoskin.pth", corr, data_dir, tmp_path / "ft",
-                            FinetuneOptions(epochs=2), progress=False).train(corr.accepted, tmp_path / "ft" / "state.pt")
+    tuner = Finetuner(config(tmp_path), tmp_path / "models" / "autoskin.pth", corr, data_dir, tmp_path / "ft",
+                      FinetuneOptions(epochs=2), progress=False)
+    tuned, info = tuner.train(corr.accepted, tmp_path / "ft" / "state.pt")
     assert info["steps"] == 4
     assert tuned.config["pair_attention"] == 2 and tuned.config["context_layers"] == 1
     before = G.state_dict()

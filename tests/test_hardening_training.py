@@ -199,4 +199,5 @@ def test_a_corrupt_unlabelled_file_is_skipped_and_reported(tmp_path, rigs):
     assert not summary["killed"] and [p.name for p in tr.train_u.paths] == ["good.npz"]
     events = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
               if r.get("event") == "unlabeled_skipped"]
-    assert len(events) == 1 and events[0]["file"].endswith("broken.npz") and "not an .npz archive" in events[0]["reason"]
+    assert (len(events) == 1 and events[0]["file"].endswith("broken.npz")
+            and "not an .npz archive" in events[0]["reason"])

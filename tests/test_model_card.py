@@ -18,7 +18,8 @@ def rows():
     return [
         {"rig": "a", "kind": "human", "method": "ours", "l1": 0.2, "deform_mean": 0.5, "unweighted": 0, "error": None},
         {"rig": "b", "kind": "animal", "method": "ours", "l1": 0.4, "deform_mean": 1.5, "unweighted": 0, "error": None},
-        {"rig": "a", "kind": "human", "method": "boneheat", "l1": 0.6, "deform_mean": 1.0, "unweighted": 3, "error": None},
+        {"rig": "a", "kind": "human", "method": "boneheat", "l1": 0.6, "deform_mean": 1.0, "unweighted": 3,
+         "error": None},
         {"rig": "b", "kind": "animal", "method": "boneheat", "l1": None, "error": "failed"},
     ]
 
@@ -81,11 +82,13 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     from backend.inference.blend_rule import PieceBlendRule
 
     rule = PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
-    ev, run, model, blend = card_inputs(tmp_path, 1, {"prior_blend": "0.5", "prior_blend_rule": json.dumps(rule.as_dict()),
+    ev, run, model, blend = card_inputs(tmp_path, 1, {"prior_blend": "0.5",
+                                                      "prior_blend_rule": json.dumps(rule.as_dict()),
                                                       "sharpen": "1.4", "smooth": "2", "diffuse": "0.5"},
                                         piece_share=np.array([0.0, 0.3]))
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"piece_rule": rule.as_dict(),
-                                                                       "piece_rule_l1": [0.37], "fixed_blend_l1": [0.41]}))
+                                                                       "piece_rule_l1": [0.37],
+                                                                       "fixed_blend_l1": [0.41]}))
     (tmp_path / "grid.md").write_text("GRID TABLE")
     (tmp_path / "runs.md").write_text("RUNS TABLE")
     args = SimpleNamespace(model=str(model), run=str(run), eval=[f"test={ev}"],
@@ -109,7 +112,8 @@ def test_card_of_a_model_made_in_two_training_steps(tmp_path):
     ev, run, model, blend = card_inputs(tmp_path, 0, {"prior_blend": "0.5"}, {"seconds": 600, "steps": 100})
     warm = tmp_path / "warm"
     warm.mkdir()
-    (warm / "config.json").write_text(json.dumps({"model": {"hidden": 8}, "run": {"seed": 4, "init_generator": "g.pt"}}))
+    (warm / "config.json").write_text(json.dumps({"model": {"hidden": 8},
+                                                  "run": {"seed": 4, "init_generator": "g.pt"}}))
     (warm / "summary.json").write_text(json.dumps({"seconds": 300, "steps": 40, "best_score": 0.1}))
     args = SimpleNamespace(model=str(model), run=[str(run), str(warm)], eval=[f"test={ev}"], ablation=None, notes=None,
                            train_command=["first", "second --init g.pt"], data_view=None, out=None, blend=None,
@@ -160,7 +164,8 @@ def test_card_of_an_ensemble_lists_its_members(tmp_path):
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert [m["path"] for m in card["ensemble"]] == ["runs/a/best_generator.pt", "runs/b/best_generator.pt"]
     text = (tmp_path / "MODEL_CARD.md").read_text()
-    assert "an ensemble of 2 generators" in text and "`runs/b/best_generator.pt` (share 0.5, sha256 `cdcdcdcdcdcd…`)" in text
+    assert ("an ensemble of 2 generators" in text
+            and "`runs/b/best_generator.pt` (share 0.5, sha256 `cdcdcdcdcdcd…`)" in text)
     # a single generator's card says nothing of members
     (tmp_path / "single").mkdir()
     ev2, run2, model2, _ = card_inputs(tmp_path / "single", 0, {"prior_blend": "0.5"})

@@ -81,7 +81,8 @@ def test_limit_is_continuous_unlike_hard_topk():
     for eps in (1e-4, 1e-6):
         w2 = normalize_rows(w + eps * rng.random(w.shape))
         d_in = np.abs(w2 - w).max()
-        d_out = np.abs(postprocess(w2, max_influences=4, prune=0.01) - postprocess(w, max_influences=4, prune=0.01)).max()
+        d_out = np.abs(postprocess(w2, max_influences=4, prune=0.01)
+                       - postprocess(w, max_influences=4, prune=0.01)).max()
         assert d_out < 50 * d_in + 1e-6
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +16,16 @@ def test_recipe_trains_on_every_domain_and_cards_the_licences(tmp_path):
     (tmp_path / "folds.json").write_text(json.dumps({"folds": [["dom_a"], ["dom_b"]]}))
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[model]\nhidden = 16\nfused = 16\ncritic_hidden = 8\n[features]\ndistance = "euclidean"\n'
-                   'k_bones = 3\n[data]\nvertex_budget = 400\ndomain_balance = 0.5\nsynth_unlabeled = 2\nplot_rigs = 0\n'
+                   'k_bones = 3\n[data]\nvertex_budget = 400\ndomain_balance = 0.5\nsynth_unlabeled = 2\n'
+                   'plot_rigs = 0\n'
                    '[stages]\nstage1_epochs = 1\nstage2_epochs = 1\n[run]\nthreads = 1\nplot_every = 0\n'
                    '[runtime]\nprior_blend = 0.9\n')
     out, models = tmp_path / "recipe", tmp_path / "models"
     models.mkdir()
     (models / "autoskin.onnx").write_bytes(b"old model")
     args = ["recipe", "--config", str(cfg), "--data", str(data), "--folds", str(tmp_path / "folds.json"),
-            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--model-version", "9.9", "--install", str(models)]
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--model-version", "9.9",
+            "--install", str(models)]
     assert main(args) == 0
     assert sorted(p.name for p in (out / "view" / "train").iterdir()) == [
         "dom_a0.npz", "dom_a1.npz", "dom_b0.npz", "train0.npz", "train1.npz", "train2.npz"]

@@ -217,7 +217,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, data_dir):
     cfg = tiny_config(tmp_path, **kw)
     full = Trainer(cfg, data_dir, tmp_path / "full", progress=False, tensorboard=False).fit()
     assert not full["killed"] and full["steps"] >= 5
-    killed_cfg = tiny_config(tmp_path, **dict(kw, run=dict(checkpoint_every_steps=1, kill_after_steps=full["steps"] - 3)))
+    killed_cfg = tiny_config(tmp_path, **dict(kw, run=dict(checkpoint_every_steps=1,
+                                                           kill_after_steps=full["steps"] - 3)))
     part = Trainer(killed_cfg, data_dir, tmp_path / "part", progress=False, tensorboard=False).fit()
     assert part["killed"]
     resumed = Trainer(cfg, data_dir, tmp_path / "part", resume=True, progress=False, tensorboard=False).fit()

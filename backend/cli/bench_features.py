@@ -107,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated vertex counts (default: %(default)s)")
     parser.add_argument("--bones", type=int, default=60, help="bones per creature (default: %(default)s)")
     parser.add_argument("--resolution", type=int, default=64, help="voxel resolution (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per size, the best is shown (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed runs per size, the best is shown (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     parser.add_argument("--no-features", action="store_true", help="time the geodesic prior only")
 

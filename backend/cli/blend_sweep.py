@@ -2,11 +2,14 @@
 
 Scores ``w = b * G + (1 - b) * prior`` for each blend b on the weighted rigs of DATA, prints a
 Markdown table and the chosen blend (the lowest b whose mean L1 is within one standard error of
-the best; with --check OUT_OF_STYLE_DIR, the b with the lowest L1 averaged over both sets), and writes the table and per-rig numbers to --out (JSON). With --fit-rule it also fits a per-rig rule
+the best; with --check OUT_OF_STYLE_DIR, the b with the lowest L1 averaged over both sets), and
+writes the table and per-rig numbers to --out (JSON). With --fit-rule it also fits a per-rig rule
 (backend.inference.blend_rule) by the same criterion. Export the model with
-``python -m backend export CKPT OUT.onnx --prior-blend B [--prior-blend-rule OUT.json]`` to ship the choice. Example:
+``python -m backend export CKPT OUT.onnx --prior-blend B [--prior-blend-rule OUT.json]`` to ship the
+choice. Example:
 
-  python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val --out experiments/model2_chain/results/blend_val.json
+  python -m backend blend-sweep runs/tmp.onnx runs/views/shipped/val \\
+      --out experiments/model2_chain/results/blend_val.json
 """
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from backend.io.npz import list_rig_files
 
     if args.blends is None:
-        args.blends = ",".join(f"{i / 20:g}" for i in range(20, -1, -1)) if args.fit_rule else "1,0.9,0.75,0.6,0.5,0.25,0"
+        fine = ",".join(f"{i / 20:g}" for i in range(20, -1, -1))
+        args.blends = fine if args.fit_rule else "1,0.9,0.75,0.6,0.5,0.25,0"
     try:
         blends = [float(x) for x in args.blends.split(",") if x.strip()]
     except ValueError:

@@ -14,7 +14,8 @@ HELP = "Auto Skin the built-in sample character; writes out/demo/ (.blend, weigh
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", nargs="?", default=None, help="a rig file (.npz/.glb/.fbx/.blend); default: the built-in sample")
+    p.add_argument("input", nargs="?", default=None,
+                   help="a rig file (.npz/.glb/.fbx/.blend); default: the built-in sample")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--mode", choices=["auto", "learned", "geodesic", "heat"], default="auto",
                    help="auto: the shipped model if present, else the geodesic prior")

@@ -23,13 +23,17 @@ HELP = "score skinning methods against painted weights (metrics, deformation err
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="folder of weighted .npz rigs (or one .npz file)")
     parser.add_argument("--methods", default="nearest,envelope",
-                        help="comma-separated: nearest, envelope[:T], geodesic, boneheat, heat[:SETTINGS], model:PATH.onnx, model-all-bones:PATH.onnx "
+                        help="comma-separated: nearest, envelope[:T], geodesic, boneheat, heat[:SETTINGS], "
+                             "model:PATH.onnx, model-all-bones:PATH.onnx "
                              "(default: nearest,envelope)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--manifest", default=None,
-                        help="manifest.jsonl giving each file's kind (default: found in DATA or up to two folders above)")
-    parser.add_argument("--poses", type=int, default=10, help="random poses per rig for the deformation error (default 10)")
-    parser.add_argument("--max-angle", type=float, default=30.0, help="largest per-bone rotation in degrees (default 30)")
+                        help="manifest.jsonl giving each file's kind (default: found in DATA or up to two "
+                             "folders above)")
+    parser.add_argument("--poses", type=int, default=10,
+                        help="random poses per rig for the deformation error (default 10)")
+    parser.add_argument("--max-angle", type=float, default=30.0,
+                        help="largest per-bone rotation in degrees (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random poses (default 0)")
     parser.add_argument("--pictures", type=int, default=0, metavar="N", help="draw pictures for the first N rigs")
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="evaluate only the first N rigs")

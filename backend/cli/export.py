@@ -37,13 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "sharpening them (default 0; choose it on val, docs/history/ablation.md)")
     p.add_argument("--diffuse", type=diffuse_percent, default=0.0, metavar="PCT",
                    help="reach of the heat diffusion the runtime applies to this model's weights before sharpening "
-                        "them, in %% of the character's size (0..5, default 0; choose it on val, docs/history/ablation.md)")
+                        "them, in %% of the character's size (0..5, default 0; choose it on val, "
+                        "docs/history/ablation.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
-    from pathlib import Path
 
     from backend.export.onnx_export import export_generator, example_inputs, feature_config_of
     from backend.io.outputs import check_output_file
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: exporter {note[:300]}")
     print(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {res.method} exporter, "
           f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']}, "
-          f"prior blend {'rule ' + json.dumps(rule) if rule else args.prior_blend}, sharpen {args.sharpen:g}, smooth {args.smooth}, "
+          f"prior blend {'rule ' + json.dumps(rule) if rule else args.prior_blend}, sharpen {args.sharpen:g}, "
+          f"smooth {args.smooth}, "
           f"diffuse {args.diffuse:g} %)")
     if args.quantize == "int8":
         from backend.export.quantize import quantize_with_report

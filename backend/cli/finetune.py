@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-activate", action="store_true", help="publish the version but keep the model in use")
     parser.add_argument("--export-method", choices=("auto", "dynamo", "torchscript"), default="auto")
     parser.add_argument("--list", action="store_true", help="list the model versions and exit")
-    parser.add_argument("--activate", type=int, default=None, metavar="N", help="make version N the model in use and exit")
+    parser.add_argument("--activate", type=int, default=None, metavar="N",
+                        help="make version N the model in use and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

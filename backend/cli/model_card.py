@@ -78,11 +78,13 @@ def aggregate(results_jsonl: Path) -> dict[str, dict]:
 
 
 def headline_table(agg: dict[str, dict]) -> str:
-    head = "| method | rigs | L1 ↓ | precision ↑ | recall ↑ | dominant acc ↑ | deform mean % ↓ | deform max % ↓ | rigs left unweighted ↓ |\n"
+    head = ("| method | rigs | L1 ↓ | precision ↑ | recall ↑ | dominant acc ↑ | deform mean % ↓ | deform max % ↓ "
+            "| rigs left unweighted ↓ |\n")
     head += "|---|---|---|---|---|---|---|---|---|\n"
     lines = []
     for method, a in agg.items():
-        lines.append(f"| `{method}` | {a['rigs']} | {a.get('l1', float('nan')):.3f} | {a.get('precision', float('nan')):.3f} | "
+        lines.append(f"| `{method}` | {a['rigs']} | {a.get('l1', float('nan')):.3f} | "
+                     f"{a.get('precision', float('nan')):.3f} | "
                      f"{a.get('recall', float('nan')):.3f} | {a.get('dominant_acc', float('nan')):.3f} | "
                      f"{a.get('deform_mean', float('nan')):.2f} | {a.get('deform_max', float('nan')):.2f} | "
                      f"{a['unweighted_rigs']} |")
@@ -191,14 +193,19 @@ def run(args: argparse.Namespace) -> int:
           f"- trained on {card['machine']['cpus']} CPU cores ({card['machine']['platform']}), "
           f"{seconds / 60:.1f} min, {total_steps} steps, seed {config.get('run', {}).get('seed')}"
           + (f", in {len(in_order)} steps: " + "; ".join(
-              f"`{st['run']}` {(st.get('seconds') or 0) / 60:.1f} min" for st in in_order) if len(in_order) > 1 else ""),
-          *([f"- an ensemble of {len(members)} generators (`python -m backend ensemble`, `backend/models/ensemble.py`): "
-             "the runtime averages their predictions before the blend and the clean-up; members: " + "; ".join(
-                 f"`{m.get('path')}` (share {float(m.get('weight', 0)):.2g}, sha256 `{str(m.get('sha256'))[:12]}…`)"
+              f"`{st['run']}` {(st.get('seconds') or 0) / 60:.1f} min" for st in in_order)
+             if len(in_order) > 1 else ""),
+          *([f"- an ensemble of {len(members)} generators (`python -m backend ensemble`, "
+             "`backend/models/ensemble.py`): the runtime averages their predictions before the blend and the "
+             "clean-up; members: " + "; ".join(
+                 f"`{m.get('path')}` (share {float(m.get('weight', 0)):.2g}, "
+                 f"sha256 `{str(m.get('sha256'))[:12]}…`)"
                  for m in members) + ". The training steps below are those of every member"] if members else []),
-          *([f"- command: `{st['command']}`" for st in in_order if st.get("command")] or ["- command: see docs/model.md"]),
+          *([f"- command: `{st['command']}`" for st in in_order if st.get("command")]
+            or ["- command: see docs/model.md"]),
           (f"- prior blend per rig (metadata `prior_blend_rule`): the runtime weights are b x the generator's output + "
-           f"(1 - b) x the prior it is given, with b = {rule.low:g} for one closed body, rising linearly to {rule.high:g} "
+           f"(1 - b) x the prior it is given, with b = {rule.low:g} for one closed body, rising linearly to "
+           f"{rule.high:g} "
            f"when {rule.saturation:g} of the surface lies in separate pieces each under {rule.small:g} of it "
            f"(`backend/inference/blend_rule.py`); a caller's fixed blend overrides it" if rule else
            f"- prior blend {prior_blend:g}: the runtime weights are {prior_blend:g} x the generator's output + "
@@ -216,21 +223,27 @@ def run(args: argparse.Namespace) -> int:
         md += ["## Data", "", f"Trained on {view['counts']['train']} labelled rigs of {len(view['train_domains'])} "
                f"domains ({', '.join(view['train_domains'])}): `rigs/train` and every `styles` domain "
                f"(`python -m backend data-view --folds ... --holdout-fold none`); stopped early on `rigs/val` "
-               f"({view['counts']['val']}); reported on `rigs/test` ({view['counts']['test']}), which chose nothing.", "",
+               f"({view['counts']['val']}); reported on `rigs/test` ({view['counts']['test']}), which chose "
+               "nothing.", "",
                f"Licence classes of the training rigs: {lic}. Check them before shipping a product built on this "
                "model (the styles manifest has each file's licence text).", ""]
     elif view:
-        md += ["## Data", "", f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
+        md += ["## Data", "",
+               f"Data view (`python -m backend data-view`): held-out groups {view.get('holdout_groups')}, "
                f"counts {view.get('counts')}. Train on `train`, choose on `val`, report on `test`; `out_of_style` is "
-               "never seen in training" + (" (it was used to choose the prior blend, see below)" if blend and blend.get("check") else "")
+               "never seen in training"
+               + (" (it was used to choose the prior blend, see below)" if blend and blend.get("check") else "")
                + ".", ""]
-    md += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in config if k in ("model", "features", "loss", "optim", "stages", "data", "ablation")}, indent=1), "```", ""]
+    shown = ("model", "features", "loss", "optim", "stages", "data", "ablation")
+    md += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in config if k in shown}, indent=1),
+           "```", ""]
     if blend:
         from backend.evaluation.blend import BlendSummary
 
         md += ["## Prior blend", "",
                f"`python -m backend blend-sweep` on {len(blend['rigs'])} rigs of `{blend.get('data', 'val')}`"
-               + (f" and {len(blend['check']['rigs'])} rigs of `{blend.get('check_data')}`" if blend.get("check") else "")
+               + (f" and {len(blend['check']['rigs'])} rigs of `{blend.get('check_data')}`"
+                  if blend.get("check") else "")
                + f"; rule: {blend.get('rule', 'one-standard-error rule')}; chosen: {blend['chosen']:g}.", "",
                BlendSummary.from_dict(blend).table(), ""]
         if blend.get("check"):

@@ -42,7 +42,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
                         f"0..{MAX_DIFFUSE:g} (default: the model's own choice; 0 in the model-free modes). Unlike "
                         "--smooth it blurs a dense and a low-poly mesh alike")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto)")
-    p.add_argument("--threads", type=thread_count, default=None, help="onnxruntime threads, >= 1 (default: onnxruntime's)")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="onnxruntime threads, >= 1 (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
                    help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the model's own "
                         "choice, per character for the shipped model; 1 = the network alone)")

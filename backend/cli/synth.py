@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
     from concurrent.futures import ProcessPoolExecutor
-    from pathlib import Path
 
     from tqdm import tqdm
 

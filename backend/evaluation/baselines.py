@@ -96,7 +96,8 @@ def _envelope_factory(arg: str | None) -> MethodFn:
     try:
         t = ENVELOPE_TEMPERATURE if arg is None else float(arg)
     except ValueError:
-        raise MethodUnavailable(f"envelope:{arg}: the argument must be a temperature (fraction of the bbox diagonal)") from None
+        raise MethodUnavailable(f"envelope:{arg}: the argument must be a temperature (fraction of the bbox "
+                                f"diagonal)") from None
     if t <= 0:
         raise MethodUnavailable(f"envelope:{arg}: the temperature must be positive")
     return lambda rig: envelope_weights(rig, t)
@@ -139,7 +140,8 @@ def _boneheat_factory(arg: str | None) -> MethodFn:
     try:
         from backend.blender.boneheat import bone_heat_weights
     except ImportError as exc:
-        raise MethodUnavailable(f"boneheat: backend/blender/boneheat.py (Blender bone heat) is not available ({exc})") from None
+        raise MethodUnavailable(f"boneheat: backend/blender/boneheat.py (Blender bone heat) is not available "
+                                f"({exc})") from None
 
     def run(rig: Rig) -> MethodResult:
         w, info = bone_heat_weights(rig)
@@ -158,7 +160,8 @@ def _model_method(arg: str | None, name: str, skip_helpers: bool, rigid_pieces: 
     if not path.is_file():
         raise MethodUnavailable(f"{name}: {path}: no such file")
     if path.suffix.lower() != ".onnx":
-        raise MethodUnavailable(f"{name}: {path}: only exported .onnx models are evaluated; export the checkpoint first")
+        raise MethodUnavailable(f"{name}: {path}: only exported .onnx models are evaluated; export the checkpoint "
+                                f"first")
     try:
         from backend.inference.predictor import Predictor
     except ImportError as exc:
@@ -223,7 +226,8 @@ def _heat_factory(arg: str | None) -> MethodFn:
             else:
                 raise ValueError
         except ValueError:
-            raise MethodUnavailable(f"heat:{arg}: bad setting {item!r}; use c=FLOAT, window=FLOAT, prune=FLOAT, facing=0|1, smooth=INT, "
+            raise MethodUnavailable(f"heat:{arg}: bad setting {item!r}; use c=FLOAT, window=FLOAT, prune=FLOAT, "
+                                    f"facing=0|1, smooth=INT, "
                                     f"visibility={'|'.join(VISIBILITY)}, skip_helpers=0|1") from None
     if not skip:
         return lambda rig: heat_prior_weights(rig, **kw)

@@ -93,8 +93,10 @@ def load_manifest_kinds(path: str | Path) -> dict[str, str]:
     return kinds
 
 
-def evaluate_weights(rig: Rig, pred: np.ndarray, config: EvalConfig = EvalConfig()) -> dict:
-    """Weight metrics and deformation error of ``pred`` (V, J) against ``rig.weights``."""
+def evaluate_weights(rig: Rig, pred: np.ndarray, config: Optional[EvalConfig] = None) -> dict:
+    """Weight metrics and deformation error of ``pred`` (V, J) against ``rig.weights``; ``config`` None:
+    the default EvalConfig."""
+    config = config if config is not None else EvalConfig()
     pred = np.asarray(pred, dtype=np.float32)
     if pred.shape != (rig.num_vertices, rig.num_bones):
         raise RigError(f"{rig.name}: the method returned weights of shape {pred.shape}, expected "
@@ -130,7 +132,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def run_evaluation(files: Iterable[str | Path], methods: list[tuple[str, MethodFn]], out_dir: str | Path,
-                   kinds: Optional[dict[str, str]] = None, config: EvalConfig = EvalConfig(),
+                   kinds: Optional[dict[str, str]] = None, config: Optional[EvalConfig] = None,
                    resume: bool = False, pictures: int = 0, progress: bool = True,
                    data_label: str = "", on_pictures: Optional[Callable[[Rig, dict, Path], list]] = None,
                    ) -> EvalOutcome:
@@ -143,6 +145,7 @@ def run_evaluation(files: Iterable[str | Path], methods: list[tuple[str, MethodF
 
     files = [Path(f) for f in files]
     kinds = kinds or {}
+    config = config if config is not None else EvalConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / "results.jsonl"

@@ -59,7 +59,8 @@ def cache_key(key_parts: dict) -> str:
     return h.hexdigest()
 
 
-def cached(cache_dir: str | Path, key_parts: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def cached(cache_dir: str | Path, key_parts: dict,
+           compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays for ``key_parts``: read from ``cache_dir/<hash>.npz`` or computed by
     ``compute()`` and stored there (atomic write, no pickles). A damaged cache file is
     recomputed and replaced."""

@@ -114,7 +114,8 @@ def read_rig_info(path: str | os.PathLike, num_vertices: int) -> dict:
     weights = np.zeros((num_vertices, len(names)), dtype=np.float32)
     for vidx, bones, ws, lineno in skin:
         if not 0 <= vidx < num_vertices:
-            raise RigError(f"{path}:{lineno}: skin vertex {vidx} outside 0..{num_vertices - 1} (mesh has {num_vertices})")
+            raise RigError(f"{path}:{lineno}: skin vertex {vidx} outside 0..{num_vertices - 1} "
+                           f"(mesh has {num_vertices})")
         for b, w in zip(bones, ws):
             if b not in index:
                 raise RigError(f"{path}:{lineno}: skin names unknown joint '{b}'")

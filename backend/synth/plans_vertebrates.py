@@ -236,7 +236,8 @@ def build_bird(b: Builder, rng: np.random.Generator, u: float) -> str:
         ids = b.chain("leg", pts, root, np.linspace(0.035, 0.012, 4), side=side)
         b.ik.append(ids[-1])
         ank = pts[-1]
-        for k, d in enumerate([(0.0, -1, 0), (s * 0.7, -1, 0), (-s * 0.7, -1, 0), (0, 1, 0)][: 3 + int(rng.random() < 0.7)]):
+        toes = [(0.0, -1, 0), (s * 0.7, -1, 0), (-s * 0.7, -1, 0), (0, 1, 0)]
+        for k, d in enumerate(toes[: 3 + int(rng.random() < 0.7)]):
             nseg = 1 + int(rng.random() < u)
             tp = _polyline(ank, [unit(d) + (0, 0, -0.05)] * nseg, [0.06 / nseg] * nseg)
             b.chain(f"toe{k}", tp, ids[-1], 0.01, side=side)

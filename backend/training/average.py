@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from backend.inference.model_store import file_sha256
 from backend.models.checkpoint import best_score, check_same_features, load_generator_checkpoint, save_generator

@@ -49,7 +49,8 @@ class Choice:
     pattern: str = ""
 
     def ok(self, value: Any) -> bool:
-        return isinstance(value, str) and (value in self.values or bool(self.pattern and re.fullmatch(self.pattern, value)))
+        return isinstance(value, str) and (value in self.values
+                                           or bool(self.pattern and re.fullmatch(self.pattern, value)))
 
     def text(self) -> str:
         extra = f" (or {self.pattern})" if self.pattern else ""

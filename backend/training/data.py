@@ -120,7 +120,8 @@ class FeatureStore:
         path = Path(path)
         mkey = (str(path), variant)
         if mkey not in self.memory:
-            self.memory[mkey] = cached(self.cache_dir, self.key_parts(path, variant), lambda: self._compute(path, variant))
+            self.memory[mkey] = cached(self.cache_dir, self.key_parts(path, variant),
+                                       lambda: self._compute(path, variant))
         return self.memory[mkey]
 
     def rig(self, path: Path, variant: int) -> Rig:

@@ -28,8 +28,10 @@ def row_cosine(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor
     return (cos * m).sum() / m.sum().clamp_min(1.0)
 
 
-def row_cross_entropy(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Mean over valid rows of -sum_k target_k log(pred_k + eps) (target rows sum to 1; float ``row_valid``: weighted)."""
+def row_cross_entropy(pred: torch.Tensor, target: torch.Tensor, row_valid: torch.Tensor,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """Mean over valid rows of -sum_k target_k log(pred_k + eps) (target rows sum to 1; float ``row_valid``:
+    weighted)."""
     ce = -(target * torch.log(pred + eps)).sum(1)
     m = row_valid.to(pred.dtype)
     return (ce * m).sum() / m.sum().clamp_min(1.0)

@@ -50,7 +50,8 @@ def run_data(cfg: TrainConfig, data_dir: str | Path, cache: Path) -> RunData:
     for folder in cfg.data.unlabeled_dirs:
         unl += list_rigs(folder)
     if not lab:
-        raise RigError(f"{data_dir / 'train'}: no labelled rigs to train on (labeled_fraction={cfg.data.labeled_fraction})")
+        raise RigError(f"{data_dir / 'train'}: no labelled rigs to train on "
+                       f"(labeled_fraction={cfg.data.labeled_fraction})")
     poses = cfg.loss.deform_poses if cfg.loss.deform > 0 else 0
     rule = deform_blend_rule(cfg)
     weights = None

@@ -11,7 +11,8 @@ from backend.training.config import OptimConfig
 
 
 def warmup_cosine(warmup: int, total: int, base_lr: float, min_lr: float) -> Callable[[int], float]:
-    """LR multiplier: linear from 1/warmup to 1 over ``warmup`` steps, then cosine down to min_lr/base_lr at ``total``."""
+    """LR multiplier: linear from 1/warmup to 1 over ``warmup`` steps, then cosine down to min_lr/base_lr at
+    ``total``."""
     floor = min(min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
 
     def f(step: int) -> float:
@@ -31,5 +32,6 @@ def stage_optimizers(groups: dict[str, tuple[nn.Module, float]], optim: OptimCon
     for name, (model, lr) in groups.items():
         opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
         opts[name] = opt
-        scheds[name] = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(optim.warmup_steps, total, lr, optim.min_lr))
+        lr_lambda = warmup_cosine(optim.warmup_steps, total, lr, optim.min_lr)
+        scheds[name] = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     return opts, scheds

@@ -166,7 +166,8 @@ class Trainer:
     def step_flags(self) -> tuple[bool, bool]:
         """(a stop was requested by SIGTERM, a timed checkpoint is due), the same on every rank."""
         minutes = self.cfg.run.checkpoint_every_minutes
-        flags = [float(self.stop.requested is not None), float(bool(minutes) and time.time() - self.saved_at >= 60 * minutes)]
+        due = bool(minutes) and time.time() - self.saved_at >= 60 * minutes
+        flags = [float(self.stop.requested is not None), float(due)]
         if self.dist.world > 1:
             flags = dd.all_sum(torch.tensor(flags, dtype=torch.float64, device=self.device), self.dist).tolist()
         return flags[0] > 0, flags[1] > 0
@@ -321,7 +322,8 @@ class Trainer:
                 if self.progress:
                     print(f"stage {stage} epoch {epoch}: val mse {metrics['val_mse']:.5f} cos {metrics['val_cos']:.4f} "
                           f"smooth {metrics['val_smooth']:.5f}{' *' if improved else ''}", flush=True)
-                if stage == 1 and metrics["val_mse"] < cfg.stages.stage1_mse and metrics["val_cos"] > cfg.stages.stage1_cos:
+                if (stage == 1 and metrics["val_mse"] < cfg.stages.stage1_mse
+                        and metrics["val_cos"] > cfg.stages.stage1_cos):
                     stop_stage = True
                 if self.bad_epochs >= cfg.stages.patience:
                     self.event("early_stop", patience=cfg.stages.patience)

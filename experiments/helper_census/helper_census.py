@@ -7,7 +7,6 @@ and deform leaf bones with weight before / after the helpers are taken out of th
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 

@@ -49,8 +49,9 @@ REFERENCE = "model 1.6 clean-up (subtracting)"
 SMOOTHS = (0, 1, 2)
 SMOOTH_POWERS = (1.3, 1.4, 1.5, 1.6, 1.7, 1.8)
 SMOOTH_REFERENCE = "smoothing 0, sharpen 1.4 (model 1.7)"
-#: diffusion reach, share of the bounding-box diagonal; the first sweep (experiments/model2_chain/results/diffusion_val.json) chose its
-#: largest radius, so a second one (--grid diffusion-wide) went further
+#: diffusion reach, share of the bounding-box diagonal; the first sweep
+#: (experiments/model2_chain/results/diffusion_val.json) chose its largest radius, so a second one
+#: (--grid diffusion-wide) went further
 RADII = (0.001, 0.002, 0.003, 0.005)
 DIFFUSE_POWERS = (1.4, 1.5, 1.6)
 WIDE_RADII = (0.005, 0.0075, 0.01, 0.015)
@@ -120,7 +121,8 @@ def main() -> None:
         rows: dict[str, list[dict]] = {name: [] for name in table}
         for f in list_rig_files(folder):
             rig = load_npz(f)
-            raw = predictor.predict(rig, max_influences=0, prune=0.0, smooth=0, diffuse=0.0).weights  # blended, no clean-up
+            # blended, no clean-up
+            raw = predictor.predict(rig, max_influences=0, prune=0.0, smooth=0, diffuse=0.0).weights
             for name, fn in table.items():
                 w = normalize_rows(fn(raw, rig.faces, rig.vertices), rig.is_deform).astype(np.float32)
                 m = evaluate_weights(rig, w)
@@ -134,7 +136,8 @@ def main() -> None:
     # deforms more than the reference is not chosen (no earlier sweep's choice changes: each deformed less)
     ok = [n for n in table if overall[n]["l1"] <= ref["l1"] + 1e-12
           and overall[n]["recall"] >= ref["recall"] - 1e-12 and overall[n]["precision"] >= ref["precision"] - 0.01]
-    if args.grid.startswith("diffusion"):  # and the first folder (val) alone no worse by more than 0.002 in L1 (model 1.8's lesson)
+    # diffusion grids: also the first folder (val) alone no worse by more than 0.002 in L1 (model 1.8's lesson)
+    if args.grid.startswith("diffusion"):
         first = Path(args.folders[0]).name
         ok = [n for n in ok if means[n][first]["l1"] <= means[reference][first]["l1"] + 0.002]
     chosen = min(ok, key=lambda n: overall[n]["deform_mean"]) if ok else reference

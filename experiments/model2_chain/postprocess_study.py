@@ -97,7 +97,8 @@ def main() -> None:
         show("as shipped", lambda rows: score(rows, args.blend))
         for frac, tau, hard in itertools.product([0.02, 0.05, 0.1, 0.2], [0.0, 0.4, 0.6, 0.8], [True, False]):
             tf = lambda w, r, a=(frac, tau, hard): rigid_pieces(w, r["faces"], *a)  # noqa: E731
-            show(f"pieces<={frac} tau{tau} {'hard' if hard else 'soft'}", lambda rows, tf=tf: score(rows, args.blend, tf))
+            show(f"pieces<={frac} tau{tau} {'hard' if hard else 'soft'}",
+                 lambda rows, tf=tf: score(rows, args.blend, tf))
     if args.study in ("cleanup", "both"):
         for b, p, prune, k in itertools.product([0.5, 0.6], [1.0, 1.5, 2.0], [0.05, 0.1, 0.15], [4, 3]):
             tf = None if p == 1.0 else (lambda w, r, p=p: w ** p)

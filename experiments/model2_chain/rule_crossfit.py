@@ -2,7 +2,8 @@
 on every set. Reads `blend-sweep --fit-rule --out` files (their per-rig L1 and piece shares; the
 `check` set inside a file counts as its own set).
 
-    PYTHONPATH=. python experiments/model2_chain/rule_crossfit.py experiments/model2_chain/results/blend_val.json runs/blend_rule_test.json
+    PYTHONPATH=. python experiments/model2_chain/rule_crossfit.py \\
+        experiments/model2_chain/results/blend_val.json runs/blend_rule_test.json
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def main() -> None:
     for fit_on in fits:
         rule, _ = fit_piece_rule([sets[n] for n in fit_on])
         scores = ", ".join(f"{n} {rule_l1(s, rule):.3f}" for n, s in sets.items())
-        print(f"fit on {' + '.join(fit_on)}: low {rule.low:g}, high {rule.high:g}, saturation {rule.saturation:g} -> {scores}")
+        print(f"fit on {' + '.join(fit_on)}: low {rule.low:g}, high {rule.high:g}, "
+              f"saturation {rule.saturation:g} -> {scores}")
 
 
 if __name__ == "__main__":
