@@ -34,10 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/adapt"), help="report folder (default runs/adapt)")
     parser.add_argument("--train", action="store_true", help="also train the generator's scoring head")
     parser.add_argument("--steps", type=bounded(int, 1, 1000, "steps"), default=40, help="head training steps (default 40)")
-    parser.add_argument("--collapse", type=bounded(float, 0.0, 10.0, "a share"), default=0.25,
-                        help="refuse when the validation L1 rises by more than this share (default 0.25)")
+    parser.add_argument("--collapse", type=bounded(float, 0.0, 10.0, "a share"), default=0.5,
+                        help="refuse when the validation L1 rises by more than this share (default 0.5)")
     parser.add_argument("--guard-rigs", type=bounded(int, 0, what="rigs"), default=6,
                         help="validation rigs scored by the collapse guard (0 = none; default 6)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"),
+                        help="feature cache of the validation rigs (default runs/cache, shared with training)")
     parser.add_argument("--changed-threshold", type=bounded(float, 0.0, 2.0, "an L1 distance"), default=0.05)
     parser.add_argument("--dry-run", action="store_true", help="decide, publish nothing")
     parser.add_argument("--no-activate", action="store_true", help="publish the version but keep the model in use")
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = AdaptOptions(train=args.train, steps=args.steps, collapse=args.collapse, guard_rigs=args.guard_rigs,
                            activate=not args.no_activate, dry_run=args.dry_run)
-    result = run_adapt(corrections.accepted, args.models, out, args.data, options, model=args.model, base=args.base)
+    result = run_adapt(corrections.accepted, args.models, out, args.data, options, model=args.model, base=args.base,
+                       cache=args.cache_dir)
     print(result.message)
     return REFUSED if result.decision == "refused" else 0

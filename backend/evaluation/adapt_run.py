@@ -85,7 +85,12 @@ def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapt
     """Refit the settings, then train the generator's head on the corrections (backend.training.adapt)."""
     from backend.training.adapt import case_sample, torch_net, train_head
 
+    style = style_adapter(cases, grid)
+
     def adapt(corr: list[int]):
+        if len(corr) < 2:  # as the adapt command: one correction leaves nothing to check training on
+            fn, info = style(corr)
+            return fn, dict(info, trained=False)
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
         fit = fit_style(outs, cases.reference, grid)

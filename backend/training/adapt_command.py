@@ -9,7 +9,8 @@ what the studio cares about, and publish it through the versioned model store.
    made without it and scored on it; the new version must beat the base there (mean relative cost
    of L1 and deformation below 1). With one correction there is nothing to hold out, and only a
    large gain on it (``style.MIN_GAIN``) moves the settings. Collapse: on a few rigs of the
-   training artists' validation split the per-vertex L1 may rise by at most ``collapse`` (relative).
+   training artists' validation split the per-vertex L1 may rise by at most ``collapse`` (relative),
+   or up to the L1 of the model-free geodesic falloff when that is higher.
 3. Publishing: ``autoskin-vN`` with the card last (backend.training.finetune.reserve_version and
    backend.inference.model_store); a settings-only version reuses the base network's ONNX graph
    with new metadata.
@@ -31,6 +32,8 @@ from backend.training.style import (StyleSettings, fit_style, full_weights, grid
                                     prepare_case, relative_cost, rig_outputs, score_table, style_grid)
 
 REFUSED = 3
+#: The model-free geodesic falloff alone: a version no worse than it on validation has not collapsed.
+FALLOFF = StyleSettings(None, 1.0, 0.0, 1.0)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class AdaptOptions:
 
     train: bool = False
     steps: int = 40
-    collapse: float = 0.25
+    collapse: float = 0.5
     guard_rigs: int = 6
     activate: bool = True
     dry_run: bool = False
@@ -168,11 +171,24 @@ def _advice(k: int) -> str:
             "with --train the scoring head learns more than the settings")
 
 
+def cached_case(path: Path, rig, predictor, cache: Path):
+    """A validation rig as a :class:`backend.training.style.RigCase` from the training feature cache
+    (full resolution, helper bones left out: a close, fast stand-in for the runtime's preparation)."""
+    from backend.features.helper_bones import without_helpers
+    from backend.training.data import FeatureStore
+    from backend.training.style import RigCase
+
+    store = FeatureStore(cache, predictor.model.info.feature_config, skip_helpers=True)
+    feats = store.sample(path).features()
+    return RigCase(rig, without_helpers(rig)[0], feats, None, predictor.blend_for(rig))
+
+
 def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], options: AdaptOptions,
-              model: Optional[Path] = None, base: Optional[Path] = None, log: Callable[[str], None] = print
-              ) -> AdaptResult:
+              model: Optional[Path] = None, base: Optional[Path] = None, log: Callable[[str], None] = print,
+              cache: Path = Path("runs") / "cache") -> AdaptResult:
     """Adapt the model in use (or ``model`` with checkpoint ``base``) to ``corrections``
-    (backend.training.corrections.Correction); writes ``out/report.json``."""
+    (backend.training.corrections.Correction); writes ``out/report.json``. ``cache``: the feature
+    cache of the validation rigs."""
     import onnx
 
     from backend.export.metadata import get_metadata
@@ -196,7 +212,12 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     G = ckpt = None
     settings = fit.settings
     base_ckpt = Path(base) if base is not None else model_store.current_checkpoint(models)
-    if options.train:
+    if options.train and k < 2:
+        log("one correction: head training cannot be checked on a held-out character, so it is skipped "
+            "(in the benchmark it made one-character adaptations worse)")
+    elif options.train and fit.settings.geodesic >= 1.0:
+        log("the refitted settings use the geodesic falloff alone: the network is not used, no head training")
+    elif options.train:
         G, ckpt, settings, metrics = _train(cases, fit, smooth, base_ckpt, data, options, metrics, log)
     if fit.loo_cost is not None and not options.train:
         metrics["held_out_cost"] = fit.loo_cost
@@ -217,19 +238,26 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     if options.guard_rigs > 0 and data is not None:
         from backend.training.data import list_rigs
 
-        val = [load_npz(p) for p in list_rigs(Path(data) / "val")[: options.guard_rigs]]
-        vcases = [prepare_case(r, predictor) for r in val]
+        paths = list_rigs(Path(data) / "val")
+        paths = paths[:: max(len(paths) // options.guard_rigs, 1)][: options.guard_rigs]
+        val = [load_npz(p) for p in paths]
+        vcases = [cached_case(p, r, predictor, cache) for p, r in zip(paths, val)]
         vnet = net if G is None else _torch_net(G)
         old = validation_l1(lambda i: full_weights(rig_outputs(vcases[i], net, [reference.diffuse], smooth),
                                                    reference), val)
         new = validation_l1(lambda i: full_weights(rig_outputs(vcases[i], vnet, [settings.diffuse], smooth),
                                                    settings), val)
-        metrics.update(val_old=old, val_new=new)
-        log(f"training artists' validation ({len(val)} rigs) per-vertex L1: {old:.4f} -> {new:.4f}")
-        if new > old * (1.0 + options.collapse):
+        falloff = validation_l1(lambda i: full_weights(rig_outputs(vcases[i], net, [0.0], smooth), FALLOFF), val)
+        bar = max(old * (1.0 + options.collapse), falloff)
+        metrics.update(val_old=old, val_new=new, val_falloff=falloff)
+        log(f"training artists' validation ({len(val)} rigs) per-vertex L1: {old:.4f} -> {new:.4f} "
+            f"(collapse above {bar:.4f})")
+        if new > bar:
             msg = (f"refused: the adapted model collapses on the training artists' validation rigs (per-vertex "
-                   f"L1 {old:.4f} -> {new:.4f}, more than {100 * options.collapse:.0f} % worse); nothing published. "
-                   f"To try: fewer --steps, or raise --collapse if this studio's style is far from theirs")
+                   f"L1 {old:.4f} -> {new:.4f}: more than {100 * options.collapse:.0f} % worse and worse than the "
+                   f"model-free geodesic falloff, {falloff:.4f}); nothing published. "
+                   f"To try: {'fewer --steps, or ' if G is not None else ''}a larger --collapse if this "
+                   f"studio's style is far from the training artists'")
             return _finish(out, AdaptResult("refused", msg, settings.as_dict(), metrics))
     if options.dry_run:
         return _finish(out, AdaptResult("evaluated", "dry run: the adapted model passed the guard; nothing "
