@@ -163,3 +163,28 @@ def test_adapt_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert main(["adapt", "--corrections", str(tmp_path / "none"), "--models", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such model file" in err[0]
+
+
+def test_adapt_train_chooses_its_steps_on_held_out_corrections(tiny, tmp_path):
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny[0], models / "autoskin.onnx")
+    shutil.copy(tiny[1], models / "autoskin.pth")
+    predictor = Predictor(tiny[0], threads=1)
+    corr = tmp_path / "corr"
+    corr.mkdir()
+    soft = StyleSettings(None, 1.0, 0.0, 0.5)  # half falloff: the network still matters
+    for i, (n, r) in enumerate([(3, .3), (4, .25)]):
+        save_npz(styled(predictor, chain(n, r, f"c{i}"), soft), corr / f"c{i}.npz")
+    run = tmp_path / "run"
+    code = main(["adapt", "--corrections", str(corr), "--models", str(models), "--out", str(run), "--guard-rigs", "0",
+                 "--train", "--steps", "10", "--dry-run"])
+    report = json.loads((run / "report.json").read_text())
+    held = report["metrics"]["held_out_by_steps"]
+    assert set(held) == {"0", "10"} and str(report["metrics"]["steps_chosen"]) in held
+    assert report["metrics"]["held_out_cost"] == min(held.values())
+    assert code == (3 if report["decision"] == "refused" else 0)
+    assert len(model_store.list_models(models)) == 0  # a dry run publishes nothing

@@ -12,7 +12,7 @@ import numpy as np
 
 from backend.evaluation.adapt_bench import Adapter, Draw, bench_domain, load_domain_rigs, summary_table
 from backend.io.atomic import atomic_path
-from backend.training.style import (RigOutputs, StyleSettings, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
+from backend.training.style import (RigOutputs, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
                                     prepare_case, rig_outputs, style_grid)
 
 
@@ -82,31 +82,36 @@ class HeadTrainer:
 
 
 def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapter:
-    """Refit the settings, then train the generator's head on the corrections (backend.training.adapt)."""
-    from backend.training.adapt import case_sample, torch_net, train_head
+    """As ``adapt --train``: refit the settings, choose the head's training steps by leave-one-correction-out
+    and train it on the corrections (backend.training.adapt); one correction: the settings refit alone."""
+    from backend.training.adapt import TrainOptions, case_sample, head_settings, loo_steps, torch_net, train_head
 
     style = style_adapter(cases, grid)
 
     def adapt(corr: list[int]):
-        if len(corr) < 2:  # as the adapt command: one correction leaves nothing to check training on
+        if len(corr) < 2:  # nothing to hold out: the command does not train the head either
             fn, info = style(corr)
-            return fn, dict(info, trained=False)
+            return fn, dict(info, steps_chosen=0)
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
         fit = fit_style(outs, cases.reference, grid)
-        # the model's own blend: a refitted blend of 0 would leave the trained generator unused
-        s = StyleSettings(None, fit.settings.sharpen, fit.settings.diffuse, fit.settings.geodesic)
-        blends = [cases.case(i).model_blend for i in corr]
-        G, info = train_head(trainer.G, [case_sample(cases.case(i)) for i in corr], blends, s,
-                             trainer.replay, trainer.replay_blend, trainer.options)
+        cs = [cases.case(i) for i in corr]
+        best, held = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options,
+                               cases.smooth)
+        info = {"fit_cost": fit.cost, "loo_cost": fit.loo_cost, "prepare_seconds": prep, "steps_chosen": best,
+                "held_out_by_steps": {str(n): c for n, c in held.items()}}
+        if best == 0:
+            return (lambda t: full_weights(cases.outputs(t), fit.settings)), dict(info, settings=fit.settings.label())
+        s = head_settings(fit.settings)
+        G, more = train_head(trainer.G, [case_sample(c) for c in cs], [c.model_blend for c in cs], s,
+                             trainer.replay, trainer.replay_blend, TrainOptions(**{**trainer.options.__dict__,
+                                                                                   "steps": best}))
         net = torch_net(G)
 
         def weights(t: int) -> np.ndarray:
-            out = rig_outputs(cases.case(t), net, [s.diffuse], cases.smooth)
-            return full_weights(out, s)
+            return full_weights(rig_outputs(cases.case(t), net, [s.diffuse], cases.smooth), s)
 
-        return weights, {"settings": s.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
-                         "prepare_seconds": prep, **info}
+        return weights, dict(info, settings=s.label(), **more)
 
     return adapt
 

@@ -14,7 +14,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch
 from backend.features.pipeline import RigFeatures
 from backend.training.data import Sample, candidate_targets, collate_samples, connected_crop, crop_sample
 from backend.training.finetune import weighted_supervised_loss
-from backend.training.style import RigCase, StyleSettings
+from backend.training.style import RigCase, StyleFit, StyleSettings, relative_cost, rig_outputs, score_table
 
 #: Parameter name parts of the trained head.
 HEAD = ("scorer.", "prior_gain")
@@ -30,11 +30,11 @@ HEAD = ("scorer.", "prior_gain")
 
 @dataclass
 class TrainOptions:
-    """steps: optimiser steps on the corrections; lr: AdamW learning rate of the head; replay_every:
-    one replay step after every this many correction steps (0 = none); crop: largest rig part (vertices)
-    per step; seed: crop and replay order."""
+    """steps: optimiser steps on the corrections (the most :func:`loo_steps` tries); lr: AdamW learning
+    rate of the head; replay_every: one replay step after every this many correction steps (0 = none);
+    crop: largest rig part (vertices) per step; seed: crop and replay order."""
 
-    steps: int = 40
+    steps: int = 80
     lr: float = 3e-3
     replay_every: int = 2
     crop: int = 1500
@@ -89,10 +89,11 @@ def _step_tensors(samples: Sequence[Sample], blends: Sequence[float], crop: int,
 
 
 def train_head(G: torch.nn.Module, samples: Sequence[Sample], blends: Sequence[float], settings: StyleSettings,
-               replay: Sequence[Sample] = (), replay_blend: float = 1.0, options: TrainOptions = TrainOptions()
-               ) -> tuple[torch.nn.Module, dict]:
+               replay: Sequence[Sample] = (), replay_blend: float = 1.0, options: TrainOptions = TrainOptions(),
+               on_step: Optional[Callable[[int, torch.nn.Module], None]] = None) -> tuple[torch.nn.Module, dict]:
     """A copy of ``G`` whose head is trained on ``samples`` (each with its runtime blend) under the
-    refitted ``settings``; ``replay`` samples (original training rigs) interleaved. -> (G, info)."""
+    refitted ``settings``; ``replay`` samples (original training rigs) interleaved. ``on_step(n, G)``
+    is called after each of the ``options.steps`` steps with G in eval mode. -> (G, info)."""
     t0 = time.perf_counter()
     G = copy.deepcopy(G).cpu()
     G.train()
@@ -120,6 +121,10 @@ def train_head(G: torch.nn.Module, samples: Sequence[Sample], blends: Sequence[f
                 opt.step()
             if kind == "c":
                 losses.append(float(loss.detach()))
+        if on_step is not None:
+            G.eval()
+            on_step(step + 1, G)
+            G.train()
     G.eval()
     for p in G.parameters():
         p.requires_grad_(True)
@@ -153,3 +158,44 @@ def replay_samples(data: Path, feature_config, count: int = 8, crop: int = 1500,
         s = store.sample(p)
         out.append(crop_sample(s, connected_crop(s.neighbors, crop, rng)) if s.num_vertices > crop else s)
     return out
+
+
+#: Step counts the leave-one-out stopping rule compares (0 = no head training).
+STOPS = (0, 10, 20, 40, 80)
+
+
+def head_settings(s: StyleSettings) -> StyleSettings:
+    """The settings a trained head runs with: the refitted ones with the model's own blend (a refitted
+    blend of 0 would leave the trained generator unused)."""
+    return StyleSettings(None, s.sharpen, s.diffuse, s.geodesic)
+
+
+def loo_steps(cases: Sequence[RigCase], fit: StyleFit, G0: torch.nn.Module, replay: Sequence[Sample],
+              replay_blend: float, options: TrainOptions, smooth: int = 0) -> tuple[int, dict[int, float]]:
+    """When to stop, by leave-one-correction-out: for each correction, refit the settings and train the
+    head on the others (up to ``options.steps``) and score the one left out after each count of
+    :data:`STOPS` (cost relative to the base model's settings; count 0 = the refitted settings alone).
+    Needs >= 2 cases. -> (best count, {count: mean held-out cost})."""
+    stops = [n for n in STOPS if 0 < n <= options.steps]
+    costs: dict[int, list[float]] = {n: [] for n in [0] + stops}
+    samples = [case_sample(c) for c in cases]
+    opts = TrainOptions(**{**options.__dict__, "steps": max(stops, default=1)})
+    for i in range(len(cases)):
+        rest = [j for j in range(len(cases)) if j != i]
+        choice = fit.loo_choices[i]
+        s = head_settings(choice)
+        base_out = rig_outputs(cases[i], torch_net(G0), sorted({fit.reference.diffuse, choice.diffuse}), smooth)
+        ref = score_table([base_out], [fit.reference, choice])
+        costs[0].append(float(relative_cost(ref, 0)[0, 1]))
+
+        def at(n: int, G: torch.nn.Module, i: int = i, ref: np.ndarray = ref, s: StyleSettings = s) -> None:
+            if n in costs and n > 0:
+                out = rig_outputs(cases[i], torch_net(G), [s.diffuse], smooth)
+                table = np.concatenate([ref[:, :1], score_table([out], [s])], axis=1)
+                costs[n].append(float(relative_cost(table, 0)[0, 1]))
+
+        if stops:
+            train_head(G0, [samples[j] for j in rest], [cases[j].model_blend for j in rest], s, replay,
+                       replay_blend, opts, on_step=at)
+    mean = {n: float(np.mean(v)) for n, v in costs.items() if v}
+    return min(mean, key=lambda n: (mean[n], n)), mean

@@ -29,7 +29,7 @@ from backend.inference import model_store
 from backend.io.atomic import atomic_path
 from backend.rig import RigError
 from backend.training.style import (StyleSettings, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
-                                    prepare_case, relative_cost, rig_outputs, score_table, style_grid)
+                                    prepare_case, rig_outputs, style_grid)
 
 REFUSED = 3
 #: The model-free geodesic falloff alone: a version no worse than it on validation has not collapsed.
@@ -38,12 +38,13 @@ FALLOFF = StyleSettings(None, 1.0, 0.0, 1.0)
 
 @dataclass
 class AdaptOptions:
-    """train: also train the generator's head; steps: its optimiser steps; collapse: largest relative
+    """train: also train the generator's head; steps: the most training steps the leave-one-out stop
+    rule tries; collapse: largest relative
     rise of the validation L1; guard_rigs: validation rigs scored (0 = no collapse check);
     activate: make the new version the model in use; dry_run: decide, publish nothing."""
 
     train: bool = False
-    steps: int = 40
+    steps: int = 80
     collapse: float = 0.5
     guard_rigs: int = 6
     activate: bool = True
@@ -218,8 +219,9 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     elif options.train and fit.settings.geodesic >= 1.0:
         log("the refitted settings use the geodesic falloff alone: the network is not used, no head training")
     elif options.train:
-        G, ckpt, settings, metrics = _train(cases, fit, smooth, base_ckpt, data, options, metrics, log)
-    if fit.loo_cost is not None and not options.train:
+        G, ckpt, settings, metrics = _train(cases, fit, smooth, float(predictor.model.info.prior_blend), base_ckpt,
+                                            data, options, metrics, log)
+    if fit.loo_cost is not None and "held_out_cost" not in metrics:
         metrics["held_out_cost"] = fit.loo_cost
     held = metrics.get("held_out_cost")
     if held is not None:
@@ -278,31 +280,26 @@ def _torch_net(G):
     return torch_net(G)
 
 
-def _train(cases: list, fit, smooth: int, base_ckpt: Path, data: Optional[Path], options: AdaptOptions,
-           metrics: dict, log: Callable[[str], None]) -> tuple:
-    """Train the head on all corrections and, with two or more, once per left-out correction to score
-    it there. -> (G, checkpoint, settings, metrics)."""
-    from backend.training.adapt import TrainOptions, case_sample, replay_samples, train_head
+def _train(cases: list, fit, smooth: int, replay_blend: float, base_ckpt: Path, data: Optional[Path],
+           options: AdaptOptions, metrics: dict, log: Callable[[str], None]) -> tuple:
+    """Choose the head's training steps by leave-one-correction-out (backend.training.adapt.loo_steps)
+    and train it on all corrections. -> (G or None when 0 steps won, checkpoint, settings, metrics)."""
+    from backend.training.adapt import (TrainOptions, case_sample, head_settings, loo_steps, replay_samples,
+                                        train_head)
     from backend.training.finetune import load_base
 
     G0, ckpt = load_base(base_ckpt)
-    s = StyleSettings(None, fit.settings.sharpen, fit.settings.diffuse, fit.settings.geodesic)
-    topt = TrainOptions(steps=options.steps)
     replay = replay_samples(Path(data), _feature_config(ckpt)) if data is not None else []
-    samples = [case_sample(c) for c in cases]
-    blends = [c.model_blend for c in cases]
-    blend0 = float(np.mean(blends))
-    if len(cases) >= 2:
-        held = []
-        for i in range(len(cases)):
-            rest = [j for j in range(len(cases)) if j != i]
-            Gi, _ = train_head(G0, [samples[j] for j in rest], [blends[j] for j in rest], s, replay, blend0, topt)
-            ref = rig_outputs(cases[i], _torch_net(G0), [fit.reference.diffuse], smooth)
-            new = rig_outputs(cases[i], _torch_net(Gi), [s.diffuse], smooth)
-            table = np.concatenate([score_table([ref], [fit.reference]), score_table([new], [s])], axis=1)
-            held.append(float(relative_cost(table, 0)[0, 1]))
-        metrics["held_out_cost"] = float(np.mean(held))
-    G, info = train_head(G0, samples, blends, s, replay, blend0, topt)
+    best, held = loo_steps(cases, fit, G0, replay, replay_blend, TrainOptions(steps=options.steps), smooth)
+    metrics.update(held_out_cost=held[best], held_out_by_steps={str(n): c for n, c in held.items()},
+                   steps_chosen=best)
+    log("held-out cost by head training steps: " + ", ".join(f"{n}: {c:.3f}" for n, c in held.items()))
+    if best == 0:
+        log("head training did not help on the held-out corrections: the refitted settings alone are used")
+        return None, None, fit.settings, metrics
+    s = head_settings(fit.settings)
+    G, info = train_head(G0, [case_sample(c) for c in cases], [c.model_blend for c in cases], s, replay,
+                         replay_blend, TrainOptions(steps=best))
     metrics.update({k: v for k, v in info.items() if isinstance(v, (int, float))})
     log(f"head trained: {info['steps']} steps ({info['replay_steps']} replay) in {info['train_seconds']:.0f} s")
     return G, ckpt, s, metrics
