@@ -9,9 +9,10 @@ ones), they need no training, and diffusion is linear, so each rig's G and P are
 reach and every setting of the grid costs one blend, sharpening, influence limit and prune.
 
 A fit scores each setting on the corrections by the mean of its per-vertex L1 and its mean
-deformation error, each relative to the base settings' (so 1 = no change), and picks the lowest.
-:func:`leave_one_out` fits without each correction in turn and scores the one left out: the honest
-estimate of what a refit does to the studio's other characters.
+deformation error (on sampled rows), each relative to the base settings' (so 1 = no change), and
+takes the lowest when it is clearly better (:func:`pick`); :func:`fit_style` also fits without each
+correction in turn and scores the one left out: the honest estimate of what a refit does to the
+studio's other characters.
 """
 from __future__ import annotations
 
