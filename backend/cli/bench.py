@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boneheat-max-vertices", type=int, default=60000,
                    help="skip Blender bone heat above this many vertices (default 60000)")
     p.add_argument("--no-boneheat", action="store_true", help="do not run Blender")
+    p.add_argument("--light", action="store_true",
+                   help="one learned run per size only (no warm-up, geodesic mode or traced run): for huge meshes")
+    p.add_argument("--progress", action="store_true",
+                   help="print each step of the learned runs (seconds, share done, resident memory) to stderr")
 
 
 def _best(fn, repeat: int) -> float:
@@ -71,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
     for nv in [int(v) for v in args.vertices.split(",")]:
         for nb in [int(b) for b in args.bones.split(",")]:
             rig = make_creature(nv, nb)
-            learned.predict(rig)  # warm-up: session creation, caches
-            t_learned = _best(lambda: learned.predict(rig), args.repeat)
-            t_geo = _best(lambda: geodesic.predict(rig), args.repeat)
-            traced = _traced_peak_mib(lambda: learned.predict(rig))
+            steps = _StepPrinter() if args.progress else None
+            if not args.light:
+                learned.predict(rig)  # warm-up: session creation, caches
+            t_learned = _best(lambda: learned.predict(rig, progress=steps and steps.start()), args.repeat)
+            t_geo = float("nan") if args.light else _best(lambda: geodesic.predict(rig), args.repeat)
+            traced = float("nan") if args.light else _traced_peak_mib(lambda: learned.predict(rig))
             rss_ours = _peak_rss_mib()
             if boneheat is not None and rig.num_vertices <= args.boneheat_max_vertices:
                 t_heat = min(boneheat(rig)[1]["operator_seconds"] for _ in range(args.repeat))
@@ -85,6 +91,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"{rig.num_vertices:7d} {nb:4d} | {t_learned:9.2f} {t_geo:10.2f} {heat_s} | {r1}{r2} | "
                   f"{traced:10.0f} {rss_ours:12.0f} {_peak_rss_mib():11.0f}", flush=True)
     return 0
+
+
+class _StepPrinter:
+    """A progress callback for Predictor.predict that prints one stderr line per step."""
+
+    def start(self) -> "_StepPrinter":
+        self.t0, self.stage = time.perf_counter(), None
+        return self
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        import sys
+
+        if stage != self.stage:
+            self.stage = stage
+            print(f"  {time.perf_counter() - self.t0:7.1f} s  {stage:<16} {100 * fraction:5.1f} %  "
+                  f"peak RSS {_peak_rss_mib():.0f} MiB", file=sys.stderr, flush=True)
 
 
 def _peak_rss_mib() -> float:
