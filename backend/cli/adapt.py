@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", type=Path, default=None, help="its checkpoint (default: the one of the model in use)")
     parser.add_argument("--out", type=Path, default=Path("runs/adapt"), help="report folder (default runs/adapt)")
     parser.add_argument("--train", action="store_true", help="also train the generator's scoring head")
-    parser.add_argument("--steps", type=bounded(int, 1, 1000, "steps"), default=80,
-                        help="most head training steps the leave-one-out stop rule tries (default 80)")
+    parser.add_argument("--steps", type=bounded(int, 1, 1000, "steps"), default=40,
+                        help="most head training steps the leave-one-out stop rule tries (default 40)")
     parser.add_argument("--collapse", type=bounded(float, 0.0, 10.0, "a share"), default=0.5,
                         help="refuse when the validation L1 rises by more than this share (default 0.5)")
     parser.add_argument("--guard-rigs", type=bounded(int, 0, what="rigs"), default=6,

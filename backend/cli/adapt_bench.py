@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score at most this many of a draw's other rigs (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=bounded(int, 1, what="steps"), default=None,
-                        help="train method: most head training steps the leave-one-out stop rule tries (default 80)")
+                        help="train method: most head training steps the leave-one-out stop rule tries (default 40)")
     parser.add_argument("--lr", type=bounded(float, 0.0, 1.0, "a learning rate"), default=None,
                         help="train method: learning rate of the head (default: backend.training.adapt)")
     parser.add_argument("--replay-every", type=bounded(int, 0, what="steps"), default=None,

@@ -34,7 +34,7 @@ class TrainOptions:
     rate of the head; replay_every: one replay step after every this many correction steps (0 = none);
     crop: largest rig part (vertices) per step; seed: crop and replay order."""
 
-    steps: int = 80
+    steps: int = 40
     lr: float = 3e-3
     replay_every: int = 2
     crop: int = 1500

@@ -44,7 +44,7 @@ class AdaptOptions:
     activate: make the new version the model in use; dry_run: decide, publish nothing."""
 
     train: bool = False
-    steps: int = 80
+    steps: int = 40
     collapse: float = 0.5
     guard_rigs: int = 6
     activate: bool = True
