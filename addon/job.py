@@ -120,6 +120,9 @@ class SkinJob:
     def run(self) -> None:
         """Predict, merge with the kept weights; sets ``result``, ``error`` or ``cancelled``."""
         try:
+            # catch_warnings swaps the process-wide hook: while a job runs in its thread, warnings
+            # raised on the main thread are recorded here too (device_warnings keeps only the
+            # runtime's CUDA fallback)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self._step("checking", PREDICT)

@@ -61,7 +61,9 @@ class AUTOSKIN_MT_parent_set(bpy.types.Menu):
         for kind in kinds:
             layout.operator("object.parent_set", text=_type_name(kind)).type = kind
         indent = _type_name("ARMATURE_AUTO")[:-len(_type_name("ARMATURE_AUTO").lstrip())]
+        layout.operator_context = "INVOKE_REGION_WIN"  # Auto Skin's invoke: progress in the status bar, Esc
         layout.operator(AUTOSKIN_OT_auto_skin.bl_idname, text=indent + LABEL)
+        layout.operator_context = "EXEC_REGION_WIN"
         for kind in ("BONE", "BONE_RELATIVE"):
             layout.operator("object.parent_set", text=_type_name(kind)).type = kind
 
