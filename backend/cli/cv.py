@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data root holding manifest.jsonl, rigs/ and styles/")
     p.add_argument("--folds", default="configs/folds.json", help="folds file (default configs/folds.json)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override; repeatable")
     p.add_argument("--fold", action="append", type=int, default=[], help="run only this fold; repeatable (default all)")
     p.add_argument("--cache-dir", default="runs/cache", help="feature cache shared by the folds (default runs/cache)")
     p.add_argument("--baselines", default=None, metavar="DIR",

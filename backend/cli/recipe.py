@@ -32,10 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data root holding manifest.jsonl, rigs/ and styles/")
     p.add_argument("--folds", default="configs/folds.json", help="folds file (lists every styles domain)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override; repeatable")
     p.add_argument("--cache-dir", default="runs/cache", help="feature cache (default runs/cache)")
     p.add_argument("--model-version", default=None, help="version string stored in the model")
-    p.add_argument("--cv", default=None, metavar="DIR", help="the config's cross-validation (python -m backend cv) for the card")
+    p.add_argument("--cv", default=None, metavar="DIR",
+                   help="the config's cross-validation (python -m backend cv) for the card")
     p.add_argument("--install", default=None, metavar="DIR",
                    help="copy autoskin.onnx, autoskin.pth and the card into DIR (e.g. models)")
 
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     view = ensure_view(args.data, folds, None, out / "view")
     best = ensure_trained(with_unlabeled(cfg, Path(args.cache_dir)), view, out / "run")
     model = export_model(best, out / "autoskin.onnx", cfg, model_version=args.model_version)
-    ensure_evaluated(view / "test", [f"model:{model}", *TEST_METHODS], out / "eval_test", manifest=view / "manifest.jsonl")
+    ensure_evaluated(view / "test", [f"model:{model}", *TEST_METHODS], out / "eval_test",
+                     manifest=view / "manifest.jsonl")
     command = recipe_command(args)
     card = argparse.Namespace(model=str(model), run=[str(out / "run")], eval=[f"test={out / 'eval_test'}"],
                               ablation=[str(Path(args.cv) / "cv.md")] if args.cv else [], notes=None,

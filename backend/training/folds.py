@@ -123,11 +123,11 @@ def write_fold_view(data: str | Path, out: str | Path, folds: list[list[str]], h
     counts = {k: len(v) for k, v in view.items()}
     by_file = {r["file"]: r for r in rows}
     licences = Counter(license_class(by_file[name]) for _, name in view["train"])
-    (out / "view.json").write_text(json.dumps({"data": str(data), "holdout_fold": holdout,
-                                               "holdout_domains": folds[holdout] if holdout is not None else [],
-                                               "counts": counts, "train_license_classes": dict(sorted(licences.items())),
-                                               "train_domains": sorted({by_file[n]["domain"] for _, n in view["train"]})},
-                                              indent=2))
+    about = {"data": str(data), "holdout_fold": holdout,
+             "holdout_domains": folds[holdout] if holdout is not None else [], "counts": counts,
+             "train_license_classes": dict(sorted(licences.items())),
+             "train_domains": sorted({by_file[n]["domain"] for _, n in view["train"]})}
+    (out / "view.json").write_text(json.dumps(about, indent=2))
     return counts
 
 

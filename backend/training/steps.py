@@ -87,9 +87,9 @@ def export_model(checkpoint: Path, out: Path, cfg: TrainConfig, model_version: s
 
     model, ckpt = load_checkpoint(str(checkpoint))
     rt = RuntimeConfig() if network_alone else cfg.runtime
-    res = export_generator(model, out, feature_config_of(ckpt, str(checkpoint)), train_summary=ckpt.get("train_summary"),
-                           model_version=model_version, prior_blend=rt.prior_blend, sharpen=rt.sharpen,
-                           diffuse=rt.diffuse)
+    res = export_generator(model, out, feature_config_of(ckpt, str(checkpoint)),
+                           train_summary=ckpt.get("train_summary"), model_version=model_version,
+                           prior_blend=rt.prior_blend, sharpen=rt.sharpen, diffuse=rt.diffuse)
     say(f"[export] {res.path}: {res.size_bytes / 1e6:.2f} MB, max |torch - onnxruntime| {res.max_abs_diff:.1e}, "
         f"prior blend {rt.prior_blend:g}, sharpen {rt.sharpen:g}, diffuse {rt.diffuse:g} %")
     return out
