@@ -95,6 +95,10 @@ def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapt
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
         fit = fit_style(outs, cases.reference, grid)
+        if fit.settings.geodesic >= 1.0:  # the network is not used: as the command, no head training
+            return (lambda t: full_weights(cases.outputs(t), fit.settings)), {
+                "settings": fit.settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
+                "prepare_seconds": prep, "steps_chosen": 0}
         cs = [cases.case(i) for i in corr]
         best, held = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options,
                                cases.smooth)
