@@ -177,3 +177,16 @@ def make_fake_data_root(root: Path) -> Path:
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "styles" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in style_rows))
     return root
+
+
+def make_tiny_recipe(tmp_path: Path, extra: str = "") -> tuple[Path, Path, Path]:
+    """(data root, folds file, config) for a seconds-long ``recipe`` / ``cv`` run on
+    :func:`make_fake_data_root`: folds [dom_a], [dom_b]; ``extra`` TOML is appended to the config."""
+    data = make_fake_data_root(tmp_path / "data")
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"folds": [["dom_a"], ["dom_b"]]}))
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('[model]\nhidden = 16\nfused = 16\ncritic_hidden = 8\n[data]\nvertex_budget = 400\n'
+                   'domain_balance = 0.5\nsynth_unlabeled = 2\nplot_rigs = 0\n[stages]\nstage1_epochs = 1\n'
+                   'stage2_epochs = 1\n[run]\nthreads = 1\nplot_every = 0\n' + extra)
+    return data, folds, cfg

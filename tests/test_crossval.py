@@ -13,7 +13,7 @@ from backend.features.geodesic import geodesic_weights
 from backend.features.pipeline import FeatureConfig, compute_features
 from backend.rig import RigError
 from backend.training.folds import domain_weights, load_folds, make_folds, plan_fold_view, rig_domain
-from conftest import make_capsule_chain, make_fake_data_root
+from conftest import make_capsule_chain, make_tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,15 +120,10 @@ def test_geodesic_pair_feature_is_the_geodesic_falloff_of_the_candidates():
 def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     from backend.__main__ import main
 
-    data = make_fake_data_root(tmp_path / "data")
-    (tmp_path / "folds.json").write_text(json.dumps({"folds": [["dom_a"], ["dom_b"]]}))
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[model]\nhidden = 16\nfused = 16\ncritic_hidden = 8\n[features]\ndistance = "euclidean"\n'
-                   'k_bones = 3\ngeodesic_pair = true\n[data]\nvertex_budget = 400\ndomain_balance = 0.5\n'
-                   'synth_unlabeled = 2\nplot_rigs = 0\n[stages]\nstage1_epochs = 1\nstage2_epochs = 1\n'
-                   '[run]\nthreads = 1\nplot_every = 0\n[runtime]\nsharpen = 1.5\n')
+    data, folds, cfg = make_tiny_recipe(
+        tmp_path, '[features]\ndistance = "euclidean"\nk_bones = 3\ngeodesic_pair = true\n[runtime]\nsharpen = 1.5\n')
     out = tmp_path / "cv"
-    args = ["cv", "--config", str(cfg), "--data", str(data), "--folds", str(tmp_path / "folds.json"), "--out", str(out),
+    args = ["cv", "--config", str(cfg), "--data", str(data), "--folds", str(folds), "--out", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--fold", "0", "--baselines", str(tmp_path / "base")]
     assert main(args) == 0
     view = out / "views" / "fold0"

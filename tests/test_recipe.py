@@ -5,25 +5,19 @@ import json
 
 import pytest
 
-from conftest import make_fake_data_root
+from conftest import make_tiny_recipe
 
 
 @pytest.mark.slow
 def test_recipe_trains_on_every_domain_and_cards_the_licences(tmp_path):
     from backend.__main__ import main
 
-    data = make_fake_data_root(tmp_path / "data")
-    (tmp_path / "folds.json").write_text(json.dumps({"folds": [["dom_a"], ["dom_b"]]}))
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[model]\nhidden = 16\nfused = 16\ncritic_hidden = 8\n[features]\ndistance = "euclidean"\n'
-                   'k_bones = 3\n[data]\nvertex_budget = 400\ndomain_balance = 0.5\nsynth_unlabeled = 2\n'
-                   'plot_rigs = 0\n'
-                   '[stages]\nstage1_epochs = 1\nstage2_epochs = 1\n[run]\nthreads = 1\nplot_every = 0\n'
-                   '[runtime]\nprior_blend = 0.9\n')
+    data, folds, cfg = make_tiny_recipe(tmp_path, '[features]\ndistance = "euclidean"\nk_bones = 3\n'
+                                                  '[runtime]\nprior_blend = 0.9\n')
     out, models = tmp_path / "recipe", tmp_path / "models"
     models.mkdir()
     (models / "autoskin.onnx").write_bytes(b"old model")
-    args = ["recipe", "--config", str(cfg), "--data", str(data), "--folds", str(tmp_path / "folds.json"),
+    args = ["recipe", "--config", str(cfg), "--data", str(data), "--folds", str(folds),
             "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--model-version", "9.9",
             "--install", str(models)]
     assert main(args) == 0

@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from backend.cli._recipe_args import add_source_arguments
+
 NAME = "cv"
 HELP = "leave-domain-out cross-validation of a training config over the styles domains"
 
@@ -31,14 +33,8 @@ BASELINE_LABELS = {"heat:skip_helpers=1": "heat mode", "geodesic": "geodesic mod
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="training config (TOML), e.g. configs/recipe.toml")
-    p.add_argument("--data", required=True, help="data root holding manifest.jsonl, rigs/ and styles/")
-    p.add_argument("--folds", default="configs/folds.json", help="folds file (default configs/folds.json)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override; repeatable")
+    add_source_arguments(p)
     p.add_argument("--fold", action="append", type=int, default=[], help="run only this fold; repeatable (default all)")
-    p.add_argument("--cache-dir", default="runs/cache", help="feature cache shared by the folds (default runs/cache)")
     p.add_argument("--baselines", default=None, metavar="DIR",
                    help="evaluation folder of the baselines on every styles rig (made there when missing)")
     p.add_argument("--reference", action="append", default=[], metavar="MODEL.onnx",

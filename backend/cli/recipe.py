@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from backend.cli._recipe_args import add_source_arguments
+
 NAME = "recipe"
 HELP = "train, export, evaluate and card the shipped model from scratch (one config, one command)"
 
@@ -28,13 +30,7 @@ TEST_METHODS = ("heat:skip_helpers=1", "geodesic", "boneheat:fill")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="training config (TOML), e.g. configs/recipe.toml")
-    p.add_argument("--data", required=True, help="data root holding manifest.jsonl, rigs/ and styles/")
-    p.add_argument("--folds", default="configs/folds.json", help="folds file (lists every styles domain)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override; repeatable")
-    p.add_argument("--cache-dir", default="runs/cache", help="feature cache (default runs/cache)")
+    add_source_arguments(p)
     p.add_argument("--model-version", default=None, help="version string stored in the model")
     p.add_argument("--cv", default=None, metavar="DIR",
                    help="the config's cross-validation (python -m backend cv) for the card")
