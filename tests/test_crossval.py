@@ -115,6 +115,20 @@ def test_geodesic_pair_feature_is_the_geodesic_falloff_of_the_candidates():
     assert np.allclose(both.pair_feat[..., -1].sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_runtime_specs_are_parsed_and_range_checked():
+    from backend.training.config import RuntimeConfig
+    from backend.training.steps import parse_runtime
+
+    assert parse_runtime("s2:sharpen=2,diffuse=0.5") == ("s2", RuntimeConfig(sharpen=2.0, diffuse=0.5))
+    assert parse_runtime("net:") == ("net", RuntimeConfig())
+    with pytest.raises(RigError, match="unknown setting 'smooth'"):
+        parse_runtime("x:smooth=2")
+    with pytest.raises(RigError, match="runtime.prior_blend must be"):
+        parse_runtime("x:prior_blend=1.5")
+    with pytest.raises(RigError, match="plain NAME"):
+        parse_runtime("a/b:sharpen=2")
+
+
 # ---------------------------------------------------------------- the cv command, end to end
 @pytest.mark.slow
 def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
@@ -124,7 +138,8 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
         tmp_path, '[features]\ndistance = "euclidean"\nk_bones = 3\ngeodesic_pair = true\n[runtime]\nsharpen = 1.5\n')
     out = tmp_path / "cv"
     args = ["cv", "--config", str(cfg), "--data", str(data), "--folds", str(folds), "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--fold", "0", "--baselines", str(tmp_path / "base")]
+            "--cache-dir", str(tmp_path / "cache"), "--fold", "0", "--baselines", str(tmp_path / "base"),
+            "--runtime", "wide:sharpen=1.2,diffuse=1"]
     assert main(args) == 0
     view = out / "views" / "fold0"
     assert sorted(p.name for p in (view / "heldout").iterdir()) == ["dom_a0.npz", "dom_a1.npz"]
@@ -134,14 +149,17 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     report = json.loads((out / "cv.json").read_text())
     assert report["folds_done"] == [0]
     scores = report["scores"]
-    assert set(scores) == {"model:candidate", "model:network", "heat:skip_helpers=1", "geodesic", "boneheat:fill"}
+    assert set(scores) == {"model:candidate", "model:network", "model:rt-wide", "heat:skip_helpers=1", "geodesic",
+                           "boneheat:fill"}
     for s in scores.values():
         assert s["rigs"] == 2 and list(s["domains"]) == ["dom_a"] and 0.0 <= s["domain_mean"]["l1"] <= 2.0
     from backend.inference.model_meta import parse_runtime_settings
 
     cand = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_candidate.onnx"), "cand")
     net = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_network.onnx"), "net")
+    wide = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_rt-wide.onnx"), "wide")
     assert (cand["sharpen"], net["sharpen"], net["prior_blend"]) == (1.5, 1.0, 1.0)
+    assert (wide["sharpen"], wide["diffuse"], wide["prior_blend"]) == (1.2, 1.0, 1.0)
     assert "dom_a" in (out / "cv.md").read_text()
     # run again: every step is done, nothing is recomputed, the report is the same
     mtime = (out / "fold0" / "best_generator.pt").stat().st_mtime_ns

@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluation folder of the baselines on every styles rig (made there when missing)")
     p.add_argument("--reference", action="append", default=[], metavar="MODEL.onnx",
                    help="also score this model on every styles rig (in the --baselines folder); repeatable")
+    p.add_argument("--runtime", action="append", default=[], metavar="NAME:key=value,...",
+                   help="also score each fold's generator with these run-time settings (prior_blend, sharpen, "
+                        "diffuse; e.g. sharp2:sharpen=2,diffuse=0.5), reported as rt-NAME; repeatable")
     p.add_argument("--unlabeled-heldout", action="store_true",
                    help="the held-out domains' meshes join the unlabelled pool without their weights "
                         "(what a studio has: its characters, unpainted)")
@@ -49,16 +52,14 @@ def baseline_methods(references: list[str]) -> list[str]:
     return list(BASELINE_METHODS) + [f"model:{r}" for r in references]
 
 
-def fold_methods(fold_dir: Path) -> list[str]:
-    return [f"model:{fold_dir / 'cv_candidate.onnx'}", f"model:{fold_dir / 'cv_network.onnx'}"]
-
-
 def run(args: argparse.Namespace) -> int:
-    from backend.training.config import load_config
+    from backend.training.config import RuntimeConfig, load_config
     from backend.training.folds import load_folds
-    from backend.training.steps import ensure_evaluated, ensure_trained, ensure_view, export_model, with_unlabeled
+    from backend.training.steps import (ensure_evaluated, ensure_trained, ensure_view, export_model, parse_runtime,
+                                        with_unlabeled)
 
     cfg = load_config(args.config, args.set)
+    runtimes = [parse_runtime(s) for s in args.runtime]
     cfg.data.cache_dir = args.cache_dir
     folds = load_folds(args.folds)
     bad = [f for f in args.fold if not 0 <= f < len(folds)]
@@ -77,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
         view = ensure_view(args.data, folds, f, out / "views" / f"fold{f}")
         extra = [view / "heldout"] if args.unlabeled_heldout else []
         best = ensure_trained(with_unlabeled(cfg, Path(args.cache_dir), extra), view, fold_dir)
-        export_model(best, fold_dir / "cv_candidate.onnx", cfg, model_version=f"cv-fold{f}")
-        export_model(best, fold_dir / "cv_network.onnx", cfg, model_version=f"cv-fold{f}", network_alone=True)
-        ensure_evaluated(view / "heldout", fold_methods(fold_dir), fold_dir / "eval", manifest=view / "manifest.jsonl")
+        models = [export_model(best, fold_dir / "cv_candidate.onnx", cfg.runtime, f"cv-fold{f}"),
+                  export_model(best, fold_dir / "cv_network.onnx", RuntimeConfig(), f"cv-fold{f}")]
+        models += [export_model(best, fold_dir / f"cv_rt-{name}.onnx", rt, f"cv-fold{f}") for name, rt in runtimes]
+        ensure_evaluated(view / "heldout", [f"model:{m}" for m in models], fold_dir / "eval",
+                         manifest=view / "manifest.jsonl")
     return write_report(out, folds, args)
 
 

@@ -97,7 +97,7 @@ RULES: dict[str, dict[str, Range | Choice | Check]] = {
                                       "a list of folder names"),
                  augment_variants=COUNT, augment_remesh=PROBABILITY, augment_detach=PROBABILITY,
                  augment_detach_copies=PROBABILITY, cache_dir=ANY_TEXT, plot_rigs=COUNT,
-                 synth_unlabeled=COUNT, synth_seed=SEED, domain_balance=NON_NEGATIVE),
+                 synth_unlabeled=COUNT, synth_seed=SEED, domain_balance=PROBABILITY),
     "loss": dict(sup=NON_NEGATIVE, adv_s=NON_NEGATIVE, adv_u=NON_NEGATIVE, cons=NON_NEGATIVE, const=NON_NEGATIVE,
                  cos_lambda=NON_NEGATIVE, ce=NON_NEGATIVE, gp_weight=NON_NEGATIVE, drift=NON_NEGATIVE,
                  cons_sigma=NON_NEGATIVE, smooth=NON_NEGATIVE, locality=NON_NEGATIVE, deform=NON_NEGATIVE,

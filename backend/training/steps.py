@@ -77,22 +77,44 @@ def ensure_trained(cfg: TrainConfig, view: Path, out: Path, progress: bool = Fal
     return best
 
 
-def export_model(checkpoint: Path, out: Path, cfg: TrainConfig, model_version: str | None = None,
-                 network_alone: bool = False) -> Path:
-    """Export the generator with the config's run-time settings, or with none (``network_alone``:
-    no prior blend, sharpening or diffusion); skipped when ``out`` exists."""
+def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None) -> Path:
+    """Export the generator with these run-time settings (``RuntimeConfig()``: the network alone, no
+    prior blend, sharpening or diffusion); skipped when ``out`` exists."""
     if out.is_file():
         return out
     from backend.export.onnx_export import export_generator, feature_config_of, load_checkpoint
 
     model, ckpt = load_checkpoint(str(checkpoint))
-    rt = RuntimeConfig() if network_alone else cfg.runtime
+    rt = runtime
     res = export_generator(model, out, feature_config_of(ckpt, str(checkpoint)),
                            train_summary=ckpt.get("train_summary"), model_version=model_version,
                            prior_blend=rt.prior_blend, sharpen=rt.sharpen, diffuse=rt.diffuse)
     say(f"[export] {res.path}: {res.size_bytes / 1e6:.2f} MB, max |torch - onnxruntime| {res.max_abs_diff:.1e}, "
         f"prior blend {rt.prior_blend:g}, sharpen {rt.sharpen:g}, diffuse {rt.diffuse:g} %")
     return out
+
+
+def parse_runtime(spec: str) -> tuple[str, RuntimeConfig]:
+    """``NAME:key=value,...`` (keys of RuntimeConfig: prior_blend, sharpen, diffuse) -> (NAME, settings);
+    keys left out keep RuntimeConfig's defaults (the network alone)."""
+    from backend.rig import RigError
+    from backend.training.config_rules import check_values
+
+    name, _, body = spec.partition(":")
+    if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise RigError(f"--runtime {spec!r}: expected NAME:key=value,... with a plain NAME")
+    values: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in body.split(","))):
+        key, _, raw = item.partition("=")
+        if key not in ("prior_blend", "sharpen", "diffuse"):
+            raise RigError(f"--runtime {spec!r}: unknown setting {key!r} (prior_blend, sharpen, diffuse)")
+        try:
+            values[key] = float(raw)
+        except ValueError:
+            raise RigError(f"--runtime {spec!r}: {key} must be a number, got {raw!r}") from None
+    runtime = RuntimeConfig(**values)
+    check_values(replace(TrainConfig(), runtime=runtime), f"--runtime {name}")
+    return name, runtime
 
 
 def ensure_evaluated(data: Path, methods: list[str], out: Path, manifest: Path | None = None) -> Path:
