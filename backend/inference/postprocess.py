@@ -247,7 +247,7 @@ def _normalized(w: np.ndarray, allowed: np.ndarray | None = None, finite: bool =
     return out
 
 
-#: Default prune threshold, chosen on rigs/val with the shipped model (docs/model.md): 0.05 gives a
+#: Default prune threshold, chosen on rigs/val with the shipped model 1.x (docs/history/model_2.2.md): 0.05 gives a
 #: lower per-vertex L1 and a better precision/recall balance than 0.01.
 DEFAULT_PRUNE = 0.05
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped model from ../shared/data (docs/model.md): data view, synthetic unlabelled
+# Reproduce the shipped model from ../shared/data (docs/history/model_2.2.md): data view, synthetic unlabelled
 # creatures, training (resumable), export, evaluation against the baselines, ablation, model card.
 # Usage: bash experiments/model2_chain/ship_model.sh [DATA_ROOT]   (default ../shared/data). Steps whose output
 # exists are skipped, so a killed run continues where it stopped.
