@@ -28,8 +28,8 @@ from backend.evaluation.metrics import l1_per_vertex, restrict
 from backend.inference import model_store
 from backend.io.atomic import atomic_path
 from backend.rig import RigError
-from backend.training.style import (StyleSettings, fit_style, full_weights, grid_diffuses, model_settings, onnx_net,
-                                    prepare_case, rig_outputs, style_grid)
+from backend.training.style import (MIN_GAIN, StyleSettings, fit_style, full_weights, grid_diffuses, model_settings,
+                                    onnx_net, prepare_case, rig_outputs, style_grid)
 
 REFUSED = 3
 #: The model-free geodesic falloff alone: a version no worse than it on validation has not collapsed.
@@ -227,8 +227,8 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     if held is not None:
         log(f"held-out corrections (leave-one-out): cost {held:.3f} (1 = the base)")
     if settings == reference and G is None:
-        msg = (f"unchanged: no setting beat the base by {100 * 0.2:.0f} % on every correction; nothing "
-               f"published. To try: {_advice(k)}")
+        msg = (f"unchanged: no setting beat the base by {100 * MIN_GAIN:.0f} % on average and on every "
+               f"correction; nothing published. To try: {_advice(k)}")
         return _finish(out, AdaptResult("unchanged", msg, reference.as_dict(), metrics))
     if held is not None and held >= 1.0:
         msg = (f"refused: on the corrections held out in turn the adapted model is worse than the base "
