@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-version", default=None, help="version string stored in the model")
     p.add_argument("--cv", default=None, metavar="DIR",
                    help="the config's cross-validation (python -m backend cv) for the card")
+    p.add_argument("--notes", default=None, metavar="MD", help="known weaknesses (Markdown) for the card")
     p.add_argument("--install", default=None, metavar="DIR",
                    help="copy autoskin.onnx, autoskin.pth and the card into DIR (e.g. models)")
 
@@ -42,7 +43,7 @@ def recipe_command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (for the card)."""
     parts = ["python -m backend recipe", "--config", args.config, "--data", args.data, "--out", args.out]
     for flag, value in (("--folds", args.folds), ("--model-version", args.model_version), ("--cv", args.cv),
-                        ("--install", args.install)):
+                        ("--notes", args.notes), ("--install", args.install)):
         if value:
             parts += [flag, value]
     for item in args.set:
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                      manifest=view / "manifest.jsonl")
     command = recipe_command(args)
     card = argparse.Namespace(model=str(model), run=[str(out / "run")], eval=[f"test={out / 'eval_test'}"],
-                              ablation=[str(Path(args.cv) / "cv.md")] if args.cv else [], notes=None,
+                              ablation=[str(Path(args.cv) / "cv.md")] if args.cv else [], notes=args.notes,
                               train_command=[command], earlier_card=None, data_view=str(view / "view.json"),
                               blend=None, out=str(out))
     write_card(card)
