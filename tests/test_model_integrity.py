@@ -1,6 +1,8 @@
 """The runtime verifies a model's weights against the weights_sha256 of its metadata on load."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from backend.inference import session
-from backend.inference.model_meta import KEY_GRAPH_WEIGHTS_HASH, KEY_WEIGHTS_HASH, ModelError
+from backend.inference.model_meta import KEY_GRAPH_WEIGHTS_HASH, KEY_MODEL_VERSION, KEY_WEIGHTS_HASH, ModelError
 from backend.inference.onnx_weights import graph_hash, module_path
 from backend.inference.predictor import Predictor
 from conftest import export_tiny_model, make_capsule_chain, rewrite_meta
@@ -41,8 +43,10 @@ def with_noise_in_largest_weight(src: Path, dst: Path) -> Path:
 
 
 def test_the_shipped_and_a_fresh_model_verify():
-    assert session.open_session(SHIPPED, "cpu").info.model_version == "2.2"
     meta = {p.key: p.value for p in onnx.load(str(SHIPPED)).metadata_props}
+    card = json.loads((SHIPPED.parent / "model_card.json").read_text())
+    assert card["sha256"] == hashlib.sha256(SHIPPED.read_bytes()).hexdigest(), "the card describes the shipped file"
+    assert session.open_session(SHIPPED, "cpu").info.model_version == meta[KEY_MODEL_VERSION] != ""
     assert graph_hash(SHIPPED.read_bytes()) == meta[KEY_WEIGHTS_HASH]
 
 
