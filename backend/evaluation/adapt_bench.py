@@ -10,7 +10,6 @@ included. Methods (:data:`METHODS`): ``style`` refits the post-network settings
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from backend.evaluation.runner import EvalConfig, evaluate_weights
+from backend.io.manifest import read_manifest
 from backend.io.npz import load_npz
 from backend.rig import RigError
 
@@ -46,13 +46,7 @@ def read_domains(styles: str | Path, min_rigs: int = MIN_RIGS, only: Optional[Se
     if not manifest.is_file():
         raise RigError(f"{styles}: no manifest.jsonl (a styles folder lists each rig's domain there)")
     found: dict[str, list[tuple[Path, str]]] = defaultdict(list)
-    for i, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RigError(f"{manifest}: line {i} is not JSON ({exc})") from None
+    for row in read_manifest(manifest):
         path = styles / str(row.get("file", ""))
         if "domain" in row and path.is_file():
             found[str(row["domain"])].append((path, str(row.get("group") or path.stem)))

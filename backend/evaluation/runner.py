@@ -75,22 +75,10 @@ def find_manifest(data: str | Path) -> Optional[Path]:
 
 def load_manifest_kinds(path: str | Path) -> dict[str, str]:
     """file name -> kind from a manifest.jsonl (rows without both keys are ignored)."""
-    kinds: dict[str, str] = {}
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise RigError(f"{path}: cannot read the manifest ({exc})") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RigError(f"{path}: line {i} is not JSON ({exc})") from None
-        if isinstance(row, dict) and "file" in row and "kind" in row:
-            kinds[Path(str(row["file"])).name] = str(row["kind"])
-    return kinds
+    from backend.io.manifest import read_manifest
+
+    return {Path(str(row["file"])).name: str(row["kind"]) for row in read_manifest(path)
+            if "file" in row and "kind" in row}
 
 
 def evaluate_weights(rig: Rig, pred: np.ndarray, config: Optional[EvalConfig] = None) -> dict:

@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from backend.io.manifest import read_manifest
 from backend.rig import RigError
 
 #: the view's folders: what the trainer reads (train, val), what is scored (heldout), and test
@@ -30,14 +31,6 @@ def rig_domain(row: dict) -> str:
         return str(row["domain"])
     source = str(row.get("source", "unknown"))
     return "quaternius" if source.startswith("quaternius") else source
-
-
-def read_manifest(path: str | Path) -> list[dict]:
-    """The rows of a manifest.jsonl."""
-    path = Path(path)
-    if not path.is_file():
-        raise RigError(f"{path}: no such manifest")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_folds(domain_sizes: dict[str, int], n_folds: int) -> list[list[str]]:
