@@ -35,4 +35,5 @@ def test_recipe_trains_on_every_domain_and_cards_the_licences(tmp_path):
     assert "noncommercial (1 rigs)" in md and "python -m backend recipe" in md
     assert (models / "autoskin.onnx").read_bytes() == (out / "autoskin.onnx").read_bytes()
     assert (models / "autoskin.pth").read_bytes() == (out / "run" / "best_generator.pt").read_bytes()
-    assert not list(models.glob(".*.part"))
+    assert sorted(p.name for p in models.iterdir()) == [  # nothing half-copied left beside them
+        "MODEL_CARD.md", "autoskin.onnx", "autoskin.pth", "model_card.json"]

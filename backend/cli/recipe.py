@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -77,13 +76,12 @@ def run(args: argparse.Namespace) -> int:
                               blend=None, out=str(out))
     write_card(card)
     if args.install:
+        from backend.inference.model_store import CURRENT_CHECKPOINT, CURRENT_NAME, copy_atomic
+
         dest = Path(args.install)
-        dest.mkdir(parents=True, exist_ok=True)
-        for src, name in ((best, "autoskin.pth"), (out / "MODEL_CARD.md", "MODEL_CARD.md"),
-                          (out / "model_card.json", "model_card.json"), (model, "autoskin.onnx")):
-            tmp = dest / f".{name}.part"
-            shutil.copyfile(src, tmp)
-            tmp.replace(dest / name)  # the ONNX last: the model in use changes in one step
+        for src, name in ((best, CURRENT_CHECKPOINT), (out / "MODEL_CARD.md", "MODEL_CARD.md"),
+                          (out / "model_card.json", "model_card.json"), (model, CURRENT_NAME)):
+            copy_atomic(src, dest / name)  # the ONNX last: the model in use changes in one step
         say(f"[install] {dest}: autoskin.onnx, autoskin.pth, MODEL_CARD.md, model_card.json")
     say(f"[recipe] done in {(time.time() - t0) / 60:.1f} min (this call)")
     return 0
