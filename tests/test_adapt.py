@@ -132,16 +132,21 @@ def test_domains_come_from_the_manifest(tmp_path):
         read_domains(styles, 1, ["dom_z"])
 
 
-def test_adapt_publishes_the_style_as_a_new_version(tiny, tmp_path, capsys):
+def models_and_corrections(tiny, tmp_path: Path) -> tuple[Path, Predictor, Path]:
+    """A models folder whose model in use is ``tiny``, a predictor of it, and an empty corrections folder."""
     import shutil
 
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(tiny[0], models / "autoskin.onnx")
     shutil.copy(tiny[1], models / "autoskin.pth")
-    predictor = Predictor(tiny[0], threads=1)
     corr = tmp_path / "corr"
     corr.mkdir()
+    return models, Predictor(tiny[0], threads=1), corr
+
+
+def test_adapt_publishes_the_style_as_a_new_version(tiny, tmp_path, capsys):
+    models, predictor, corr = models_and_corrections(tiny, tmp_path)
     for i, (n, r) in enumerate([(3, .3), (4, .25)]):
         save_npz(styled(predictor, chain(n, r, f"c{i}"), HARD), corr / f"c{i}.npz")
     args = ["adapt", "--corrections", str(corr), "--models", str(models), "--out", str(tmp_path / "run"),
@@ -167,15 +172,8 @@ def test_adapt_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 def test_adapt_train_chooses_its_steps_on_held_out_corrections(tiny, tmp_path):
     import json
-    import shutil
 
-    models = tmp_path / "models"
-    models.mkdir()
-    shutil.copy(tiny[0], models / "autoskin.onnx")
-    shutil.copy(tiny[1], models / "autoskin.pth")
-    predictor = Predictor(tiny[0], threads=1)
-    corr = tmp_path / "corr"
-    corr.mkdir()
+    models, predictor, corr = models_and_corrections(tiny, tmp_path)
     soft = StyleSettings(None, 1.0, 0.0, 0.5)  # half falloff: the network still matters
     for i, (n, r) in enumerate([(3, .3), (4, .25)]):
         save_npz(styled(predictor, chain(n, r, f"c{i}"), soft), corr / f"c{i}.npz")
