@@ -201,3 +201,35 @@ def test_a_corrupt_unlabelled_file_is_skipped_and_reported(tmp_path, rigs):
               if r.get("event") == "unlabeled_skipped"]
     assert (len(events) == 1 and events[0]["file"].endswith("broken.npz")
             and "not an .npz archive" in events[0]["reason"])
+
+
+def test_a_sigterm_during_a_recipe_training_ends_the_job_before_any_export(tmp_path, rigs, monkeypatch):
+    """cv / recipe chain training -> export -> evaluation: a stopped training must not be exported."""
+    import signal
+
+    from test_training import tiny_config
+
+    from backend.training import steps
+    from backend.training.trainer import Trainer
+
+    cfg = tiny_config(tmp_path, **ONE_RIG_PER_STEP)
+    step = Trainer.supervised_step
+
+    def step_then_term(self, *a, **kw):
+        rec = step(self, *a, **kw)
+        if self.pos["step"] == 1 and not self.stop.requested:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return rec
+
+    monkeypatch.setattr(Trainer, "supervised_step", step_then_term)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best_generator.pt").write_bytes(b"an earlier best")  # as a resumed run has
+    with pytest.raises(SystemExit) as err:
+        steps.ensure_trained(cfg, rigs, run)
+    assert err.value.code == 143
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(Trainer, "supervised_step", step)
+    best = steps.ensure_trained(cfg, rigs, run)
+    assert (run / "summary.json").is_file() and best == run / "best_generator.pt"
+    assert log_steps(run) == [1, 2, 3, 4, 5, 6]

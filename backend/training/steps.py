@@ -70,8 +70,10 @@ def ensure_trained(cfg: TrainConfig, view: Path, out: Path, progress: bool = Fal
     say(f"[train] {out}: {'resuming' if resume else 'starting'}")
     trainer = Trainer(cfg, view, out, resume=resume, progress=progress, tensorboard=False)
     summary = trainer.fit()
-    if summary.get("killed") or not best.is_file():
-        raise SystemExit(f"[train] {out}: stopped before the end; run the same command again to continue")
+    if summary.get("stopped") or summary.get("killed") or not best.is_file():
+        # a SIGTERM (``stopped``) ends the whole job with 143, like ``train``; nothing is exported
+        print(f"[train] {out}: stopped before the end; run the same command again to continue", file=sys.stderr)
+        raise SystemExit(143 if summary.get("stopped") else 1)
     say(f"[train] {out}: best score {summary['best_score']:.5f} after {summary['steps']} steps, "
         f"{summary['seconds'] / 60:.1f} min")
     return best
