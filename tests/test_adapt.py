@@ -186,3 +186,33 @@ def test_adapt_train_chooses_its_steps_on_held_out_corrections(tiny, tmp_path):
     assert report["metrics"]["held_out_cost"] == min(held.values())
     assert code == (3 if report["decision"] == "refused" else 0)
     assert len(model_store.list_models(models)) == 0  # a dry run publishes nothing
+
+
+def test_adapt_bench_takes_each_domains_base_from_the_cv_fold_that_held_it_out(tiny, tmp_path, capsys):
+    import json
+    import shutil
+
+    styles = make_fake_data_root(tmp_path) / "styles"
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"folds": [["dom_b"], ["dom_a"]]}))
+    cv = tmp_path / "cv"
+    (cv / "fold1").mkdir(parents=True)
+    (cv / "cv_config.json").write_text(json.dumps({"folds": str(folds)}))
+    args = ["adapt-bench", "--styles", str(styles), "--cv", str(cv), "--domains", "dom_a", "--min-rigs", "2",
+            "--k", "1", "--draws", "1", "--out", str(tmp_path / "bench")]
+    assert main(args) == 2  # fold 1 holds dom_a out, and its model is missing: refused before work
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fold1" in err[0] and not (tmp_path / "bench").exists()
+    shutil.copy(tiny[0], cv / "fold1" / "cv_candidate.onnx")
+    assert main(args) == 0
+    rows = [json.loads(x) for x in (tmp_path / "bench" / "results.jsonl").read_text().splitlines()]
+    assert rows and {r["domain"] for r in rows} == {"dom_a"}
+    assert {r["base_model"] for r in rows} == {str(cv / "fold1" / "cv_candidate.onnx")}
+    same = args[:-1] + [str(tmp_path / "bench2")]
+    same[same.index("--cv"):same.index("--cv") + 2] = ["--model", str(tiny[0])]
+    assert main(same) == 0  # the fold's model given directly scores the same
+    rows2 = [json.loads(x) for x in (tmp_path / "bench2" / "results.jsonl").read_text().splitlines()]
+    assert [r["base_l1"] for r in rows2] == [r["base_l1"] for r in rows]
+    capsys.readouterr()
+    assert main(args[:-1] + [str(tmp_path / "bench3"), "--cv-model", "other.onnx"]) == 2
+    assert "other.onnx" in capsys.readouterr().err

@@ -5,6 +5,8 @@ Examples:
   python -m backend adapt-bench --styles ../shared/data/styles --out runs/adapt_bench
   python -m backend adapt-bench --domains elceejo_mobs,kaykit --k 1,3 --draws 1 --methods style
   python -m backend adapt-bench --model runs/new/model.onnx --base runs/new/best_generator.pt --methods style,train
+  python -m backend adapt-bench --cv runs/cv/recipe --cv-model cv_rt-s3d05.onnx   # each domain's base: the
+                                                        # cross-validation model that never saw it
 
 Writes OUT/results.jsonl (one row per domain, draw and method, appended as they finish) and
 OUT/summary.md (the table). Exit codes: 0 done, 2 bad input.
@@ -46,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="base ONNX model (default: the model in use)")
     parser.add_argument("--base", type=Path, default=None,
                         help="its generator checkpoint, for --methods train (default: the one beside the model in use)")
+    parser.add_argument("--cv", type=Path, default=None, metavar="DIR",
+                        help="a `cv` output folder: each domain's base is the model of the fold that held it out "
+                             "(DIR/fold<N>/--cv-model, checkpoint DIR/fold<N>/best_generator.pt); replaces --model")
+    parser.add_argument("--cv-model", default="cv_candidate.onnx", metavar="FILE",
+                        help="which exported model of each fold (default cv_candidate.onnx)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/rigs"),
                         help="rigs folder whose train/ the train method replays")
     parser.add_argument("--methods", type=_methods, default=["style"], help="comma list of: style, train")
@@ -77,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
     plan = {d: make_draws([g for _, g in v], args.ks, args.draws, args.seed) for d, v in domains.items()}
     if not any(plan.values()):
         raise RigError(f"no draw leaves a rig to score with k = {args.ks}; lower --k")
+    if args.cv is not None:
+        if args.model is not None or args.base is not None:
+            raise RigError("--cv gives each domain its fold's model: leave out --model and --base")
+        from backend.evaluation.adapt_run import cv_models
+
+        missing = sorted({str(m) for d in plan for m in [cv_models(args.cv, args.cv_model, d)[0]] if not m.is_file()})
+        if missing:
+            raise RigError(f"--cv {args.cv}: no fold model {missing[0]} (is that fold's cv run done?)")
     out = check_output_folder(args.out, [args.styles], what="benchmark folder")
     from backend.evaluation.adapt_run import run_bench
 

@@ -60,15 +60,32 @@ def style_adapter(cases: DomainCases, grid: list) -> Adapter:
     return adapt
 
 
+def cv_models(cv_dir: Path, model_name: str, domain: str) -> tuple[Path, Path]:
+    """(ONNX model, generator checkpoint) of the ``cv`` fold that held ``domain`` out (the folds file
+    named in cv_dir/cv_config.json)."""
+    from backend.rig import RigError
+    from backend.training.folds import load_folds
+
+    config = Path(cv_dir) / "cv_config.json"
+    if not config.is_file():
+        raise RigError(f"--cv {cv_dir}: no cv_config.json (not a `cv` output folder)")
+    folds = load_folds(json.loads(config.read_text())["folds"])
+    hits = [f for f, doms in enumerate(folds) if domain in doms]
+    if not hits:
+        raise RigError(f"--cv {cv_dir}: domain {domain!r} is in no fold of its folds file")
+    fold = Path(cv_dir) / f"fold{hits[0]}"
+    return fold / model_name, fold / "best_generator.pt"
+
+
 class HeadTrainer:
     """The base checkpoint and replay rigs of the ``train`` method, loaded once."""
 
-    def __init__(self, args: argparse.Namespace, predictor):
+    def __init__(self, args: argparse.Namespace, predictor, base: Path | None = None):
         from backend.inference import model_store
         from backend.training.adapt import TrainOptions, replay_samples
         from backend.training.finetune import load_base
 
-        base = args.base or model_store.current_checkpoint(model_store.DEFAULT_FOLDER)
+        base = base or args.base or model_store.current_checkpoint(model_store.DEFAULT_FOLDER)
         self.G, ckpt = load_base(base)
         from backend.features.pipeline import FeatureConfig
         from backend.rig import RigError
@@ -126,32 +143,40 @@ def run_bench(args: argparse.Namespace, domains: dict, plan: dict[str, list[Draw
     from backend.inference import model_store
     from backend.inference.predictor import Predictor
 
-    model = args.model or (Path(model_store.DEFAULT_FOLDER) / model_store.CURRENT_NAME)
-    predictor = Predictor(model, threads=1)
+    cv = getattr(args, "cv", None)
+    default = args.model or (Path(model_store.DEFAULT_FOLDER) / model_store.CURRENT_NAME)
+    predictors: dict[Path, Predictor] = {}
+    trainers: dict[Path, HeadTrainer] = {}
     heat = Predictor(mode="heat")
-    grid = style_grid(model_settings(predictor)[0])
     rows: list[dict] = []
-    trainer = None
     jsonl = out / "results.jsonl"
     jsonl.write_text("", encoding="utf-8")
-    log(f"base model {model}; {len(plan)} domains; grid of {len(grid)} settings")
+    model = f"the model of the cv fold that held each domain out ({cv}/fold<N>/{args.cv_model})" if cv else default
+    log(f"base model {model}; {len(plan)} domains")
     for dom, draws in plan.items():
         if not draws:
             log(f"{dom}: no draw leaves a rig to score, skipped")
             continue
+        model_path, ckpt = cv_models(cv, args.cv_model, dom) if cv else (default, None)
+        if model_path not in predictors:
+            predictors[model_path] = Predictor(model_path, threads=1)
+        predictor = predictors[model_path]
+        grid = style_grid(model_settings(predictor)[0])
         rigs = load_domain_rigs([p for p, _ in domains[dom]])
         cases = DomainCases(rigs, predictor, grid)
         adapters: dict[str, Adapter] = {}
         if "style" in args.methods:
             adapters["style"] = style_adapter(cases, grid)
         if "train" in args.methods:
-            if trainer is None:
-                trainer = HeadTrainer(args, predictor)
-            adapters["train"] = train_adapter(cases, grid, trainer)
+            if model_path not in trainers:
+                trainers[model_path] = HeadTrainer(args, predictor, ckpt)
+            adapters["train"] = train_adapter(cases, grid, trainers[model_path])
         res = bench_domain(dom, rigs, draws, adapters,
                            base=lambda t: full_weights(cases.outputs(t), cases.reference),
                            heat=lambda t: np.asarray(heat.predict(rigs[t]).weights, np.float32),
                            max_tests=args.max_tests, log=log)
+        for r in res.rows:
+            r["base_model"] = str(model_path)
         with jsonl.open("a", encoding="utf-8") as fh:
             for r in res.rows:
                 fh.write(json.dumps(r) + "\n")
