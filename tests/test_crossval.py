@@ -166,6 +166,12 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     assert main(args) == 0
     assert (out / "fold0" / "best_generator.pt").stat().st_mtime_ns == mtime
     assert json.loads((out / "cv.json").read_text())["scores"] == scores
+    # each stage's best generator, scored on the same held-out rigs: the overall best is one of them
+    assert main(args + ["--stage-models"]) == 0
+    staged = json.loads((out / "cv.json").read_text())["scores"]
+    stages = [m for m in ("model:stage1", "model:stage2") if m in staged]
+    assert "model:stage1" in stages and staged["model:candidate"] == scores["model:candidate"]
+    assert staged["model:candidate"]["domain_mean"] in [staged[m]["domain_mean"] for m in stages]
 
 
 def _model_metadata(path: Path) -> dict:

@@ -45,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlabeled-heldout", action="store_true",
                    help="the held-out domains' meshes join the unlabelled pool without their weights "
                         "(what a studio has: its characters, unpainted)")
+    p.add_argument("--stage-models", action="store_true",
+                   help="also score the best generator of each stage (supervised stage 1, semi-supervised stage 2) "
+                        "with the config's run-time settings, reported as stage1 / stage2: the semi-supervised "
+                        "stage judged on held-out domains instead of rigs/val")
     p.add_argument("--report", action="store_true", help="only write the report of the folds done so far")
 
 
@@ -81,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         models = [export_model(best, fold_dir / "cv_candidate.onnx", cfg.runtime, f"cv-fold{f}"),
                   export_model(best, fold_dir / "cv_network.onnx", RuntimeConfig(), f"cv-fold{f}")]
         models += [export_model(best, fold_dir / f"cv_rt-{name}.onnx", rt, f"cv-fold{f}") for name, rt in runtimes]
+        if args.stage_models:
+            models += [export_model(fold_dir / f"best_stage{k}_generator.pt", fold_dir / f"cv_stage{k}.onnx",
+                                    cfg.runtime, f"cv-fold{f}") for k in (1, 2)
+                       if (fold_dir / f"best_stage{k}_generator.pt").is_file()]
         ensure_evaluated(view / "heldout", [f"model:{m}" for m in models], fold_dir / "eval",
                          manifest=view / "manifest.jsonl")
     return write_report(out, folds, args)
@@ -110,6 +118,7 @@ def write_report(out: Path, folds: list[list[str]], args: argparse.Namespace) ->
     methods = list(dict.fromkeys(r["method"] for r in rows))
     scores = cv_scores(rows, domains, methods)
     labels = {"model:candidate": "candidate (config's run-time settings)", "model:network": "network alone",
+              "model:stage1": "stage 1 best (supervised)", "model:stage2": "stage 2 best (semi-supervised)",
               **BASELINE_LABELS}
     head = (f"# Cross-validation over held-out styles domains\n\nFolds done: {done} of {len(folds)} "
             f"({args.folds}); config {args.config} {' '.join('--set ' + s for s in args.set)}\n\n")
