@@ -7,13 +7,13 @@ feature code differs from the installed one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig, feature_code_hash
 from backend.inference.blend_rule import PieceBlendRule
-from backend.inference.postprocess import MAX_DIFFUSE, MAX_SMOOTH, SHARPEN_RANGE
+from backend.inference.runtime_settings import RANGES, RuntimeSettings
 from backend.rig import RigError
 
 #: Format tag of the models this runtime reads.
@@ -69,7 +69,7 @@ class ModelError(RigError):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Parsed metadata of one model file."""
+    """Parsed metadata of one model file; ``settings``: the run-time settings it stores."""
 
     path: str
     feature_config: FeatureConfig
@@ -81,13 +81,33 @@ class ModelInfo:
     quantization: str
     model_config: dict
     train_summary: dict
-    prior_blend: float = 1.0
-    prior_blend_rule: PieceBlendRule | None = None
-    sharpen: float = 1.0
-    smooth: int = 0
-    diffuse: float = 0.0
+    settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     graph_weights_hash: str = ""  # KEY_GRAPH_WEIGHTS_HASH, "" when absent
-    geodesic_share: float = 0.0
+
+    # the stored settings one by one (the fields of ``settings``)
+    @property
+    def prior_blend(self) -> float:
+        return self.settings.prior_blend
+
+    @property
+    def prior_blend_rule(self) -> PieceBlendRule | None:
+        return self.settings.prior_blend_rule
+
+    @property
+    def sharpen(self) -> float:
+        return self.settings.sharpen
+
+    @property
+    def smooth(self) -> int:
+        return self.settings.smooth
+
+    @property
+    def diffuse(self) -> float:
+        return self.settings.diffuse
+
+    @property
+    def geodesic_share(self) -> float:
+        return self.settings.geodesic_share
 
     def as_dict(self) -> dict:
         return {
@@ -132,49 +152,50 @@ def feature_config_from_json(text: str, source: str) -> FeatureConfig:
         raise ModelError(f"{source}: bad feature_config metadata ({exc})") from None
 
 
-def _parse_bounded(meta: Mapping[str, str], key: str, default: str, convert: type, low: float, high: float,
-                   source: str | Path) -> float | int:
-    """``convert(meta[key])`` (``default`` when absent); ModelError naming ``source`` and ``key`` unless
-    it converts and lies in [low, high]."""
+def _parse_bounded(meta: Mapping[str, str], key: str, default: str, source: str | Path) -> float | int:
+    """Setting ``key`` of ``meta`` (``default`` when absent) as RANGES[key] takes it; ModelError naming
+    ``source`` and ``key`` unless it converts and lies in its range."""
+    rng = RANGES[key]
+    convert = int if rng.whole else float
     text = meta.get(key, default)
     try:
         value = convert(text)
     except ValueError:
         value = None
-    if value is None or not low <= value <= high:
+    if value is None or value not in rng:
         kind = "a whole number" if convert is int else "a number"
-        raise ModelError(f"{source}: {key} metadata must be {kind} in [{low:g}, {high:g}], got {text!r}")
+        raise ModelError(f"{source}: {key} metadata must be {kind} in [{rng.low:g}, {rng.high:g}], got {text!r}")
     return value
 
 
 def parse_prior_blend(meta: Mapping[str, str], source: str | Path) -> float:
     """The ``prior_blend`` of a model's metadata (1.0 when absent); ModelError naming ``source`` unless
     it is a number in [0, 1]."""
-    return _parse_bounded(meta, KEY_PRIOR_BLEND, "1.0", float, 0.0, 1.0, source)
+    return _parse_bounded(meta, KEY_PRIOR_BLEND, "1.0", source)
 
 
 def parse_sharpen(meta: Mapping[str, str], source: str | Path) -> float:
     """The ``sharpen`` power of a model's metadata (1.0 when absent); ModelError naming ``source`` unless
     it is a number in SHARPEN_RANGE."""
-    return _parse_bounded(meta, KEY_SHARPEN, "1.0", float, *SHARPEN_RANGE, source)
+    return _parse_bounded(meta, KEY_SHARPEN, "1.0", source)
 
 
 def parse_smooth(meta: Mapping[str, str], source: str | Path) -> int:
     """The ``smooth`` iterations of a model's metadata (0 when absent); ModelError naming ``source``
     unless it is a whole number in [0, MAX_SMOOTH]."""
-    return _parse_bounded(meta, KEY_SMOOTH, "0", int, 0, MAX_SMOOTH, source)
+    return _parse_bounded(meta, KEY_SMOOTH, "0", source)
 
 
 def parse_diffuse(meta: Mapping[str, str], source: str | Path) -> float:
     """The ``diffuse`` radius (% of the diagonal) of a model's metadata (0 when absent); ModelError naming
     ``source`` unless it is a number in [0, MAX_DIFFUSE]."""
-    return _parse_bounded(meta, KEY_DIFFUSE, "0.0", float, 0.0, MAX_DIFFUSE, source)
+    return _parse_bounded(meta, KEY_DIFFUSE, "0.0", source)
 
 
 def parse_geodesic_share(meta: Mapping[str, str], source: str | Path) -> float:
     """The ``geodesic_share`` of a model's metadata (0 when absent); ModelError naming ``source`` unless
     it is a number in [0, 1]."""
-    return _parse_bounded(meta, KEY_GEODESIC_SHARE, "0.0", float, 0.0, 1.0, source)
+    return _parse_bounded(meta, KEY_GEODESIC_SHARE, "0.0", source)
 
 
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
@@ -188,13 +209,20 @@ def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> Piece
         raise ModelError(f"{source}: {KEY_PRIOR_BLEND_RULE} metadata is not a valid blend rule ({exc})") from None
 
 
+def read_runtime_settings(meta: Mapping[str, str], source: str | Path) -> RuntimeSettings:
+    """The run-time settings a model's metadata stores, each parsed and checked as above (ModelError
+    naming ``source`` and the key); ``prune`` is the runtime's default."""
+    return RuntimeSettings(
+        prior_blend=parse_prior_blend(meta, source), prior_blend_rule=parse_prior_blend_rule(meta, source),
+        sharpen=parse_sharpen(meta, source), smooth=parse_smooth(meta, source),
+        diffuse=parse_diffuse(meta, source), geodesic_share=parse_geodesic_share(meta, source))
+
+
 def parse_runtime_settings(meta: Mapping[str, str], source: str | Path) -> dict:
-    """The run-time settings a model carries, each parsed and checked as above: ``prior_blend``,
-    ``prior_blend_rule`` (PieceBlendRule or None), ``sharpen``, ``smooth``, ``diffuse``, ``geodesic_share``
-    (the names of :class:`ModelInfo`'s fields and of ``export_generator``'s arguments)."""
-    return dict(prior_blend=parse_prior_blend(meta, source), prior_blend_rule=parse_prior_blend_rule(meta, source),
-                sharpen=parse_sharpen(meta, source), smooth=parse_smooth(meta, source),
-                diffuse=parse_diffuse(meta, source), geodesic_share=parse_geodesic_share(meta, source))
+    """:func:`read_runtime_settings` as a dict of the stored settings (RuntimeSettings.MODEL_KEYS:
+    ``prior_blend``, ``prior_blend_rule`` (PieceBlendRule or None), ``sharpen``, ``smooth``, ``diffuse``,
+    ``geodesic_share``, the names of ``export_generator``'s arguments)."""
+    return read_runtime_settings(meta, source).model_values()
 
 
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
@@ -226,7 +254,7 @@ def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:
         return val if isinstance(val, dict) else {"value": val}
 
     return ModelInfo(
-        **parse_runtime_settings(meta, source),
+        settings=read_runtime_settings(meta, source),
         path=source,
         feature_config=cfg,
         feature_version=meta[KEY_FEATURE_VERSION],

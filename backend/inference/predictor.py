@@ -9,16 +9,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from backend.inference.geometry_checks import check_geometry
 from backend.inference.model_meta import ModelError
 from backend.features.topology import MeshTopology
-from backend.inference.postprocess import DEFAULT_PRUNE, check_clean_up, postprocess
+from backend.inference.postprocess import postprocess
 from backend.inference.progress import ProgressFn, report, within
 from backend.inference.rigid_pieces import rigid_pieces
+from backend.inference.runtime_settings import RuntimeSettings, checked
 from backend.inference.session import LoadedModel, default_threads, get_session
 from backend.rig import Rig, validate_rig
 
@@ -62,31 +63,31 @@ class Predictor:
 
     model_path: .onnx file (default :func:`default_model_path`); mode: "learned", or the model-free
     "geodesic" (volumetric geodesic falloff) or "heat" (heat diffusion, features/heat.py); device: "auto" | "cpu" | "cuda";
-    prior_blend: share of the generator's output in the learned mode's weights, the rest being the
-    prior the generator was given (None: the value stored in the model, 1.0 when absent); threads: onnxruntime intra-op
+    threads: onnxruntime intra-op
     threads (None: ``$AUTOSKIN_THREADS`` or onnxruntime's default); vertex_budget: meshes with more
     vertices are predicted on a simplified copy and transferred back (when simplification exists);
     skip_helpers: leave the conventional no-skin bones empty (``*_end`` chain ends, pole targets:
     backend.features.helper_bones); rigid_pieces: learned mode, put each small separate piece on one
     bone when the network and the geometry agree on it (backend.inference.rigid_pieces; off by default:
-    it helps mechanical models and hurts characters whose separate fins or legs are painted smoothly);
-    sharpen: learned mode, the power the weights are raised to before the influence limit
-    (backend.inference.postprocess.sharpen_weights; None: the value stored in the model, 1.0 when
-    absent). The model-free modes are never sharpened.
+    it helps mechanical models and hurts characters whose separate fins or legs are painted smoothly).
+
+    The post-network settings are one :class:`RuntimeSettings`, ``self.settings``: the model's own
+    (``ModelInfo.settings``; for the model-free modes the defaults, with the network's settings neutral)
+    with the caller's ``overrides`` (names of RuntimeSettings' fields -> values, None: the model's own),
+    checked by :meth:`RuntimeSettings.with_overrides`. ``prior_blend`` and ``sharpen`` are short for
+    those two overrides.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, mode: str = "learned", device: str = "auto",
                  threads: int | None = None, vertex_budget: int = DEFAULT_VERTEX_BUDGET,
                  geodesic_resolution: int = 64, prior_blend: float | None = None, skip_helpers: bool = True,
-                 rigid_pieces: bool = False, sharpen: float | None = None):
+                 rigid_pieces: bool = False, sharpen: float | None = None,
+                 overrides: Mapping[str, float | int | None] | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if sharpen is not None:
-            check_clean_up(sharpen=sharpen)
-        self._sharpen = sharpen
-        if prior_blend is not None and not 0.0 <= prior_blend <= 1.0:
-            raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
-        self.prior_blend = prior_blend
+        user = dict(overrides or {})
+        user.update({k: v for k, v in (("prior_blend", prior_blend), ("sharpen", sharpen)) if v is not None})
+        overridden = RuntimeSettings().with_overrides(**user)  # checks the values before a model is opened
         self.skip_helpers = bool(skip_helpers)
         self.rigid_pieces = bool(rigid_pieces)
         self.mode = mode
@@ -104,13 +105,14 @@ class Predictor:
                                  f"mode='geodesic' works without one")
             self.model_path = path
             self.model = get_session(path, device, self.threads)
+        #: The run-time settings this predictor applies (see the class docstring).
+        self.settings = (self.model.info.settings.with_overrides(**user) if self.model is not None
+                         else overridden.model_free())
 
     @property
     def sharpen(self) -> float:
-        """The sharpening power this predictor applies: its own, else the model's, 1.0 without a model."""
-        if self.model is None:
-            return 1.0
-        return self._sharpen if self._sharpen is not None else self.model.info.sharpen
+        """The sharpening power this predictor applies: the caller's, else the model's, 1.0 without a model."""
+        return self.settings.sharpen
 
     @property
     def provider(self) -> str:
@@ -122,16 +124,18 @@ class Predictor:
         return ws[0], info
 
     def blend_for(self, rig: Rig, blend: float | None = None, piece_share: float | None = None) -> float:
-        """The generator's share for ``rig``: ``blend`` if given, else this predictor's ``prior_blend``,
-        else the model's per-rig rule (backend.inference.blend_rule; ``piece_share``: the rig's small-piece
-        share when already known), else the model's fixed blend (1.0 for the model-free modes, which
-        ignore it)."""
-        if blend is None:
-            blend = self.prior_blend
-        if blend is None and self.model is not None and self.model.info.prior_blend_rule is not None:
-            rule = self.model.info.prior_blend_rule
-            blend = rule.blend_for_share(rule.share(rig) if piece_share is None else piece_share)
-        return self._blend(blend) if self.model is not None else 1.0
+        """The generator's share for ``rig``: ``blend`` if given, else the settings' (the caller's fixed
+        blend, else the model's per-rig rule (backend.inference.blend_rule; ``piece_share``: the rig's
+        small-piece share when already known), else the model's fixed blend); 1.0 for the model-free
+        modes, which ignore it."""
+        if self.model is None:
+            return 1.0
+        if blend is not None:
+            return self._blend(blend)
+        rule = self.settings.prior_blend_rule
+        if rule is not None and piece_share is None:
+            piece_share = rule.share(rig)
+        return self.settings.blend_for_share(piece_share)
 
     def _raw_for_blends(self, rig: Rig, blends: Sequence[float | None],
                         progress: ProgressFn | None = None) -> tuple[list[np.ndarray], dict]:
@@ -164,7 +168,7 @@ class Predictor:
             raise ModelError(f"{self.model_path}: the model returned {w_vk.shape} weights "
                              f"(finite: {bool(np.all(np.isfinite(w_vk)))}) for {feats.cand.shape} candidates")
         out = []
-        share = self.model.info.geodesic_share
+        share = self.settings.geodesic_share
         if share > 0.0:
             from backend.features.geodesic import geodesic_weights
             from backend.inference.model_meta import DISTANCE_COLUMN
@@ -182,41 +186,34 @@ class Predictor:
         return out, info
 
     def _blend(self, blend: float | None) -> float:
-        """The share of the network in the learned weights: ``blend``, else this predictor's, else the model's."""
+        """The share of the network in the learned weights: ``blend`` (checked), else the settings' fixed blend."""
         if blend is None:
-            blend = self.prior_blend
-        if blend is None:
-            blend = self.model.info.prior_blend
-        if not 0.0 <= blend <= 1.0:
-            raise ValueError(f"prior_blend must be in [0, 1], got {blend}")
-        return float(blend)
+            return self.settings.prior_blend
+        return checked("prior_blend", blend)
 
-    def predict(self, rig: Rig, max_influences: int = 4, prune: float = DEFAULT_PRUNE,
+    def predict(self, rig: Rig, max_influences: int = 4, prune: float | None = None,
                 smooth: int | None = None, diffuse: float | None = None,
                 progress: ProgressFn | None = None) -> Prediction:
         """Skin ``rig`` (its weights are ignored) -> :class:`Prediction`.
 
         max_influences: at most this many bones per vertex (0 = no limit), cut continuously;
         prune: weights below this fade out; smooth: Laplacian iterations over the mesh edges; diffuse:
-        heat diffusion over the surface, reach in % of the character's size (both None: the model's own,
-        0 in the model-free modes); progress: ``progress(stage, fraction)`` between the steps, which
-        may raise (backend.inference.progress.Cancelled) to stop the run.
+        heat diffusion over the surface, reach in % of the character's size (these three: overrides of
+        ``self.settings`` for this call, None: its own); progress: ``progress(stage, fraction)`` between
+        the steps, which may raise (backend.inference.progress.Cancelled) to stop the run.
         """
-        return self.predict_blends(rig, [self.prior_blend], max_influences, prune, smooth, diffuse, progress)[0]
+        return self.predict_blends(rig, [None], max_influences, prune, smooth, diffuse, progress)[0]
 
     def predict_blends(self, rig: Rig, blends: Sequence[float | None], max_influences: int = 4,
-                       prune: float = DEFAULT_PRUNE, smooth: int | None = None,
+                       prune: float | None = None, smooth: int | None = None,
                        diffuse: float | None = None, progress: ProgressFn | None = None) -> list[Prediction]:
-        """:meth:`predict` once per prior blend (None: the predictor's own), computing the features and
+        """:meth:`predict` once per prior blend (None: the settings' own), computing the features and
         running the network only once; ``seconds`` of each counts that shared work. The mesh's edges
         and pieces are computed once (backend.features.topology) and shared by every step."""
         t0 = time.perf_counter()
         report(progress, "checking")
-        if smooth is None:
-            smooth = self.model.info.smooth if self.model is not None else 0
-        if diffuse is None:
-            diffuse = self.model.info.diffuse if self.model is not None else 0.0
-        check_clean_up(smooth=int(smooth), diffuse=float(diffuse))
+        settings = self.settings.with_overrides(prune=prune, smooth=smooth, diffuse=diffuse)
+        smooth, diffuse = settings.smooth, settings.diffuse
         rig = rig.without_weights()
         validate_rig(rig)
         check_geometry(rig)
@@ -252,11 +249,11 @@ class Predictor:
             report(progress, "post-processing")
             part = within(progress, "post-processing", None)
             done = None if part is None else (lambda share, n=n: part((n + share) / len(raws)))
-            w = postprocess(w, rig.faces, max_influences=max_influences, prune=prune, smooth=smooth,
-                            allowed=rig.is_deform, sharpen=self.sharpen, diffuse=diffuse, vertices=rig.vertices,
+            w = postprocess(w, rig.faces, max_influences=max_influences, prune=settings.prune, smooth=smooth,
+                            allowed=rig.is_deform, sharpen=settings.sharpen, diffuse=diffuse, vertices=rig.vertices,
                             edges=topology.edges if (smooth > 0 or diffuse > 0) else None, progress=done)
             one = dict(info)
-            one["sharpen"] = self.sharpen
+            one["sharpen"] = settings.sharpen
             one["smooth"] = int(smooth)
             one["diffuse"] = float(diffuse)
             if self.model is not None and self.rigid_pieces:
