@@ -159,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
         evals[name] = {"folder": folder, "aggregate": aggregate(Path(folder) / "results.jsonl")}
     import onnxruntime as ort
 
-    from backend.inference.model_meta import parse_runtime_settings
+    from backend.inference.model_meta import read_runtime_settings
 
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    settings = parse_runtime_settings(meta, model)
+    settings = read_runtime_settings(meta, model)
     prior_blend, rule, sharpen, smooth, diffuse = (
-        settings[k] for k in ("prior_blend", "prior_blend_rule", "sharpen", "smooth", "diffuse"))
+        settings.prior_blend, settings.prior_blend_rule, settings.sharpen, settings.smooth, settings.diffuse)
     blend = json.loads(Path(args.blend).read_text()) if args.blend else None
     members = ensemble_members(meta)
     card = {

@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(path.name[:30])
         try:
             rig = read_rig_for_prediction(path)
-            pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth,
-                                     diffuse=args.diffuse)
+            pred = predictor.predict(rig, max_influences=args.max_influences)
             save_arrays(out_dir / path.name, weights=pred.weights.astype(np.float32))
             written += 1
         except RigError as exc:  # the message already names the file

@@ -10,17 +10,26 @@ from __future__ import annotations
 import argparse
 
 from backend.cli._types import bounded
-from backend.inference.postprocess import DEFAULT_PRUNE, MAX_DIFFUSE, MAX_SMOOTH, SHARPEN_RANGE
+from backend.inference.postprocess import DEFAULT_PRUNE, MAX_DIFFUSE
+from backend.inference.runtime_settings import RANGES
 
 NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
 
-unit_interval = bounded(float, 0.0, 1.0, "a number")
-sharpen_power = bounded(float, *SHARPEN_RANGE, "a sharpening power")
-smooth_iterations = bounded(int, 0, MAX_SMOOTH, "smoothing iterations, a whole number")
-diffuse_percent = bounded(float, 0.0, MAX_DIFFUSE, "a diffusion reach in % of the character's size")
-prune_threshold = bounded(float, 0.0, 1.0, "a weight threshold", open_high=True)
+
+
+def setting_type(name: str, what: str):
+    """An argparse type for run-time setting ``name`` over its range (runtime_settings.RANGES)."""
+    rng = RANGES[name]
+    return bounded(int if rng.whole else float, rng.low, rng.high, what, open_high=rng.open_high)
+
+
+unit_interval = setting_type("prior_blend", "a number")
+sharpen_power = setting_type("sharpen", "a sharpening power")
+smooth_iterations = setting_type("smooth", "smoothing iterations, a whole number")
+diffuse_percent = setting_type("diffuse", "a diffusion reach in % of the character's size")
+prune_threshold = setting_type("prune", "a weight threshold")
 influence_count = bounded(int, 0, what="bones per vertex, a whole number")
 thread_count = bounded(int, 1, what="threads, a whole number")
 
@@ -59,12 +68,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def make_predictor(args: argparse.Namespace):
-    """The Predictor the common options ask for."""
+    """The Predictor the common options ask for; the run-time settings given (--prior-blend, --sharpen,
+    --smooth, --diffuse, --prune) override the model's own (``Predictor.settings``)."""
     from backend.inference.predictor import Predictor
+    from backend.inference.runtime_settings import overrides_from
 
     return Predictor(args.model, mode=args.mode, device=args.device, threads=args.threads,
-                     prior_blend=args.prior_blend, skip_helpers=not args.keep_helper_bones,
-                     rigid_pieces=args.rigid_pieces, sharpen=args.sharpen)
+                     skip_helpers=not args.keep_helper_bones, rigid_pieces=args.rigid_pieces,
+                     overrides=overrides_from(vars(args)))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
     check_skinned_output(args.output, args.input)
     predictor = make_predictor(args)
     rig = read_rig_for_prediction(args.input)
-    pred = predictor.predict(rig, max_influences=args.max_influences, prune=args.prune, smooth=args.smooth,
-                             diffuse=args.diffuse)
+    pred = predictor.predict(rig, max_influences=args.max_influences)
     out = write_skinned_rig(rig.with_weights(pred.weights), args.output)
     print(f"{args.input}: {rig.num_vertices} vertices, {rig.num_bones} bones -> {out} "
           f"({pred.mode}, {pred.provider}, {pred.seconds:.2f} s)")
