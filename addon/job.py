@@ -80,15 +80,15 @@ def device_warnings(caught: list) -> list[str]:
 class SkinJob:
     """Predict and merge for one ``SkinTarget``; :meth:`run` in any thread, :meth:`cancel` from another.
 
-    ``stage`` / ``percent`` tell how far it is (read them from the main thread); after :attr:`done` is
-    set, exactly one of ``result``, ``error`` or ``cancelled`` holds the outcome. ``on_progress``:
-    also called with (stage, percent) at every step, in the job's thread.
+    ``predictor`` carries the run-time settings (``Predictor.settings``); ``opt`` the operator's
+    options (the influence limit and what to write). ``stage`` / ``percent`` tell how far it is (read
+    them from the main thread); after :attr:`done` is set, exactly one of ``result``, ``error`` or
+    ``cancelled`` holds the outcome. ``on_progress``: also called with (stage, percent) at every step,
+    in the job's thread.
     """
 
-    def __init__(self, target, predictor, opt: dict, smooth: Optional[int], diffuse: Optional[float],
-                 on_progress: Optional[Callable[[str, float], None]] = None):
+    def __init__(self, target, predictor, opt: dict, on_progress: Optional[Callable[[str, float], None]] = None):
         self.target, self.predictor, self.opt = target, predictor, opt
-        self.smooth, self.diffuse = smooth, diffuse
         self.on_progress = on_progress
         self.stage, self.percent = "reading", READ
         self.result: Optional[JobResult] = None
@@ -127,8 +127,7 @@ class SkinJob:
                 warnings.simplefilter("always")
                 self._step("checking", PREDICT)
                 pred = self.predictor.predict(self.target.rig, max_influences=self.opt["max_influences"],
-                                              prune=self.opt["prune_threshold"], smooth=self.smooth,
-                                              diffuse=self.diffuse, progress=self._predicted)
+                                              progress=self._predicted)
             self._step("combining", COMBINE)
             final, columns, written = combine_for_target(self.target, pred.weights, self.opt)
             self._step("writing", WRITE)

@@ -45,26 +45,25 @@ def _import_predictor():
     return Predictor
 
 
-def get_predictor(mode: str, model_file: str, device: str, prior_blend: float | None = None,
-                  skip_helpers: bool = True, rigid_pieces: bool = False, sharpen: float | None = None):
-    """A cached ``Predictor`` for (mode, model file and its mtime, device, prior blend, helper skipping,
-    rigid pieces, sharpening);
-    raises RigError subclasses. ``prior_blend`` / ``sharpen`` None: the value stored in the model."""
+def get_predictor(mode: str, model_file: str, device: str, overrides: dict | None = None,
+                  skip_helpers: bool = True, rigid_pieces: bool = False):
+    """A cached ``Predictor`` for (mode, model file and its mtime, device, run-time settings, helper
+    skipping, rigid pieces); raises RigError subclasses. ``overrides``: the user's run-time settings
+    (``preferences.runtime_overrides``), applied over the model's own by the predictor
+    (``RuntimeSettings.with_overrides``)."""
     learned = mode == "LEARNED"
-    prior_blend = prior_blend if learned else None
-    sharpen = sharpen if learned else None
+    overrides = dict(overrides or {})
     if learned and not os.path.isfile(model_file):
         raise UsageError(f"Auto Skin: model file not found: {model_file}. Choose one in the options or the "
                          f"add-on preferences, or use the Geodesic mode (no model needed)")
-    key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device, prior_blend,
-           bool(skip_helpers), bool(rigid_pieces), sharpen)
+    key = (mode, model_file if learned else "", os.path.getmtime(model_file) if learned else 0.0, device,
+           tuple(sorted(overrides.items())), bool(skip_helpers), bool(rigid_pieces))
     if key not in _PREDICTORS:
         Predictor = _import_predictor()
         _PREDICTORS.clear()
         _PREDICTORS[key] = Predictor(model_path=model_file if learned else None, mode=mode.lower(),
-                                     device=device.lower(), prior_blend=prior_blend,
-                                     skip_helpers=bool(skip_helpers), rigid_pieces=bool(rigid_pieces),
-                                     sharpen=sharpen)
+                                     device=device.lower(), skip_helpers=bool(skip_helpers),
+                                     rigid_pieces=bool(rigid_pieces), overrides=overrides)
     return _PREDICTORS[key]
 
 
@@ -131,13 +130,11 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         try:
             target = read_target(context, opt["only_selected_bones"], opt["respect_locked"],
                                  opt["only_selected_vertices"])
-            blend, sharpen, smooth, diffuse = (preferences.override(name, opt[name]) for name in
-                                               ("network_share", "sharpness", "smoothing", "diffusion"))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]),
-                                          opt["device"], blend, opt["skip_helper_bones"], opt["rigid_pieces"],
-                                          sharpen)
+                predictor = get_predictor(opt["mode"], preferences.model_path(opt["model_path"]), opt["device"],
+                                          preferences.runtime_overrides(opt), opt["skip_helper_bones"],
+                                          opt["rigid_pieces"])
             target.warnings.extend(device_warnings(caught))
         except RigError as exc:
             self.report({"ERROR"}, str(exc))
@@ -145,7 +142,7 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         except Exception as exc:  # noqa: BLE001 - nothing is written yet; tell the user why
             self.report({"ERROR"}, f"Auto Skin failed: {type(exc).__name__}: {exc}")
             return None
-        job = SkinJob(target, predictor, opt, None if smooth is None else int(smooth), diffuse)
+        job = SkinJob(target, predictor, opt)
         job.started = started
         return job
 

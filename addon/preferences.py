@@ -35,9 +35,30 @@ SETTINGS_VERSION = 2
 """Version 1 (no ``settings_version`` stored) had a "Set X" toggle beside each value of MODEL_OWN."""
 
 
+RUNTIME_SETTINGS = {"network_share": "prior_blend", "sharpness": "sharpen", "smoothing": "smooth",
+                    "diffusion": "diffuse", "prune_threshold": "prune"}
+"""The options that set the runtime's post-network settings, each with the name of the setting it sets
+(a field of backend.inference.runtime_settings.RuntimeSettings)."""
+
+
 def override(name: str, value: float) -> float | None:
     """The value of setting ``name`` (one of MODEL_OWN) to pass to the runtime; None: the model's own."""
     return None if value < VALID_FROM[name] else value
+
+
+def runtime_overrides(opt: dict) -> dict:
+    """The run-time settings the options ``opt`` (option name -> value) choose, by setting name: what
+    ``RuntimeSettings.with_overrides`` takes. Left out: a setting at "the model's own" (MODEL_OWN) and,
+    outside the Learned mode, the Learned-only ones (LEARNED_ONLY)."""
+    learned = opt["mode"] == "LEARNED"
+    out = {}
+    for name, setting in RUNTIME_SETTINGS.items():
+        if name in LEARNED_ONLY and not learned:
+            continue
+        value = override(name, opt[name]) if name in MODEL_OWN else opt[name]
+        if value is not None:
+            out[setting] = int(value) if setting == "smooth" else value
+    return out
 
 
 def option_label(values, name: str) -> str | None:

@@ -25,9 +25,9 @@ def make_job(pkg, budget: int = 200):
     """A job for the selected scene in the Geodesic mode with diffusion, on a predictor that
     simplifies above ``budget`` vertices (so every step of the runtime runs)."""
     target = pkg.gather.read_target(bpy.context)
-    predictor = pkg.operators.get_predictor("GEODESIC", "", "CPU")
+    predictor = pkg.operators.get_predictor("GEODESIC", "", "CPU", {"diffuse": 0.5})
     predictor.vertex_budget = budget
-    return pkg.job.SkinJob(target, predictor, dict(OPT), smooth=None, diffuse=0.5)
+    return pkg.job.SkinJob(target, predictor, dict(OPT))
 
 
 def fake_operator(pkg, job):
