@@ -7,10 +7,16 @@
 Zip layout (the archive root is the add-on package):
     blender_manifest.toml   the repo's manifest + platforms/wheels of this build
     __init__.py ...         addon/*.py
-    vendor/backend/...      the runtime modules the add-on imports (an import closure of backend/,
+    runtime/...             the runtime modules the add-on imports (an import closure of backend/,
                             copied at build time: the repository keeps the only source copy)
     models/autoskin.onnx    the model, when models/autoskin.onnx exists
     wheels/*.whl            scipy + onnxruntime for Blender's Python versions (Blender ships numpy)
+
+The runtime is vendored under the add-on's own package, not as a top-level ``backend``: every
+``import`` of ``backend`` in the copied files (the add-on's and the runtime's) is rewritten to a
+relative one (``from backend.rig import X`` becomes ``from .runtime.rig import X`` in an add-on
+module and ``from ..rig import X`` in ``runtime/inference/``), so another module named ``backend``
+cannot shadow it. Nothing else in the files changes.
 
 Wheels are downloaded once with ``pip download`` into ``dist/wheels-cache/`` (dist/ is ignored by git).
 """
@@ -52,6 +58,9 @@ WHEEL_SPECS = {
     "3.13": ["scipy==1.15.3", "onnxruntime==1.23.2"],
 }
 
+#: The add-on's subpackage that holds the vendored runtime (addon/_bootstrap.RUNTIME).
+RUNTIME_PACKAGE = "runtime"
+
 #: Packages always vendored (with their __init__), besides the import closure of the add-on.
 VENDOR_ROOTS = ("backend/__init__.py", "backend/rig.py", "backend/io/__init__.py", "backend/features/__init__.py",
                 "backend/inference/__init__.py", "backend/blender/__init__.py")
@@ -73,9 +82,10 @@ class BuildResult:
 
 
 # ----------------------------------------------------------------------------- vendoring
-def _backend_imports(path: Path) -> set[str]:
-    """Modules named ``backend...`` that a file imports (anywhere in it, lazy imports included)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _backend_imports(path: Path, text: str | None = None) -> set[str]:
+    """Modules named ``backend...`` that a file (or its ``text``) imports (anywhere in it, lazy imports
+    included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8") if text is None else text, filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -132,6 +142,61 @@ def check_runtime_imports(files: list[Path]) -> None:
         bad = _third_party_imports(ROOT / rel) & set(FORBIDDEN)
         if bad:
             raise BuildError(f"{rel}: imports {sorted(bad)}, which Blender does not have; the add-on must not need it")
+
+
+_FROM_HEAD = re.compile(r"from\s+(backend(?:\.\w+)*)\b")
+
+
+def _relative_name(module: str, dots: int, base: str) -> str:
+    """``backend[.rest]`` as a relative module name: ``dots`` dots, then ``base`` (if any), then rest."""
+    return "." * dots + ".".join(([base] if base else []) + module.split(".")[1:])
+
+
+def vendored_source(path: Path) -> str:
+    """The text of ``path`` (an ``addon/*.py`` or ``backend/**.py`` file) as it goes into the zip: every
+    import of ``backend`` made relative to the add-on's runtime subpackage (:data:`RUNTIME_PACKAGE`),
+    everything else unchanged. BuildError for an import it cannot rewrite (``import backend.x`` without
+    ``as``, or one split over lines) or when a ``backend`` import is left."""
+    text = path.read_text(encoding="utf-8")
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] == "backend":  # runtime/<...>/x.py: from its package up to runtime/
+        dots, base = len(rel.parts) - 1, ""
+    else:  # an add-on module at the package root
+        dots, base = 1, RUNTIME_PACKAGE
+    lines = text.splitlines(keepends=True)
+    edits = []  # (line index, start char, end char, replacement)
+    for node in ast.walk(ast.parse(text, filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] == "backend":
+            line = lines[node.lineno - 1]
+            start = len(line.encode("utf-8")[:node.col_offset].decode("utf-8"))
+            m = _FROM_HEAD.match(line, start)
+            if m is None or m.group(1) != node.module:
+                raise BuildError(f"{rel}:{node.lineno}: cannot rewrite this import of {node.module}")
+            edits.append((node.lineno - 1, m.start(1), m.end(1), _relative_name(node.module, dots, base)))
+        elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "backend" for a in node.names):
+            alias = node.names[0]
+            if len(node.names) != 1 or not alias.asname or "." not in alias.name or node.end_lineno != node.lineno:
+                raise BuildError(f"{rel}:{node.lineno}: write this import of backend as 'import backend.x.y as z' "
+                                 f"or 'from backend.x import y', so that it can be vendored")
+            line = lines[node.lineno - 1]
+            start = len(line.encode("utf-8")[:node.col_offset].decode("utf-8"))
+            end = len(line.encode("utf-8")[:node.end_col_offset].decode("utf-8"))
+            parent, _, last = alias.name.rpartition(".")
+            edits.append((node.lineno - 1, start, end,
+                          f"from {_relative_name(parent, dots, base)} import {last} as {alias.asname}"))
+    for i, start, end, new in sorted(edits, reverse=True):
+        lines[i] = lines[i][:start] + new + lines[i][end:]
+    out = "".join(lines)
+    left = _backend_imports(path, out)
+    if left:
+        raise BuildError(f"{rel}: imports of {sorted(left)} are left after vendoring")
+    return out
+
+
+def _zip_text(zf: zipfile.ZipFile, source: Path, arcname: str, text: str) -> None:
+    """Write ``text`` at ``arcname`` with the time stamp and mode of ``source``."""
+    info = zipfile.ZipInfo.from_file(source, arcname)
+    zf.writestr(info, text.encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
 
 
 # ----------------------------------------------------------------------------- wheels
@@ -208,9 +273,10 @@ def build_platform(platform: str, out_dir: Path, wheels: bool = True, model: boo
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("blender_manifest.toml", manifest_text(platform, [w.name for w in wheel_files]))
             for f in addon_files:
-                zf.write(f, f.name)
+                _zip_text(zf, f, f.name, vendored_source(f))
             for rel in modules:
-                zf.write(ROOT / rel, f"vendor/{rel.as_posix()}")
+                _zip_text(zf, ROOT / rel, f"{RUNTIME_PACKAGE}/{rel.relative_to('backend').as_posix()}",
+                          vendored_source(ROOT / rel))
             if has_model:
                 zf.write(MODEL, f"models/{MODEL.name}")
             for w in wheel_files:  # wheels are zips already: store them

@@ -2,9 +2,10 @@
 
 Entry points: 3D viewport sidebar > Auto Skin, Object > Parent > With Auto Skin Weights, and the
 Ctrl+P popup when an armature is active and a mesh selected (``parent_menu``).
-The runtime (``backend``) is vendored in the extension (see ``_bootstrap``). ``register`` puts it on
-``sys.path`` and imports the add-on's modules; ``unregister`` unloads both, so that disabling and
-enabling the add-on in one session (or installing a new version) runs on a fresh runtime.
+The runtime (the project's ``backend``) is vendored in the extension as this package's own
+subpackage ``runtime`` (see ``_bootstrap``). ``register`` imports it and the add-on's modules;
+``unregister`` unloads both, so that disabling and enabling the add-on in one session (or installing
+a new version) runs on a fresh runtime.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _classes() -> tuple:
 
 
 def register() -> None:
-    _bootstrap.ensure_backend()
+    _bootstrap.ensure_runtime()
     for name in MODULES:
         _module(name)
     for cls in _classes():
@@ -49,5 +50,5 @@ def unregister() -> None:
     for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)
     _module("operators")._PREDICTORS.clear()
-    _bootstrap.release_backend()
+    _bootstrap.release_runtime()
     _bootstrap.forget_modules(__name__, MODULES)

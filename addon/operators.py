@@ -18,7 +18,7 @@ import numpy as np
 
 from backend.rig import RigError
 
-from . import apply, combine, export_corrections, preferences
+from . import _bootstrap, apply, combine, export_corrections, preferences
 from .gather import SkinTarget, UsageError, read_target
 from .job import WRITE, SkinJob, combine_for_target, device_warnings  # noqa: F401 - re-exported
 
@@ -36,7 +36,8 @@ def _import_predictor():
     try:
         from backend.inference.predictor import Predictor
     except ImportError as exc:
-        if (getattr(exc, "name", None) or "").split(".")[0] == "backend":
+        name, runtime = getattr(exc, "name", None) or "", _bootstrap.runtime_package()
+        if name == runtime or name.startswith(runtime + "."):
             raise RuntimeMissing(f"Auto Skin: its runtime modules cannot be imported ({exc}); disable and enable "
                                  f"the add-on, or reinstall the extension") from None
         raise RuntimeMissing(

@@ -139,7 +139,7 @@ def _model_versions(models_dir: str) -> list:
     """Complete model versions in ``models_dir`` (oldest first); [] when unset or unreadable."""
     if not models_dir:
         return []
-    _bootstrap.ensure_backend()
+    _bootstrap.ensure_runtime()
     from backend.inference.model_store import list_models
 
     try:

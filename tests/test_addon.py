@@ -418,7 +418,7 @@ def test_missing_onnxruntime_reports(fresh, monkeypatch):
     operators = sys.modules[PKG + ".operators"]
     monkeypatch.setattr(operators, "_PREDICTORS", {})
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    for name in ("backend.inference.predictor", "backend.inference.session"):
+    for name in (PKG + ".runtime.inference.predictor", PKG + ".runtime.inference.session"):
         if name in sys.modules:
             monkeypatch.delitem(sys.modules, name)
     make_scene()
@@ -628,15 +628,15 @@ def test_export_without_weights_reports(fresh, tmp_path):
 # ----------------------------------------------------------------------------- the zip alone
 def test_installed_zip_runs_its_vendored_backend(zip_path, tmp_path):
     """A fresh Blender process without the repository on sys.path: the add-on imports the
-    backend copy inside the extension and skins a mesh."""
+    runtime copy inside the extension, as its own subpackage (never as ``backend``), and skins a mesh."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, json
         import bpy, numpy as np
         assert not any(os.path.isdir(os.path.join(p, "backend")) for p in sys.path if p), "repo on sys.path"
+        path_before = list(sys.path)
         bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(zip_path)!r},
                                                  enable_on_install=True)
-        import backend
         bpy.ops.wm.read_homefile(use_empty=True)
         bpy.ops.mesh.primitive_uv_sphere_add(radius=1.0)
         mesh = bpy.context.object
@@ -644,8 +644,10 @@ def test_installed_zip_runs_its_vendored_backend(zip_path, tmp_path):
         arm = bpy.context.object
         mesh.select_set(True)
         print(bpy.ops.autoskin.auto_skin(mode="GEODESIC"))
-        print(json.dumps({{"backend": backend.__file__, "groups": [g.name for g in mesh.vertex_groups],
-                          "parent": mesh.parent.name}}))
+        print(json.dumps({{"runtime": sys.modules[{PKG + ".runtime.inference.predictor"!r}].__file__,
+                          "backend_imported": any(n.split(".")[0] == "backend" for n in sys.modules),
+                          "path_added": [p for p in sys.path if p not in path_before and "autoskin" in p],
+                          "groups": [g.name for g in mesh.vertex_groups], "parent": mesh.parent.name}}))
     """))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
@@ -653,8 +655,57 @@ def test_installed_zip_runs_its_vendored_backend(zip_path, tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "/extensions/user_default/autoskin/vendor/backend/" in info["backend"]
+    assert "/extensions/user_default/autoskin/runtime/inference/predictor.py" in info["runtime"]
+    assert not info["backend_imported"] and info["path_added"] == []
     assert info["groups"] == ["Bone"] and info["parent"] == "Armature"
+
+
+def test_another_backend_module_does_not_break_auto_skin(zip_path, tmp_path):
+    """Another add-on's top-level ``backend`` package, on sys.path and imported before Auto Skin is
+    enabled (its ``backend.rig`` has no RigError), neither hides Auto Skin's runtime nor is replaced by
+    it: Auto Skin (Learned and Geodesic) and Export run on the zip's own runtime."""
+    other = tmp_path / "other_addon" / "backend"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("NAME = 'another add-on'\n")
+    (other / "rig.py").write_text("RIG = 'not the Auto Skin runtime'\n")
+    (other / "inference").mkdir()
+    (other / "inference" / "__init__.py").write_text("raise ImportError('another add-on: no inference here')\n")
+    model = ROOT / "models" / "autoskin.onnx"
+    script = tmp_path / "clash.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(other.parent)!r})
+        import backend, backend.rig
+        assert backend.NAME == "another add-on"
+        import bpy
+        bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(zip_path)!r},
+                                                 enable_on_install=True)
+        out = {{"enabled": {PKG!r} in bpy.context.preferences.addons}}
+        bpy.ops.wm.read_homefile(use_empty=True)
+        bpy.ops.mesh.primitive_uv_sphere_add(radius=1.0)
+        mesh = bpy.context.object
+        bpy.ops.object.armature_add(location=(0, 0, -0.5))
+        mesh.select_set(True)
+        out["geodesic"] = sorted(bpy.ops.autoskin.auto_skin(mode="GEODESIC"))
+        out["learned"] = (sorted(bpy.ops.autoskin.auto_skin(mode="LEARNED", model_path={str(model)!r}, device="CPU"))
+                          if os.path.isfile({str(model)!r}) else ["FINISHED"])
+        out["groups"] = [g.name for g in mesh.vertex_groups]
+        out["export"] = sorted(bpy.ops.autoskin.export_corrections(directory={str(tmp_path / "out")!r}))
+        out["backend_kept"] = sys.modules["backend"] is backend and sys.modules["backend.rig"] is backend.rig
+        out["other_modules"] = sorted(n for n in sys.modules if n.split(".")[0] == "backend")
+        out["runtime"] = sys.modules[{PKG + ".runtime.rig"!r}].__file__
+        print(json.dumps(out))
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["enabled"] and out["geodesic"] == ["FINISHED"] and out["learned"] == ["FINISHED"]
+    assert out["groups"] == ["Bone"] and out["export"] == ["FINISHED"]
+    assert out["backend_kept"] and out["other_modules"] == ["backend", "backend.rig"]
+    assert "/extensions/user_default/autoskin/runtime/rig.py" in out["runtime"]
 
 
 def test_preferences_choose_a_model_version(fresh, tmp_path):

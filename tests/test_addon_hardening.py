@@ -41,6 +41,7 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
         for _ in range(2):
             bpy.ops.preferences.addon_disable(module=PKG)
             assert "backend" not in sys.modules
+            assert not any(n.startswith(PKG + ".runtime") for n in sys.modules), "runtime left loaded"
             bpy.ops.preferences.addon_enable(module=PKG)
         bpy.ops.wm.read_homefile(use_empty=True)
         bpy.ops.mesh.primitive_uv_sphere_add(radius=1.0)
@@ -61,8 +62,8 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
         kc = bpy.context.window_manager.keyconfigs.addon
         out["ctrl_p"] = sorted(km.name for km in kc.keymaps for k in km.keymap_items
                                if k.idname == "wm.call_menu" and k.properties.name == "AUTOSKIN_MT_parent_set")
-        out["backend"] = sys.modules["backend"].__file__
-        out["same_error_class"] = sys.modules[PKG + ".operators"].RigError is sys.modules["backend.rig"].RigError
+        out["runtime"] = sys.modules[PKG + ".runtime"].__file__
+        out["same_error_class"] = sys.modules[PKG + ".operators"].RigError is sys.modules[PKG + ".runtime.rig"].RigError
         print(json.dumps(out))
     """))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -73,7 +74,7 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["skin"] == ["FINISHED"] and out["groups"] == ["Bone"]
     assert out["export"] == ["FINISHED"] and len(out["files"]) == 1
-    assert "/extensions/user_default/autoskin/vendor/backend/" in out["backend"]
+    assert "/extensions/user_default/autoskin/runtime/" in out["runtime"]
     assert out["same_error_class"]
     assert out["ctrl_p"] == ["Object Mode", "Pose"]  # one Ctrl+P entry each, none left over from the cycles
     assert "not a readable ONNX model" in out["bad_model"] and "Auto Skin failed" not in out["bad_model"]

@@ -1,6 +1,8 @@
 """build_addon.py: zip layout, manifest, vendored runtime, Blender's validator, wheels."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import tomllib
 import zipfile
@@ -33,13 +35,15 @@ def test_layout_and_manifest(built):
     names = _members(built.zip_path)
     assert built.zip_path.name == f"autoskin-{build_addon.version()}-linux-x64.zip"
     for need in ("blender_manifest.toml", "__init__.py", "operators.py", "panel.py", "preferences.py",
-                 "export_corrections.py", "vendor/backend/__init__.py", "vendor/backend/rig.py",
-                 "vendor/backend/io/npz.py", "vendor/backend/io/atomic.py", "vendor/backend/blender/scene.py",
-                 "vendor/backend/inference/predictor.py", "vendor/backend/features/geodesic.py"):
+                 "export_corrections.py", "runtime/__init__.py", "runtime/rig.py",
+                 "runtime/io/npz.py", "runtime/io/atomic.py", "runtime/blender/scene.py",
+                 "runtime/inference/predictor.py", "runtime/inference/runtime_settings.py",
+                 "runtime/features/geodesic.py"):
         assert need in names, need
-    # training-only code stays out
-    assert not any(n.startswith(("vendor/backend/models/", "vendor/backend/training/", "vendor/backend/export/",
-                                 "vendor/backend/cli/")) for n in names)
+    # training-only code stays out; nothing goes in as a top-level package
+    assert not any(n.startswith(("runtime/models/", "runtime/training/", "runtime/export/",
+                                 "runtime/cli/")) for n in names)
+    assert not any(n.startswith(("vendor/", "backend/")) for n in names)
     assert not any("__pycache__" in n for n in names)
     m = _manifest(built.zip_path)
     assert m["schema_version"] == "1.0.0" and m["id"] == "autoskin" and m["type"] == "add-on"
@@ -49,14 +53,49 @@ def test_layout_and_manifest(built):
     assert built.wheels == [] and not built.has_model
 
 
+def _imports(text: str, package: str) -> list[str]:
+    """The absolute module of every ``from ... import`` in ``text`` (relative ones resolved in ``package``)."""
+    return [importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level
+            else node.module for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom)]
+
+
 def test_vendored_files_are_the_repository_files(built):
+    """Each .py in the zip is its repository file with only the heads of its ``backend`` imports
+    changed: relative ones that resolve to the same module under the add-on's ``runtime`` subpackage."""
+    pkg = "bl_ext.user_default.autoskin"
     with zipfile.ZipFile(built.zip_path) as zf:
-        vendored = [n for n in zf.namelist() if n.startswith("vendor/")]
-        assert vendored
-        for n in vendored:
-            assert zf.read(n) == (ROOT / n[len("vendor/"):]).read_bytes(), n
-            text = zf.read(n).decode()
+        files = [n for n in zf.namelist() if n.endswith(".py")]
+        assert len([n for n in files if n.startswith("runtime/")]) == len(built.modules)
+        for n in files:
+            src = ROOT / ("backend/" + n[len("runtime/"):] if n.startswith("runtime/") else "addon/" + n)
+            text, orig = zf.read(n).decode(), src.read_text(encoding="utf-8")
+            package = ".".join([pkg] + n.split("/")[:-1])
+            assert _imports(text, package) == [
+                (pkg + ".runtime" + m[len("backend"):]) if m.split(".")[0] == "backend" else m
+                for m in _imports(orig, package)], n
+            changed = [(a, b) for a, b in zip(orig.splitlines(), text.splitlines()) if a != b]
+            assert len(orig.splitlines()) == len(text.splitlines()), n
+            assert all(a.lstrip().startswith("from backend") and b.lstrip().startswith("from .")
+                       for a, b in changed), (n, changed)
+            assert "backend" not in {m.split(".")[0] for m in build_addon._backend_imports(src, text)}, n
             assert "import torch" not in text and "from torch" not in text, n
+            if "backend" not in orig:
+                assert zf.read(n) == src.read_bytes(), n
+
+
+def test_import_forms_that_cannot_be_vendored_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "backend" / "io").mkdir(parents=True)
+    monkeypatch.setattr(build_addon, "ROOT", tmp_path)
+    ok = tmp_path / "backend" / "io" / "x.py"
+    ok.write_text("import numpy\nimport backend.io.npz as npz\nfrom backend import rig\n"
+                  "def f():\n    from backend.rig import (Rig,\n                             RigError)\n")
+    assert build_addon.vendored_source(ok) == ("import numpy\nfrom ..io import npz as npz\nfrom .. import rig\n"
+                                               "def f():\n    from ..rig import (Rig,\n"
+                                               "                             RigError)\n")
+    for bad in ("import backend.rig\n", "import os, backend.rig as r\n"):
+        ok.write_text(bad)
+        with pytest.raises(build_addon.BuildError, match="x.py:1: write this import"):
+            build_addon.vendored_source(ok)
 
 
 def test_blender_validator_accepts_the_zip(built):
@@ -156,7 +195,8 @@ except ImportError:
 import bpy
 assert bpy.ops.extensions.package_install_files(repo="user_default", filepath={zip!r},
                                                 enable_on_install=True) == {{"FINISHED"}}
-import scipy, onnxruntime, backend
+import scipy, onnxruntime
+runtime = sys.modules["bl_ext.user_default.autoskin.runtime"]
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.mesh.primitive_uv_sphere_add(radius=1.0)
 mesh = bpy.context.object
@@ -164,7 +204,7 @@ bpy.ops.object.armature_add(location=(0, 0, -0.5))
 mesh.select_set(True)
 res = bpy.ops.autoskin.auto_skin(mode="GEODESIC")
 print(json.dumps({{"scipy": scipy.__file__, "scipy_version": scipy.__version__, "ort": onnxruntime.__version__,
-                  "backend": backend.__file__, "result": sorted(res), "groups": [g.name for g in mesh.vertex_groups]}}))
+                  "runtime": runtime.__file__, "result": sorted(res), "groups": [g.name for g in mesh.vertex_groups]}}))
 """
 
 
@@ -196,5 +236,5 @@ def test_blender_installs_the_bundled_wheels(tmp_path):
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "/extensions/.local/lib/python3.11/site-packages/scipy/" in info["scipy"]
     assert info["scipy_version"] == "1.13.1" and info["ort"] == "1.23.2"
-    assert "/extensions/user_default/autoskin/vendor/backend/" in info["backend"]
+    assert "/extensions/user_default/autoskin/runtime/" in info["runtime"]
     assert info["result"] == ["FINISHED"] and info["groups"] == ["Bone"]
