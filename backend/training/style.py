@@ -24,6 +24,7 @@ import numpy as np
 
 from backend.evaluation.deformation import bbox_diagonal, global_transforms, linear_blend_skinning, \
     random_local_rotations
+from backend.evaluation.metrics import l1_per_vertex
 from backend.features.pipeline import RigFeatures, compute_features
 from backend.inference.postprocess import DEFAULT_PRUNE, limit_influences, normalize_rows, postprocess, \
     prune_weights, sharpen_weights, smooth_weights, diffuse_weights
@@ -206,7 +207,7 @@ def row_scores(out: RigOutputs, s: StyleSettings) -> tuple[float, float]:
     cols = rig.deform_indices
     w = apply_rows(out, s)[:, cols]
     truth = np.asarray(rig.weights, np.float64)[out.rows][:, cols]
-    l1 = float(np.abs(w - truth).sum(axis=1).mean())
+    l1 = l1_per_vertex(truth, w)
     x = rig.vertices[out.rows]
     d = [np.linalg.norm(linear_blend_skinning(x, w, A, b) - pt, axis=1).mean()
          for (A, b), pt in zip(out.transforms, out.posed_truth)]
