@@ -4,7 +4,7 @@ then train the generator's scoring head on the corrections with some replay of t
 Only the per-pair scorer MLPs and the prior gains are trained (``HEAD``: the last layers of every
 member of an ensemble); features, graph layers and fusion stay as they are, so a few corrected
 characters move how candidates are scored without unlearning shape. The loss is the fine-tuning's
-weighted L_sup (backend.training.finetune.weighted_supervised_loss) on what the runtime will output
+weighted L_sup (backend.training.losses.weighted_supervised_loss) on what the runtime will output
 before clean-up: ``(1 - q) (b G + (1 - b) P) + q Q`` with the refitted blend b and geodesic share q,
 so the head learns what the mix still misses.
 """
@@ -21,7 +21,7 @@ import torch
 
 from backend.features.pipeline import RigFeatures
 from backend.training.data import Sample, candidate_targets, collate_samples, connected_crop, crop_sample
-from backend.training.finetune import weighted_supervised_loss
+from backend.training.losses import weighted_supervised_loss
 from backend.training.style import RigCase, StyleFit, StyleSettings, relative_cost, rig_outputs, score_table
 
 #: Parameter name parts of the trained head.

@@ -4,9 +4,9 @@ Training mixes two kinds of steps in an order fixed by (seed, epoch): correction
 corrected rigs, every vertex the artist changed weighted ``changed_weight`` times the rest) and
 replay batches from the original train split, so that ``replay_share`` of the steps revisit the
 old characters (:func:`epoch_plan`). The loss is the trainer's L_sup with per-vertex weights
-(:func:`weighted_supervised_loss`) + ``stages.stage3_const`` * L_const. A state checkpoint is
-written atomically after every epoch (and every ``run.checkpoint_every_steps``): ``resume`` continues
-a killed run with the same result.
+(backend.training.losses.weighted_supervised_loss) + ``stages.stage3_const`` * L_const. A state
+checkpoint is written atomically after every epoch (and every ``run.checkpoint_every_steps``):
+``resume`` continues a killed run with the same result.
 
 Before publishing, the old (base) and new generators are scored by the per-vertex L1 error
 (``backend.evaluation.metrics.l1_per_vertex``, mean over rigs) on the validation split and on the
@@ -41,7 +41,7 @@ from backend.training.corrections import Correction, CorrectionSet, vertex_loss_
 from backend.training.data import (FeatureStore, Sample, collate_samples, connected_crop, crop_sample, epoch_batches,
                                    list_rigs)
 from backend.training.distributed import pick_device
-from backend.training.losses import physical_loss
+from backend.training.losses import physical_loss, weighted_supervised_loss
 from backend.training.schedule import warmup_cosine
 
 REFUSED = 3  # exit code of a refused model
@@ -93,23 +93,6 @@ class FinetuneResult:
     version: Optional[int] = None
     paths: dict = field(default_factory=dict)
     message: str = ""
-
-
-# --------------------------------------------------------------------------------------- loss
-def weighted_supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
-                             row_weight: torch.Tensor, cos_lambda: float = 0.1
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """L_sup with per-vertex weights: weighted MSE over real candidates - cos_lambda * weighted mean
-    row cosine. pred/target/mask (V, K), row_valid (V,) bool, row_weight (V,) float. With all
-    weights 1 it equals ``backend.training.losses.supervised_loss``. Returns (loss, mse, cosine)."""
-    m = (mask & row_valid[:, None]).to(pred.dtype)
-    pred = pred * mask.to(pred.dtype)
-    rw = row_weight.to(pred.dtype) * row_valid.to(pred.dtype)
-    sq = ((pred - target) ** 2 * m).sum(1)
-    mse = (rw * sq).sum() / (rw * m.sum(1)).sum().clamp_min(1e-8)
-    cos = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1)).clamp_min(1e-8)
-    cos = (rw * cos).sum() / rw.sum().clamp_min(1e-8)
-    return mse - cos_lambda * cos, mse, cos
 
 
 # --------------------------------------------------------------------------------------- schedule

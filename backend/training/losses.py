@@ -71,6 +71,23 @@ def supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return loss, mse, cos
 
 
+def weighted_supervised_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, row_valid: torch.Tensor,
+                             row_weight: torch.Tensor, cos_lambda: float = 0.1
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_sup with per-vertex weights (fine-tuning and adaptation weight the vertices an artist changed):
+    weighted MSE over real candidates - cos_lambda * weighted mean row cosine. pred/target/mask (V, K),
+    row_valid (V,) bool, row_weight (V,) float. With all weights 1 it equals :func:`supervised_loss`.
+    Returns (loss, mse, cosine)."""
+    m = (mask & row_valid[:, None]).to(pred.dtype)
+    pred = pred * mask.to(pred.dtype)
+    rw = row_weight.to(pred.dtype) * row_valid.to(pred.dtype)
+    sq = ((pred - target) ** 2 * m).sum(1)
+    mse = (rw * sq).sum() / (rw * m.sum(1)).sum().clamp_min(1e-8)
+    cos = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1)).clamp_min(1e-8)
+    cos = (rw * cos).sum() / rw.sum().clamp_min(1e-8)
+    return mse - cos_lambda * cos, mse, cos
+
+
 def deformation_loss(pred: torch.Tensor, target: torch.Tensor, displacement: torch.Tensor, mask: torch.Tensor,
                      row_valid: torch.Tensor, row_weight: torch.Tensor | None = None,
                      eps: float = 1e-4, power: float = 1.0) -> torch.Tensor:
