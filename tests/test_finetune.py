@@ -22,7 +22,7 @@ from backend.training.corrections import read_corrections
 from backend.training.finetune import (Finetuner, FinetuneOptions, epoch_plan, replay_batch_count, run_finetune,
                                        weighted_supervised_loss)
 from backend.training.losses import supervised_loss
-from conftest import make_capsule_chain, rewrite_meta
+from conftest import make_capsule_chain
 
 FC = FeatureConfig(k_bones=3, distance="euclidean")
 SMALL = dict(rings=12, segments=10)
@@ -84,74 +84,6 @@ def tip_to_bone2(rig, pred: np.ndarray, z0: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- pure parts
-def test_fine_tuned_versions_keep_the_prior_blend_in_use(tmp_path):
-    from backend.export.onnx_export import export_random_generator
-    from backend.training.finetune import current_prior_blend
-
-    assert current_prior_blend(tmp_path) == 1.0  # no model in use
-    export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
-    assert current_prior_blend(tmp_path) == 1.0  # stored default
-    import onnx
-
-    proto = onnx.load(str(tmp_path / "autoskin.onnx"))
-    for p in proto.metadata_props:
-        if p.key == "prior_blend":
-            p.value = "0.4"
-    onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
-    assert current_prior_blend(tmp_path) == pytest.approx(0.4)
-    for p in proto.metadata_props:
-        if p.key == "prior_blend":
-            p.value = "lots"
-    onnx.save_model(proto, str(tmp_path / "autoskin.onnx"))
-    from backend.inference.model_meta import ModelError
-
-    with pytest.raises(ModelError, match="prior_blend"):  # never silently replaced by another mix
-        current_prior_blend(tmp_path)
-
-
-def test_fine_tuned_versions_keep_the_sharpening_in_use(tmp_path):
-    from backend.export.onnx_export import export_random_generator
-    from backend.inference.model_meta import ModelError
-    from backend.training.finetune import current_diffuse, current_sharpen, current_smooth
-
-    assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # no model in use
-    export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
-    assert current_sharpen(tmp_path) == 1.0 and current_smooth(tmp_path) == 0  # stored defaults
-    assert current_diffuse(tmp_path) == 0.0
-    for key, value, read, expect in (("sharpen", "1.4", current_sharpen, 1.4),
-                                     ("sharpen", "0.5", current_sharpen, None),
-                                     ("smooth", "2", current_smooth, 2), ("smooth", "-3", current_smooth, None),
-                                     ("diffuse", "0.5", current_diffuse, 0.5),
-                                     ("diffuse", "7", current_diffuse, None)):
-        rewrite_meta(tmp_path / "autoskin.onnx", tmp_path / "autoskin.onnx", **{key: value})
-        if expect is not None:
-            assert read(tmp_path) == pytest.approx(expect)
-        else:
-            with pytest.raises(ModelError, match=key):
-                read(tmp_path)
-
-
-def test_fine_tuned_versions_keep_the_blend_rule_in_use(tmp_path):
-    import json
-
-    from backend.export.onnx_export import export_random_generator
-    from backend.inference.blend_rule import PieceBlendRule
-    from backend.inference.model_meta import ModelError
-    from backend.training.finetune import current_prior_blend_rule
-
-    assert current_prior_blend_rule(tmp_path) is None  # no model in use
-    rule = PieceBlendRule(low=0.15, high=1.0, saturation=0.1).as_dict()
-    export_random_generator(tmp_path / "autoskin.onnx", hidden=8, fused=8, seed=0, feature_config=FC)
-    assert current_prior_blend_rule(tmp_path) is None  # a model without a rule
-    for value, expect in [(json.dumps(rule), rule), (json.dumps({**rule, "low": 3}), None)]:
-        rewrite_meta(tmp_path / "autoskin.onnx", tmp_path / "autoskin.onnx", prior_blend_rule=value)
-        if expect is not None:
-            assert current_prior_blend_rule(tmp_path) == expect
-        else:
-            with pytest.raises(ModelError, match="prior_blend_rule"):
-                current_prior_blend_rule(tmp_path)
-
-
 def test_weighted_loss_known_values():
     g = torch.Generator().manual_seed(0)
     pred = torch.rand(6, 3, generator=g, dtype=torch.float64)

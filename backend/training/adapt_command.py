@@ -11,9 +11,8 @@ what the studio cares about, and publish it through the versioned model store.
    large gain on it (``style.MIN_GAIN``) moves the settings. Collapse: on a few rigs of the
    training artists' validation split the per-vertex L1 may rise by at most ``collapse`` (relative),
    or up to the L1 of the model-free geodesic falloff when that is higher.
-3. Publishing: ``autoskin-vN`` with the card last (backend.training.finetune.reserve_version and
-   backend.inference.model_store); a settings-only version reuses the base network's ONNX graph
-   with new metadata.
+3. Publishing: ``autoskin-vN`` with the card last (backend.training.publish.write_version); a
+   settings-only version reuses the base network's ONNX graph with new metadata.
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from backend.evaluation.metrics import l1_per_vertex, restrict
 from backend.inference import model_store
 from backend.io.atomic import atomic_path
 from backend.rig import RigError
+from backend.training.publish import write_version
 from backend.training.style import (MIN_GAIN, StyleSettings, fit_style, full_weights, grid_diffuses, model_settings,
                                     onnx_net, prepare_case, rig_outputs, style_grid)
 
@@ -108,12 +108,8 @@ def publish_version(models: Path, base_onnx: Path, base_ckpt: Optional[Path], se
     """Write ``autoskin-vN`` (checkpoint, ONNX, markdown card, JSON card last); on any failure nothing
     of it is left. ``G`` (a trained generator, with the base ``ckpt``) is exported; else the base graph
     is reused with the new settings."""
-    from backend.training.finetune import reserve_version
 
-    model_store.register_current(models)
-    n = reserve_version(models)
-    paths = model_store.version_paths(models, n)
-    try:
+    def write(n: int, paths: dict[str, Path]) -> dict:
         if G is not None:
             from backend.export.onnx_export import export_generator
             from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
@@ -128,18 +124,10 @@ def publish_version(models: Path, base_onnx: Path, base_ckpt: Optional[Path], se
             if base_ckpt is not None and base_ckpt.is_file():
                 model_store.copy_atomic(base_ckpt, paths["pth"])
             write_onnx_with_settings(base_onnx, paths["onnx"], settings, f"autoskin-v{n}")
-        card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
+        return dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
                     checkpoint=paths["pth"].name if paths["pth"].is_file() else None, model_version=f"autoskin-v{n}")
-        model_store.write_text_atomic(paths["md"], card_text(card))
-        model_store.write_json_atomic(paths["json"], card)
-    except BaseException:
-        for p in paths.values():
-            if p.exists():
-                p.unlink()
-        raise
-    if activate:
-        model_store.activate(models, n)
-    return model_store.get_model(models, n)
+
+    return write_version(models, write, card_text, activate)
 
 
 def card_text(card: dict) -> str:

@@ -11,15 +11,15 @@ checkpoint is written atomically after every epoch (and every ``run.checkpoint_e
 Before publishing, the old (base) and new generators are scored by the per-vertex L1 error
 (``backend.evaluation.metrics.l1_per_vertex``, mean over rigs) on the validation split and on the
 corrections (optionally held out in turn). A new model whose validation L1 rose by more than
-``tolerance`` is refused. Publishing writes ``autoskin-vN.{pth,onnx,md,json}`` into the models
-folder (``backend.inference.model_store``) and, unless told not to, makes it the model in use.
+``tolerance`` is refused. Publishing (backend.training.publish) writes
+``autoskin-vN.{pth,onnx,md,json}`` into the models folder and, unless told not to, makes it the
+model in use.
 """
 from __future__ import annotations
 
 import copy
 import datetime as _dt
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from backend.training.data import (FeatureStore, Sample, collate_samples, connec
                                    list_rigs)
 from backend.training.distributed import pick_device
 from backend.training.losses import physical_loss, weighted_supervised_loss
+from backend.training.publish import fmt, publish
 from backend.training.schedule import warmup_cosine
 
 REFUSED = 3  # exit code of a refused model
@@ -357,156 +358,6 @@ class Finetuner:
                 "new_l1": float(np.mean([r["new_l1"] for r in rows]))}
 
 
-def _fmt(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
-
-
-def model_card_text(card: dict) -> str:
-    """The human model card (markdown) of a published version."""
-    m = card["metrics"]
-    lines = [f"# Auto Skin model v{card['version']}", "",
-             f"Fine-tuned {card['created']} from `{card['base']['checkpoint']}` "
-             f"(model version {card['base'].get('model_version') or 'unknown'}) on {len(card['corrections'])} "
-             f"artist correction(s), replay share {card['options']['replay_share']}, changed-vertex weight "
-             f"{card['options']['changed_weight']}, {card['training']['steps']} steps.", "",
-             "| per-vertex L1 | old | new |", "|---|---|---|",
-             f"| validation ({m['val_old']['rigs']} rigs) | {_fmt(m['val_old']['l1'])} | {_fmt(m['val_new']['l1'])} |",
-             f"| corrections, all vertices | {_fmt(m['corr_old']['l1'])} | {_fmt(m['corr_new']['l1'])} |",
-             f"| corrections, changed vertices | {_fmt(m['corr_old']['l1_focus'])} | {_fmt(m['corr_new']['l1_focus'])} |"]
-    h = m.get("holdout")
-    if h and "folds" in h:
-        lines.append(f"| corrections held out ({len(h['folds'])} folds) | {_fmt(h['old_l1'])} | {_fmt(h['new_l1'])} |")
-    lines += ["", f"Validation tolerance: {card['options']['tolerance']} (change {m['val_delta']:+.4f}).", "",
-              "## Corrections learned", "", "| file | sha256 | vertices | changed | exported from |", "|---|---|---|---|---|"]
-    for c in card["corrections"]:
-        lines.append(f"| {c['file']} | `{c['sha256'][:16]}` | {c['vertices']} | {c['changed_vertices']} | "
-                     f"{c['source_file']} ({c['model_version'] or '?'}) |")
-    if card.get("skipped"):
-        lines += ["", "## Skipped files", ""] + [f"- {s}" for s in card["skipped"]]
-    lines += ["", f"Files: `{card['onnx']}` (sha256 `{card['onnx_sha256'][:16]}`), `{card['checkpoint']}`.", ""]
-    return "\n".join(lines)
-
-
-def reserve_version(folder: Path) -> int:
-    """Claim the next free version number by creating its ``.md`` exclusively (two runs publishing at
-    once get different numbers); the card replaces the placeholder at the end."""
-    folder.mkdir(parents=True, exist_ok=True)
-    while True:
-        n = model_store.next_version(folder)
-        try:
-            fd = os.open(model_store.version_paths(folder, n)["md"], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            continue
-        os.write(fd, b"# incomplete: being published\n")
-        os.close(fd)
-        return n
-
-
-def _metadata_in_use(models_dir: Path) -> tuple[Path, dict] | None:
-    """(path, metadata) of ``models_dir/autoskin.onnx`` (the model in use), None when there is none."""
-    import onnx
-
-    from backend.export.metadata import get_metadata
-
-    cur = Path(models_dir) / model_store.CURRENT_NAME
-    if not cur.is_file():
-        return None
-    return cur, get_metadata(onnx.load(str(cur), load_external_data=False))
-
-
-def _parse_in_use(models_dir: Path, parse):
-    """``parse(metadata, path)`` of the model in use; with no model in use its metadata is empty, so
-    ``parse`` gives its default."""
-    found = _metadata_in_use(models_dir)
-    return parse(found[1], found[0]) if found is not None else parse({}, Path(models_dir) / model_store.CURRENT_NAME)
-
-
-def current_prior_blend(models_dir: Path) -> float:
-    """The ``prior_blend`` stored in ``models_dir/autoskin.onnx`` (the model in use); 1.0 when there is
-    no such file or it stores none (ModelError for an invalid one). A fine-tuned version keeps the
-    blend the shipped model was given."""
-    from backend.inference.model_meta import parse_prior_blend
-
-    return _parse_in_use(models_dir, parse_prior_blend)
-
-
-def _rule_dict(meta: dict, source: Path) -> dict | None:
-    from backend.inference.model_meta import parse_prior_blend_rule
-
-    rule = parse_prior_blend_rule(meta, source)
-    return rule.as_dict() if rule is not None else None
-
-
-def current_prior_blend_rule(models_dir: Path) -> dict | None:
-    """The per-rig blend rule of ``models_dir/autoskin.onnx`` (``PieceBlendRule.as_dict()``), None when
-    there is no such file or it has none (ModelError for a malformed one). A fine-tuned version keeps
-    it, as it keeps the fixed blend."""
-    return _parse_in_use(models_dir, _rule_dict)
-
-
-def current_sharpen(models_dir: Path) -> float:
-    """The ``sharpen`` power of ``models_dir/autoskin.onnx``; 1.0 when there is no such file or it stores
-    none (ModelError for an invalid one). A fine-tuned version keeps it, as it keeps the blend."""
-    from backend.inference.model_meta import parse_sharpen
-
-    return _parse_in_use(models_dir, parse_sharpen)
-
-
-def current_smooth(models_dir: Path) -> int:
-    """The ``smooth`` iterations of ``models_dir/autoskin.onnx``; 0 when there is no such file or it stores
-    none (ModelError for an invalid one). A fine-tuned version keeps them, as it keeps the sharpening."""
-    from backend.inference.model_meta import parse_smooth
-
-    return _parse_in_use(models_dir, parse_smooth)
-
-
-def current_diffuse(models_dir: Path) -> float:
-    """The ``diffuse`` reach (% of the character's size) of ``models_dir/autoskin.onnx``; 0 when there is
-    no such file or it stores none (ModelError for an invalid one). A fine-tuned version keeps it."""
-    from backend.inference.model_meta import parse_diffuse
-
-    return _parse_in_use(models_dir, parse_diffuse)
-
-
-def publish(models_dir: Path, G: Generator, ckpt: dict, card: dict, export_method: str = "auto",
-            activate: bool = True) -> model_store.ModelVersion:
-    """Write version N (checkpoint, ONNX, markdown card, then the JSON card last) and optionally make
-    it the model in use. A model in use that has no version yet is kept as one first. The new ONNX
-    keeps the prior blend, the per-rig blend rule, the sharpening, the smoothing and the diffusion of the
-    model in use (:func:`current_prior_blend`, :func:`current_prior_blend_rule`, :func:`current_sharpen`,
-    :func:`current_smooth`, :func:`current_diffuse`)."""
-    from backend.export.onnx_export import export_generator
-
-    from backend.inference.model_meta import parse_runtime_settings
-
-    models_dir = Path(models_dir)
-    settings = _parse_in_use(models_dir, parse_runtime_settings)  # the model in use, read once
-    rule = settings["prior_blend_rule"]
-    settings["prior_blend_rule"] = rule.as_dict() if rule is not None else None
-    model_store.register_current(models_dir)
-    n = reserve_version(models_dir)
-    paths = model_store.version_paths(models_dir, n)
-    try:
-        summary = {"finetuned_from": card["base"]["checkpoint"], "corrections": len(card["corrections"]),
-                   "val_l1": card["metrics"]["val_new"]["l1"], "version": n}
-        save_generator(paths["pth"], G.state_dict(), ckpt["config"], ckpt["feature_config"], FEATURE_VERSION, summary)
-        res = export_generator(G, paths["onnx"], FeatureConfig(**ckpt["feature_config"]), train_summary=summary,
-                               model_version=f"autoskin-v{n}", method=export_method, **settings)
-        card = dict(card, version=n, onnx=paths["onnx"].name, onnx_sha256=model_store.file_sha256(paths["onnx"]),
-                    checkpoint=paths["pth"].name, model_version=f"autoskin-v{n}", **settings,
-                    export={"method": res.method, "max_abs_diff": res.max_abs_diff, "bytes": res.size_bytes})
-        model_store.write_text_atomic(paths["md"], model_card_text(card))
-        model_store.write_json_atomic(paths["json"], card)
-    except BaseException:
-        for p in paths.values():  # leave no partial version behind
-            if p.exists():
-                p.unlink()
-        raise
-    if activate:
-        model_store.activate(models_dir, n)
-    return model_store.get_model(models_dir, n)
-
-
 def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | Path, out: str | Path,
                  models_dir: str | Path, base: Optional[str | Path] = None, options: FinetuneOptions = FinetuneOptions(),
                  resume: bool = False, dry_run: bool = False, progress: bool = True, log=print) -> FinetuneResult:
@@ -533,17 +384,17 @@ def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | P
     metrics["val_delta"] = metrics["val_new"]["l1"] - metrics["val_old"]["l1"]
     if options.holdout_eval:
         metrics["holdout"] = ft.holdout()
-    log(f"validation per-vertex L1: old {_fmt(metrics['val_old']['l1'])} -> new {_fmt(metrics['val_new']['l1'])} "
+    log(f"validation per-vertex L1: old {fmt(metrics['val_old']['l1'])} -> new {fmt(metrics['val_new']['l1'])} "
         f"({metrics['val_delta']:+.4f}, tolerance {options.tolerance})")
-    log(f"corrections per-vertex L1: old {_fmt(metrics['corr_old']['l1'])} -> new {_fmt(metrics['corr_new']['l1'])}; "
-        f"changed vertices: old {_fmt(metrics['corr_old']['l1_focus'])} -> new {_fmt(metrics['corr_new']['l1_focus'])}")
+    log(f"corrections per-vertex L1: old {fmt(metrics['corr_old']['l1'])} -> new {fmt(metrics['corr_new']['l1'])}; "
+        f"changed vertices: old {fmt(metrics['corr_old']['l1_focus'])} -> new {fmt(metrics['corr_new']['l1_focus'])}")
     if "holdout" in metrics and "folds" in metrics["holdout"]:
         h = metrics["holdout"]
-        log(f"held-out corrections per-vertex L1: old {_fmt(h['old_l1'])} -> new {_fmt(h['new_l1'])}")
+        log(f"held-out corrections per-vertex L1: old {fmt(h['old_l1'])} -> new {fmt(h['new_l1'])}")
     report = {"base": str(base_path), "metrics": metrics, "options": asdict(options)}
     if metrics["val_delta"] > options.tolerance:
         msg = (f"refused: the fine-tuned model is worse on validation by {metrics['val_delta']:.4f} per-vertex L1 "
-               f"({_fmt(metrics['val_old']['l1'])} -> {_fmt(metrics['val_new']['l1'])}), more than the tolerance "
+               f"({fmt(metrics['val_old']['l1'])} -> {fmt(metrics['val_new']['l1'])}), more than the tolerance "
                f"{options.tolerance}; nothing was published (candidate kept in {out / 'finetuned_generator.pt'})")
         result = FinetuneResult("refused", metrics, message=msg)
     elif dry_run:
