@@ -55,11 +55,20 @@ def _traced_peak_mib(fn) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.cli.bench_features import make_creature
+    from backend.cli.bench_features import MIN_BONES, make_creature
     from backend.inference.predictor import Predictor, default_model_path
 
     if args.repeat < 1:
         print("error: --repeat must be >= 1")
+        return 2
+    try:
+        sizes = [int(v) for v in args.vertices.split(",")]
+        bones = [int(b) for b in args.bones.split(",")]
+    except ValueError:
+        print(f"error: --vertices and --bones must be comma-separated integers, got {args.vertices!r}, {args.bones!r}")
+        return 2
+    if min(sizes) < 100 or min(bones) < MIN_BONES:
+        print(f"error: --vertices must be >= 100 and --bones >= {MIN_BONES}")
         return 2
     model = args.model or str(default_model_path())
     learned = Predictor(model_path=model, mode="learned", threads=args.threads)
@@ -72,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
             f"{'bh/learned':>12} {'bh/geodesic':>13} | {'traced MiB':>10} {'RSS ours MiB':>12} {'RSS end MiB':>11}")
     print(head)
     print("-" * len(head))
-    for nv in [int(v) for v in args.vertices.split(",")]:
-        for nb in [int(b) for b in args.bones.split(",")]:
+    for nv in sizes:
+        for nb in bones:
             rig = make_creature(nv, nb)
             steps = _StepPrinter() if args.progress else None
             if not args.light:

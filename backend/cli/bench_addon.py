@@ -86,8 +86,10 @@ def _peak_rss_mib() -> float:
 
 def _check(args: argparse.Namespace) -> str:
     """'' when the arguments can run, else a one-line error."""
-    if not args.rig and (args.vertices < 100 or args.bones < 1):
-        return "--vertices must be >= 100 and --bones >= 1"
+    from backend.cli.bench_features import MIN_BONES
+
+    if not args.rig and (args.vertices < 100 or args.bones < MIN_BONES):
+        return f"--vertices must be >= 100 and --bones >= {MIN_BONES}"
     if args.rig and not (Path(args.rig).is_file() and args.rig.endswith(".npz")):
         return f"--rig {args.rig}: not an .npz file"
     if not 0 <= args.subdivide <= 4:

@@ -25,6 +25,7 @@ _LIMBS = (
     ((-0.45, 0.15, 0.55), (-0.45, 0.18, 0.0), 0.07, 7),
     ((-0.45, -0.15, 0.55), (-0.45, -0.18, 0.0), 0.07, 7),
 )
+MIN_BONES = len(_LIMBS)  # one bone per chain at least
 
 
 def capsule_mesh(p0: np.ndarray, p1: np.ndarray, radius: float, segments: int, rings: int
@@ -64,8 +65,13 @@ def capsule_mesh(p0: np.ndarray, p1: np.ndarray, radius: float, segments: int, r
 
 def make_creature(n_vertices: int, n_bones: int = 60):
     """A generated four-legged creature with about ``n_vertices`` vertices and ``n_bones`` bones
-    (chains along torso, neck, tail and legs). Returns a backend.rig.Rig without weights."""
+    (chains along torso, neck, tail and legs; at least one bone per chain: ``n_bones`` >=
+    ``MIN_BONES``). Returns a backend.rig.Rig without weights."""
     from backend.rig import make_rig
+
+    if n_bones < MIN_BONES:
+        raise ValueError(f"the bench creature has {MIN_BONES} bone chains: give at least {MIN_BONES} bones, "
+                         f"got {n_bones}")
 
     share = np.array([b for *_, b in _LIMBS], float)
     nb = np.maximum(np.round(share / share.sum() * n_bones).astype(int), 1)
@@ -137,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --sizes must be comma-separated integers, got {args.sizes!r}")
         return 2
-    if not sizes or min(sizes) < 100 or args.bones < 1:
-        print("error: sizes must be >= 100 vertices and --bones >= 1")
+    if not sizes or min(sizes) < 100 or args.bones < MIN_BONES:
+        print(f"error: sizes must be >= 100 vertices and --bones >= {MIN_BONES}")
         return 2
     compute_features = None
     if not args.no_features:
