@@ -22,7 +22,7 @@ from backend.training.corrections import read_corrections
 from backend.training.finetune import (Finetuner, FinetuneOptions, epoch_plan, replay_batch_count, run_finetune,
                                        weighted_supervised_loss)
 from backend.training.losses import supervised_loss
-from conftest import make_capsule_chain
+from conftest import make_capsule_chain, rewrite_meta
 
 FC = FeatureConfig(k_bones=3, distance="euclidean")
 SMALL = dict(rings=12, segments=10)
@@ -185,20 +185,96 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, data_dir, base_models):
                                                                    resume=True)
 
 
+def contradicting_correction(folder: Path) -> Path:
+    """An 'artist' style that contradicts the validation rigs: the middle bone's region of a chain
+    given to the first bone (``folder/a.npz``)."""
+    rig = chain(3, .3, "c")
+    z = rig.vertices[:, 2]
+    w = rig.weights.copy()
+    mid = (z > 1.0) & (z < 2.0)
+    w[mid] = 0.0
+    w[mid, 0] = 1.0
+    save_npz(rig.with_weights(w), folder / "a.npz", predicted_weights=rig.weights)
+    return folder / "a.npz"
+
+
+def test_the_gate_scores_the_weights_the_runtime_gives(tmp_path, pretrained):
+    """The gate's figures are `evaluate`'s metrics of the Predictor's output under the run-time settings
+    of the model in use (blend or per-rig rule, geodesic share, smoothing, diffusion, sharpening), not
+    of the raw generator output."""
+    from backend.evaluation.metrics import l1_per_vertex, restrict
+    from backend.evaluation.runner import evaluate_weights
+    from backend.inference.blend_rule import PieceBlendRule
+    from backend.inference.predictor import Predictor
+    from backend.training.adapt import torch_net
+    from backend.training.data import FeatureStore
+    from backend.training.finetune import runtime_score
+    from backend.training.publish import settings_in_use, stored_values
+    from backend.training.runtime_score import EvalRig
+
+    G, _ = load_generator_checkpoint(pretrained[1])
+    rig = chain(4, .3, "r")
+    save_npz(rig, tmp_path / "r.npz")
+    feats = FeatureStore(tmp_path / "cache", FC, skip_helpers=True).sample(tmp_path / "r.npz").features()
+    t, p, _ = restrict(rig.weights, feats.to_dense(torch_net(G)(feats)), rig.is_deform)
+    raw = l1_per_vertex(t, p)
+    rule = PieceBlendRule(low=0.15, high=1.0, saturation=0.1).as_dict()
+    for i, stored in enumerate([dict(prior_blend=0.6, sharpen=3.0, smooth=1, diffuse=0.5, geodesic_share=0.25),
+                                dict(prior_blend_rule=rule, sharpen=2.0)]):
+        models = tmp_path / f"models{i}"  # a new file per case: the runtime caches sessions by path
+        export_generator(G, models / "autoskin.onnx", FC, method="torchscript", **stored)
+        settings = settings_in_use(models)
+        assert {k: v for k, v in stored_values(settings).items() if k in stored} == stored
+        got = runtime_score(G, [EvalRig("r", rig, feats)], settings)
+        want = evaluate_weights(rig, Predictor(models / "autoskin.onnx", threads=1).predict(rig).weights)
+        assert got["rigs"] == 1
+        assert got["l1"] == pytest.approx(want["l1"], abs=1e-4), stored
+        assert got["deform_mean"] == pytest.approx(want["deform_mean"], abs=1e-3), stored
+        assert abs(got["l1"] - raw) > 0.01  # the post-processing moves the figure
+
+
+def test_the_gate_judges_the_runtime_weights_not_the_raw_output(tmp_path, data_dir, base_models):
+    """With a model in use whose runtime ignores the network (prior blend 0), fine-tuning on a
+    correction that makes the raw output worse on validation changes nothing users get: the gate sees
+    no change and accepts, where the raw output's L1 rose by more than the tolerance."""
+    from backend.evaluation.metrics import l1_per_vertex, restrict
+    from backend.io.npz import load_npz
+    from backend.training.adapt import torch_net
+    from backend.training.data import FeatureStore
+
+    models = tmp_path / "models"
+    base_models(models)
+    rewrite_meta(models / "autoskin.onnx", models / "autoskin.onnx", prior_blend="0.0")
+    contradicting_correction(tmp_path / "corr")
+    run = tmp_path / "run"
+    result = run_finetune(config(tmp_path), read_corrections(tmp_path / "corr"), data_dir, run, models,
+                          options=FinetuneOptions(epochs=20), dry_run=True, progress=False)
+    assert result.decision == "evaluated", result.message
+    assert result.metrics["val_delta"] == 0.0 and result.metrics["val_old"]["rigs"] == 2
+    report = json.loads((run / "report.json").read_text())
+    assert report["runtime_settings"]["prior_blend"] == 0.0 and report["decision"] == "evaluated"
+    store = FeatureStore(tmp_path / "cache", FC, skip_helpers=True)
+
+    def raw_val_l1(G) -> float:
+        out = []
+        for path in sorted((data_dir / "val").glob("*.npz")):
+            rig, feats = load_npz(path), store.sample(path).features()
+            t, p, _ = restrict(rig.weights, feats.to_dense(torch_net(G)(feats)), rig.is_deform)
+            out.append(l1_per_vertex(t, p))
+        return float(np.mean(out))
+
+    old, new = (load_generator_checkpoint(p)[0] for p in (models / "autoskin.pth", run / "finetuned_generator.pt"))
+    assert raw_val_l1(new) - raw_val_l1(old) > 0.02  # the raw scorer would have refused it
+
+
 def test_refuses_a_model_worse_on_validation(tmp_path, data_dir, base_models, capsys):
     """An 'artist' style that contradicts the validation rigs: the gate refuses and says by how much;
     broken and duplicate files are reported and skipped."""
     models = tmp_path / "models"
     base_models(models)
     before = sorted(p.name for p in models.iterdir())
-    rig = chain(3, .3, "c")
-    z = rig.vertices[:, 2]
-    w = rig.weights.copy()
-    mid = (z > 1.0) & (z < 2.0)
-    w[mid] = 0.0
-    w[mid, 0] = 1.0  # the middle bone's region given to the first bone
     corr = tmp_path / "corr"
-    save_npz(rig.with_weights(w), corr / "a.npz", predicted_weights=rig.weights)
+    contradicting_correction(corr)
     shutil.copy(corr / "a.npz", corr / "b_duplicate.npz")
     (corr / "c_broken.npz").write_bytes((corr / "a.npz").read_bytes()[:100])
     code = main(["finetune", "--corrections", str(corr), "--data", str(data_dir), "--models", str(models),

@@ -8,10 +8,11 @@ old characters (:func:`epoch_plan`). The loss is the trainer's L_sup with per-ve
 checkpoint is written atomically after every epoch (and every ``run.checkpoint_every_steps``):
 ``resume`` continues a killed run with the same result.
 
-Before publishing, the old (base) and new generators are scored by the per-vertex L1 error
-(``backend.evaluation.metrics.l1_per_vertex``, mean over rigs) on the validation split and on the
-corrections (optionally held out in turn). A new model whose validation L1 rose by more than
-``tolerance`` is refused. Publishing (backend.training.publish) writes
+Before publishing, the old (base) and new generators are scored on the weights users get: their
+output through the run-time settings of the model in use, which the new version keeps, scored by
+the evaluation's metrics (backend.training.runtime_score), on the validation split and on the
+corrections (optionally held out in turn). A new model whose validation per-vertex L1 rose by more
+than ``tolerance`` is refused. Publishing (backend.training.publish) writes
 ``autoskin-vN.{pth,onnx,md,json}`` into the models folder and, unless told not to, makes it the
 model in use.
 """
@@ -28,13 +29,14 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from backend.evaluation.metrics import l1_per_vertex, restrict
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
 from backend.inference import model_store
+from backend.inference.runtime_settings import RuntimeSettings
 from backend.io.npz import load_npz
 from backend.models.checkpoint import load_generator_checkpoint, save_generator, save_torch
 from backend.models.generator import Generator
 from backend.rig import RigError
+from backend.training.adapt import torch_net
 from backend.training.checkpoint import load_state, rng_state, set_rng_state
 from backend.training.config import RESUME_FREE, TrainConfig, config_diff
 from backend.training.corrections import Correction, CorrectionSet, vertex_loss_weights
@@ -42,7 +44,8 @@ from backend.training.data import (FeatureStore, Sample, collate_samples, connec
                                    list_rigs)
 from backend.training.distributed import pick_device
 from backend.training.losses import physical_loss, weighted_supervised_loss
-from backend.training.publish import fmt, publish
+from backend.training.publish import fmt, publish, settings_in_use, stored_values
+from backend.training.runtime_score import EvalRig, score
 from backend.training.schedule import warmup_cosine
 
 REFUSED = 3  # exit code of a refused model
@@ -71,18 +74,6 @@ class Item:
     name: str
     sample: Sample
     row_weight: np.ndarray
-
-
-@dataclass
-class EvalRig:
-    """A rig to score: its sample, (V, J) true weights, (J,) deform flags, optional (V,) bool rows
-    of interest (the changed vertices of a correction)."""
-
-    name: str
-    sample: Sample
-    truth: np.ndarray
-    is_deform: np.ndarray
-    focus: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -148,38 +139,6 @@ def forward(G: Generator, t: dict[str, torch.Tensor]) -> torch.Tensor:
     return G(t["vertex_feat"], t["neighbors"], t["bone_feat"], t["cand"], t["pair_feat"], t["prior"])
 
 
-@torch.no_grad()
-def dense_prediction(G: Generator, sample: Sample, device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """(V, J) float32 raw generator weights of one rig (no post-processing)."""
-    was = G.training
-    G.eval()
-    t = collate_samples([sample]).to(device).tensors
-    w = forward(G, t).float().cpu().numpy()
-    G.train(was)
-    return sample.features().to_dense(w)
-
-
-def score(G: Generator, rigs: list[EvalRig], device: torch.device = torch.device("cpu"), progress: bool = False,
-          desc: str = "evaluate") -> dict[str, float]:
-    """{"l1": mean over rigs of the per-vertex L1, "l1_focus": the same over each rig's focus rows
-    (NaN when no rig has any), "rigs": count}."""
-    it = rigs
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(rigs, desc=desc, unit="rig", leave=False)
-    full, focus = [], []
-    for r in it:
-        pred = dense_prediction(G, r.sample, device)
-        t, p, kept = restrict(r.truth, pred, r.is_deform)
-        full.append(l1_per_vertex(t, p))
-        if r.focus is not None and r.focus[kept].any():
-            sel = r.focus[kept]
-            focus.append(l1_per_vertex(t[sel], p[sel]))
-    return {"l1": float(np.mean(full)) if full else float("nan"),
-            "l1_focus": float(np.mean(focus)) if focus else float("nan"), "rigs": len(rigs)}
-
-
 # --------------------------------------------------------------------------------------- the run
 class Finetuner:
     """Data, base model and training loop of one fine-tuning run (folder ``out``)."""
@@ -213,8 +172,7 @@ class Finetuner:
         return Item(c.path.name, s, vertex_loss_weights(c.changed, self.opt.changed_weight))
 
     def correction_eval(self, c: Correction) -> EvalRig:
-        return EvalRig(c.path.name, self.store.sample(c.path), c.rig.weights, c.rig.is_deform,
-                       c.changed if c.changed.any() else None)
+        return EvalRig(c.path.name, c.rig, self.store.sample(c.path).features(), c.changed if c.changed.any() else None)
 
     def val_rigs(self) -> list[EvalRig]:
         out = []
@@ -227,7 +185,7 @@ class Finetuner:
             rig = load_npz(p)
             if rig.weights is None:
                 raise RigError(f"{p}: a validation rig without weights")
-            out.append(EvalRig(p.name, self.store.sample(p), rig.weights, rig.is_deform))
+            out.append(EvalRig(p.name, rig, self.store.sample(p).features()))
         return out
 
     def replay_item(self, i: int, epoch: int) -> Item:
@@ -338,8 +296,9 @@ class Finetuner:
                          "interrupted": interrupted, "last": history[-1] if history else None}
 
     # ------------------------------------------------------------------ held-out evaluation
-    def holdout(self) -> dict[str, Any]:
-        """Fine-tune once per fold without its corrections and score them (old vs new)."""
+    def holdout(self, settings: RuntimeSettings) -> dict[str, Any]:
+        """Fine-tune once per fold without its corrections and score them (old vs new) under the
+        run-time ``settings``."""
         n = len(self.corrections)
         if n < 2:
             return {"skipped": "needs at least 2 corrections"}
@@ -351,18 +310,27 @@ class Finetuner:
             rest = [c for c, g in zip(self.corrections, fold_of) if g != f]
             G, _ = self.train(rest, None, desc=f"held-out fold {f + 1}/{k}")
             rigs = [self.correction_eval(c) for c in held]
-            old, new = score(self.base, rigs), score(G, rigs)
+            old, new = runtime_score(self.base, rigs, settings), runtime_score(G, rigs, settings)
             rows.append({"held_out": [c.path.name for c in held], "old_l1": old["l1"], "new_l1": new["l1"],
                          "old_l1_changed": old["l1_focus"], "new_l1_changed": new["l1_focus"]})
         return {"folds": rows, "old_l1": float(np.mean([r["old_l1"] for r in rows])),
                 "new_l1": float(np.mean([r["new_l1"] for r in rows]))}
 
 
+def runtime_score(G: Generator, rigs: list[EvalRig], settings: RuntimeSettings, progress: bool = False,
+                  desc: str = "evaluate") -> dict[str, float]:
+    """backend.training.runtime_score.score of generator ``G`` (on the CPU, in eval mode)."""
+    return score(torch_net(G.cpu().eval()), rigs, settings, progress, desc)
+
+
 def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | Path, out: str | Path,
-                 models_dir: str | Path, base: Optional[str | Path] = None, options: FinetuneOptions = FinetuneOptions(),
-                 resume: bool = False, dry_run: bool = False, progress: bool = True, log=print) -> FinetuneResult:
-    """The whole loop: fine-tune, score old vs new, refuse or publish. Writes ``out/report.json``."""
+                 models_dir: str | Path, base: Optional[str | Path] = None,
+                 options: FinetuneOptions = FinetuneOptions(), resume: bool = False, dry_run: bool = False,
+                 progress: bool = True, log=print) -> FinetuneResult:
+    """The whole loop: fine-tune, score old vs new on the runtime's weights, refuse or publish. Writes
+    ``out/report.json``."""
     models_dir = Path(models_dir)
+    settings = settings_in_use(models_dir)  # scored with and kept by the new version
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base_path = Path(base) if base is not None else model_store.current_checkpoint(models_dir)
@@ -377,24 +345,27 @@ def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | P
     val = ft.val_rigs()
     corr = [ft.correction_eval(c) for c in ft.corrections]
     metrics: dict[str, Any] = {
-        "val_old": score(ft.base, val, progress=progress, desc="validation, old"),
-        "val_new": score(G, val, progress=progress, desc="validation, new"),
-        "corr_old": score(ft.base, corr), "corr_new": score(G, corr), "training": info,
+        "val_old": runtime_score(ft.base, val, settings, progress, "validation, old"),
+        "val_new": runtime_score(G, val, settings, progress, "validation, new"),
+        "corr_old": runtime_score(ft.base, corr, settings), "corr_new": runtime_score(G, corr, settings),
+        "training": info,
     }
     metrics["val_delta"] = metrics["val_new"]["l1"] - metrics["val_old"]["l1"]
     if options.holdout_eval:
-        metrics["holdout"] = ft.holdout()
-    log(f"validation per-vertex L1: old {fmt(metrics['val_old']['l1'])} -> new {fmt(metrics['val_new']['l1'])} "
+        metrics["holdout"] = ft.holdout(settings)
+    val_old, val_new, corr_old, corr_new = (metrics[k] for k in ("val_old", "val_new", "corr_old", "corr_new"))
+    log(f"validation per-vertex L1 of the runtime's weights: old {fmt(val_old['l1'])} -> new {fmt(val_new['l1'])} "
         f"({metrics['val_delta']:+.4f}, tolerance {options.tolerance})")
-    log(f"corrections per-vertex L1: old {fmt(metrics['corr_old']['l1'])} -> new {fmt(metrics['corr_new']['l1'])}; "
-        f"changed vertices: old {fmt(metrics['corr_old']['l1_focus'])} -> new {fmt(metrics['corr_new']['l1_focus'])}")
+    log(f"corrections per-vertex L1: old {fmt(corr_old['l1'])} -> new {fmt(corr_new['l1'])}; "
+        f"changed vertices: old {fmt(corr_old['l1_focus'])} -> new {fmt(corr_new['l1_focus'])}")
     if "holdout" in metrics and "folds" in metrics["holdout"]:
         h = metrics["holdout"]
         log(f"held-out corrections per-vertex L1: old {fmt(h['old_l1'])} -> new {fmt(h['new_l1'])}")
-    report = {"base": str(base_path), "metrics": metrics, "options": asdict(options)}
+    report = {"base": str(base_path), "metrics": metrics, "options": asdict(options),
+              "runtime_settings": stored_values(settings)}
     if metrics["val_delta"] > options.tolerance:
         msg = (f"refused: the fine-tuned model is worse on validation by {metrics['val_delta']:.4f} per-vertex L1 "
-               f"({fmt(metrics['val_old']['l1'])} -> {fmt(metrics['val_new']['l1'])}), more than the tolerance "
+               f"({fmt(val_old['l1'])} -> {fmt(val_new['l1'])}), more than the tolerance "
                f"{options.tolerance}; nothing was published (candidate kept in {out / 'finetuned_generator.pt'})")
         result = FinetuneResult("refused", metrics, message=msg)
     elif dry_run:
@@ -411,7 +382,7 @@ def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | P
             "training": info, "feature_config": ft.ckpt["feature_config"], "model_config": ft.ckpt["config"],
         }
         card["skipped"] = [s.strip() for s in card["skipped"] if not s.strip().startswith("ok")]
-        mv = publish(models_dir, G, ft.ckpt, card, options.export_method, options.activate)
+        mv = publish(models_dir, G, ft.ckpt, card, options.export_method, options.activate, settings)
         result = FinetuneResult("published", metrics, version=mv.version,
                                 paths={"onnx": str(mv.onnx), "card": str(mv.card_path),
                                        "checkpoint": str(mv.checkpoint)},

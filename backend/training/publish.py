@@ -8,7 +8,8 @@ files are written (``autoskin-vN.pth``, ``.onnx``, the markdown card, then the J
 version without it is incomplete and never listed), and nothing of it is left when any step fails;
 then, if asked, it becomes the model in use.
 
-A fine-tuned version keeps the run-time settings of the model in use (:func:`settings_in_use`).
+A fine-tuned version keeps the run-time settings of the model in use (:func:`settings_in_use`), which
+are also the settings fine-tuning scores it with (backend.training.runtime_score).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def card_text(card: dict) -> str:
              f"(model version {card['base'].get('model_version') or 'unknown'}) on {len(card['corrections'])} "
              f"artist correction(s), replay share {card['options']['replay_share']}, changed-vertex weight "
              f"{card['options']['changed_weight']}, {card['training']['steps']} steps.", "",
-             f"Run-time settings (kept from the model in use): {settings_label(card)}.", "",
+             f"Run-time settings (kept from the model in use): {settings_label(card)}. The figures score the "
+             "weights the runtime gives with them.", "",
              "| per-vertex L1 | old | new |", "|---|---|---|",
              f"| validation ({val_old['rigs']} rigs) | {fmt(val_old['l1'])} | {fmt(val_new['l1'])} |",
              f"| corrections, all vertices | {fmt(m['corr_old']['l1'])} | {fmt(m['corr_new']['l1'])} |",
