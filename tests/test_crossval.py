@@ -172,6 +172,13 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     stages = [m for m in ("model:stage1", "model:stage2") if m in staged]
     assert "model:stage1" in stages and staged["model:candidate"] == scores["model:candidate"]
     assert staged["model:candidate"]["domain_mean"] in [staged[m]["domain_mean"] for m in stages]
+    # other run-time settings in the config: the candidate is exported again and scored again
+    assert main(args + ["--set", "runtime.sharpen=4"]) == 0
+    resharp = json.loads((out / "cv.json").read_text())["scores"]
+    cand4 = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_candidate.onnx"), "cand")
+    assert cand4["sharpen"] == 4.0 and (out / "fold0" / "best_generator.pt").stat().st_mtime_ns == mtime
+    assert resharp["model:candidate"]["domain_mean"] != scores["model:candidate"]["domain_mean"]
+    assert resharp["model:rt-wide"] == scores["model:rt-wide"]  # unchanged, not scored again
 
 
 def _model_metadata(path: Path) -> dict:

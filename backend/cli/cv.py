@@ -82,12 +82,14 @@ def run(args: argparse.Namespace) -> int:
         view = ensure_view(args.data, folds, f, out / "views" / f"fold{f}")
         extra = [view / "heldout"] if args.unlabeled_heldout else []
         best = ensure_trained(with_unlabeled(cfg, Path(args.cache_dir), extra), view, fold_dir)
-        models = [export_model(best, fold_dir / "cv_candidate.onnx", cfg.runtime, f"cv-fold{f}"),
-                  export_model(best, fold_dir / "cv_network.onnx", RuntimeConfig(), f"cv-fold{f}")]
-        models += [export_model(best, fold_dir / f"cv_rt-{name}.onnx", rt, f"cv-fold{f}") for name, rt in runtimes]
+        res = fold_dir / "eval" / "results.jsonl"  # a model exported again is scored again
+        models = [export_model(best, fold_dir / "cv_candidate.onnx", cfg.runtime, f"cv-fold{f}", res),
+                  export_model(best, fold_dir / "cv_network.onnx", RuntimeConfig(), f"cv-fold{f}", res)]
+        models += [export_model(best, fold_dir / f"cv_rt-{name}.onnx", rt, f"cv-fold{f}", res)
+                   for name, rt in runtimes]
         if args.stage_models:
             models += [export_model(fold_dir / f"best_stage{k}_generator.pt", fold_dir / f"cv_stage{k}.onnx",
-                                    cfg.runtime, f"cv-fold{f}") for k in (1, 2)
+                                    cfg.runtime, f"cv-fold{f}", res) for k in (1, 2)
                        if (fold_dir / f"best_stage{k}_generator.pt").is_file()]
         ensure_evaluated(view / "heldout", [f"model:{m}" for m in models], fold_dir / "eval",
                          manifest=view / "manifest.jsonl")

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     view = ensure_view(args.data, folds, None, out / "view")
     best = ensure_trained(with_unlabeled(cfg, Path(args.cache_dir)), view, out / "run")
-    model = export_model(best, out / "autoskin.onnx", cfg.runtime, model_version=args.model_version)
+    model = export_model(best, out / "autoskin.onnx", cfg.runtime, model_version=args.model_version,
+                         results=out / "eval_test" / "results.jsonl")
     ensure_evaluated(view / "test", [f"model:{model}", *TEST_METHODS], out / "eval_test",
                      manifest=view / "manifest.jsonl")
     command = recipe_command(args)

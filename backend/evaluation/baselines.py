@@ -41,6 +41,12 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_label(spec: str) -> str:
+    """The label of method ``name[:arg]`` in results and tables (a model method: its file's stem)."""
+    name, _, arg = spec.strip().partition(":")
+    return f"{name}:{Path(arg).stem}" if name in _MODEL_METHODS and arg else spec.strip()
+
+
 def make_method(spec: str) -> tuple[str, MethodFn]:
     """Parse ``name[:arg]`` and build the method; returns (label for tables, method).
 
@@ -50,8 +56,7 @@ def make_method(spec: str) -> tuple[str, MethodFn]:
     if name not in _REGISTRY:
         raise MethodUnavailable(f"unknown method {name!r}; known: {', '.join(available_methods())}")
     fn = _REGISTRY[name](arg or None)
-    label = f"{name}:{Path(arg).stem}" if name in _MODEL_METHODS and arg else spec
-    return label, fn
+    return method_label(spec), fn
 
 
 def _deform_distances(rig: Rig) -> tuple[np.ndarray, np.ndarray]:

@@ -79,11 +79,34 @@ def ensure_trained(cfg: TrainConfig, view: Path, out: Path, progress: bool = Fal
     return best
 
 
-def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None) -> Path:
+def export_is_current(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None) -> bool:
+    """``out`` exists, is newer than ``checkpoint`` and carries these run-time settings (and model
+    version, when one is given)."""
+    if not out.is_file() or out.stat().st_mtime_ns < Path(checkpoint).stat().st_mtime_ns:
+        return False
+    import onnxruntime as ort
+
+    from backend.inference import model_meta as mm
+
+    meta = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    have = mm.parse_runtime_settings(meta, out)
+    same = all(abs(float(have[k]) - float(getattr(runtime, k))) < 1e-9 for k in ("prior_blend", "sharpen", "diffuse"))
+    return same and have["prior_blend_rule"] is None and (model_version is None
+                                                          or meta.get(mm.KEY_MODEL_VERSION) == model_version)
+
+
+def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None,
+                 results: Path | None = None) -> Path:
     """Export the generator with these run-time settings (``RuntimeConfig()``: the network alone, no
-    prior blend, sharpening or diffusion); skipped when ``out`` exists."""
-    if out.is_file():
+    prior blend, sharpening or diffusion); skipped when ``out`` is current (``export_is_current``),
+    written again (atomically) when the settings changed or the checkpoint is newer; then the rows
+    of that model in the evaluation ``results`` (results.jsonl) are dropped so they are scored again."""
+    if export_is_current(checkpoint, out, runtime, model_version):
         return out
+    if results is not None:
+        from backend.evaluation.baselines import method_label
+
+        forget_method(results, method_label(f"model:{out}"))
     from backend.export.onnx_export import export_generator, feature_config_of, load_checkpoint
 
     model, ckpt = load_checkpoint(str(checkpoint))
@@ -117,6 +140,20 @@ def parse_runtime(spec: str) -> tuple[str, RuntimeConfig]:
     runtime = RuntimeConfig(**values)
     check_values(replace(TrainConfig(), runtime=runtime), f"--runtime {name}")
     return name, runtime
+
+
+def forget_method(results: Path, method: str) -> None:
+    """Drop ``method``'s rows from an evaluation's results.jsonl (rewritten atomically), so a resumed
+    ``ensure_evaluated`` scores it again (its model was exported again)."""
+    from backend.io.atomic import atomic_path
+
+    if not results.is_file():
+        return
+    lines = results.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = [x for x in lines if not x.strip() or json.loads(x).get("method") != method]
+    if len(keep) != len(lines):
+        with atomic_path(results) as tmp:
+            tmp.write_text("".join(keep), encoding="utf-8")
 
 
 def ensure_evaluated(data: Path, methods: list[str], out: Path, manifest: Path | None = None) -> Path:
