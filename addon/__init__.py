@@ -16,7 +16,8 @@ import bpy
 from . import _bootstrap
 
 #: The add-on's modules that import the runtime, in import order.
-MODULES = ("preferences", "gather", "combine", "apply", "export_corrections", "job", "operators", "panel", "parent_menu")
+MODULES = ("preferences", "gather", "combine", "apply", "export_corrections", "job", "operators", "panel",
+           "parent_menu")
 
 
 def _module(name: str):

@@ -73,7 +73,8 @@ def ensure_runtime() -> str:
     try:
         rig_mod = importlib.import_module(f"{name}.rig")
     except ImportError as exc:
-        raise BackendMissing(f"Auto Skin: cannot import its runtime from {root} ({exc}); reinstall the extension") from None
+        raise BackendMissing(f"Auto Skin: cannot import its runtime from {root} ({exc}); "
+                             "reinstall the extension") from None
     if not hasattr(rig_mod, "RigError"):
         other = getattr(sys.modules.get(name), "__file__", "?")
         raise BackendMissing(f"Auto Skin: another module named {name!r} ({other}) hides the runtime in {root}; "

@@ -3,7 +3,8 @@
 
 Examples:
   python -m backend adapt --corrections ~/corrections --data ../shared/data/rigs
-  python -m backend adapt --corrections DIR --data ../shared/data/rigs --train --steps 40   # stop rule tries 0, 10, 20, 40 steps
+  python -m backend adapt --corrections DIR --data ../shared/data/rigs --train --steps 40
+      # (the stop rule tries 0, 10, 20, 40 steps)
   python -m backend adapt --corrections DIR --dry-run          # decide, publish nothing
 
 The new version is judged on the corrections themselves, each left out in turn; the training

@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: Auto Skin failed: {exc}")
                 return 1
             auto_times.append(time.perf_counter() - t0)
-            label = f"Auto Skin ({mode})" + ("" if args.repeat == 1 else (", first run" if n == 0 else f", run {n + 1}"))
+            run_note = "" if args.repeat == 1 else (", first run" if n == 0 else f", run {n + 1}")
+            label = f"Auto Skin ({mode})" + run_note
             rows.append((label, auto_times[-1], *_influence_stats(mesh_obj), sorted(res)))
             steps.update()
         rss_auto = _peak_rss_mib()

@@ -1,9 +1,10 @@
 """Progress reports from a long prediction, and the way a caller stops one.
 
 A caller passes ``progress(stage, fraction)`` to ``Predictor.predict``; the runtime calls it between
-its steps (and between the columns of the diffusion solve and the row chunks of the clean-up) with a short stage name and the share
-of the whole prediction done, in [0, 1]. To stop the run the callback raises :class:`Cancelled`
-(or anything else): the exception leaves ``predict`` and nothing has been written anywhere.
+its steps (and between the columns of the diffusion solve and the row chunks of the clean-up) with
+a short stage name and the share of the whole prediction done, in [0, 1]. To stop the run the
+callback raises :class:`Cancelled` (or anything else): the exception leaves ``predict`` and nothing
+has been written anywhere.
 """
 from __future__ import annotations
 
