@@ -46,9 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the held-out domains' meshes join the unlabelled pool without their weights "
                         "(what a studio has: its characters, unpainted)")
     p.add_argument("--stage-models", action="store_true",
-                   help="also score the best generator of each stage (supervised stage 1, semi-supervised stage 2) "
-                        "with the config's run-time settings, reported as stage1 / stage2: the semi-supervised "
-                        "stage judged on held-out domains instead of rigs/val")
+                   help="also score the best generator of the supervised stage 1 (by rigs/val) and the generator "
+                        "as training ended (after the semi-supervised stage 2) with the config's run-time settings, "
+                        "reported as stage1 / final: the semi-supervised stage judged on held-out domains, not "
+                        "on rigs/val")
     p.add_argument("--report", action="store_true", help="only write the report of the folds done so far")
 
 
@@ -59,8 +60,8 @@ def baseline_methods(references: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from backend.training.config import RuntimeConfig, load_config
     from backend.training.folds import load_folds
-    from backend.training.steps import (ensure_evaluated, ensure_trained, ensure_view, export_model, parse_runtime,
-                                        with_unlabeled)
+    from backend.training.steps import (ensure_evaluated, ensure_trained, ensure_view, export_model, final_generator,
+                                        parse_runtime, with_unlabeled)
 
     cfg = load_config(args.config, args.set)
     runtimes = [parse_runtime(s) for s in args.runtime]
@@ -88,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
         models += [export_model(best, fold_dir / f"cv_rt-{name}.onnx", rt, f"cv-fold{f}", res)
                    for name, rt in runtimes]
         if args.stage_models:
-            models += [export_model(fold_dir / f"best_stage{k}_generator.pt", fold_dir / f"cv_stage{k}.onnx",
-                                    cfg.runtime, f"cv-fold{f}", res) for k in (1, 2)
-                       if (fold_dir / f"best_stage{k}_generator.pt").is_file()]
+            stage1, final = fold_dir / "best_stage1_generator.pt", final_generator(fold_dir)
+            if stage1.is_file():
+                models.append(export_model(stage1, fold_dir / "cv_stage1.onnx", cfg.runtime, f"cv-fold{f}", res))
+            if final is not None:
+                models.append(export_model(final, fold_dir / "cv_final.onnx", cfg.runtime, f"cv-fold{f}", res))
         ensure_evaluated(view / "heldout", [f"model:{m}" for m in models], fold_dir / "eval",
                          manifest=view / "manifest.jsonl")
     return write_report(out, folds, args)
@@ -120,7 +123,7 @@ def write_report(out: Path, folds: list[list[str]], args: argparse.Namespace) ->
     methods = list(dict.fromkeys(r["method"] for r in rows))
     scores = cv_scores(rows, domains, methods)
     labels = {"model:candidate": "candidate (config's run-time settings)", "model:network": "network alone",
-              "model:stage1": "stage 1 best (supervised)", "model:stage2": "stage 2 best (semi-supervised)",
+              "model:stage1": "stage 1 best (supervised)", "model:final": "end of training (after stage 2)",
               **BASELINE_LABELS}
     head = (f"# Cross-validation over held-out styles domains\n\nFolds done: {done} of {len(folds)} "
             f"({args.folds}); config {args.config} {' '.join('--set ' + s for s in args.set)}\n\n")

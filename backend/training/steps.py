@@ -79,6 +79,32 @@ def ensure_trained(cfg: TrainConfig, view: Path, out: Path, progress: bool = Fal
     return best
 
 
+def final_generator(run: Path) -> Path | None:
+    """``run``/final_generator.pt: the generator as a finished training ended (its last stage's last
+    step, whatever ``rigs/val`` chose as best), written once from the run's state.pt; None before
+    the run has finished."""
+    out = run / "final_generator.pt"
+    state = run / "state.pt"
+    if not (run / "summary.json").is_file() or not state.is_file():
+        return None
+    if out.is_file() and out.stat().st_mtime_ns >= state.stat().st_mtime_ns:
+        return out
+    from dataclasses import asdict
+
+    from backend.features.pipeline import FEATURE_VERSION
+    from backend.models.checkpoint import save_generator
+    from backend.training.checkpoint import load_state
+    from backend.training.config import config_from_dict
+
+    st = load_state(state)
+    if st["feature_version"] != FEATURE_VERSION:
+        raise SystemExit(f"[export] {state}: features {st['feature_version']} != {FEATURE_VERSION}")
+    cfg = config_from_dict(st["config"], str(state))
+    save_generator(out, st["G"], cfg.generator_kwargs(), asdict(cfg.feature_config()), FEATURE_VERSION,
+                   {"stage": st["pos"]["stage"], "step": st["pos"]["step"], "final": True})
+    return out
+
+
 def export_is_current(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None) -> bool:
     """``out`` exists, is newer than ``checkpoint`` and carries these run-time settings (and model
     version, when one is given)."""
