@@ -1,7 +1,9 @@
 """The runtime's faster paths (issue 26) give the numbers of the plain ones: mesh edges by 1-D keys,
 edges and pieces computed once and shared, the diffusion's symmetric factorisation solved column by
-column, the clean-up and the transfer in row chunks; and ``Predictor.predict`` reports its steps
-and stops when its progress callback raises. No shared data needed (generated meshes)."""
+column, the clean-up and the transfer in row chunks, the geodesic search graph built row by row and
+searched per bone or by levels (bit for bit the first version, ``search="reference"``); and
+``Predictor.predict`` reports its steps and stops when its progress callback raises. Generated meshes,
+plus the shared test rigs when present."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +13,9 @@ from scipy.sparse.linalg import splu
 
 from backend.cli.bench_features import make_creature
 from backend.features import simplify
-from backend.features.geodesic import geodesic_prior_weights
+from backend.features import geodesic
+from backend.features.frame import canonical_deform_arrays
+from backend.features.geodesic import geodesic_bone_distances, geodesic_prior_weights
 from backend.features.geometry import mesh_edges
 from backend.features.helper_bones import without_helpers
 from backend.features.pieces import vertex_areas
@@ -19,7 +23,7 @@ from backend.features.topology import MeshTopology
 from backend.inference import postprocess as pp
 from backend.inference.predictor import Predictor
 from backend.inference.progress import STAGES, Cancelled
-from conftest import make_capsule_chain
+from conftest import DATA_DIR, make_capsule_chain, make_chain_with_eye, needs_data
 
 
 def two_pieces():
@@ -166,3 +170,104 @@ def test_learned_mode_reports_the_network_step():
     seen = []
     Predictor(device="cpu").predict(rig, progress=lambda stage, f: seen.append(stage))
     assert list(dict.fromkeys(seen)) == ["checking", "features", "network", "post-processing"]
+
+
+# ----------------------------------------------------------------------------- geodesic search
+def test_voxel_graph_equals_the_coordinate_list_matrix():
+    """The row-by-row graph is the csr_matrix of the coordinate lists, a bridge joined from both of its
+    components (summed, as csr_matrix sums duplicates) included."""
+    rng = np.random.default_rng(3)
+    solid = rng.random((9, 7, 8)) < 0.55
+    ids = np.full(solid.shape, -1, np.int64)
+    N = int(solid.sum())
+    ids[solid] = np.arange(N)
+    coords = np.argwhere(solid)
+    # bridges join voxels that are not 26-neighbours (they join separate components)
+    far = np.flatnonzero(np.abs(coords - coords[0]).max(axis=1) > 1)
+    far2 = np.flatnonzero(np.abs(coords - coords[far[1]]).max(axis=1) > 1)
+    bs = np.array([0, far[0], far[1]])
+    bd = np.array([far[0], 0, far2[-1]])  # 0 <-> far[0] from both sides
+    bl = np.array([2.5, 2.5, 3.0]) * 0.1
+    seed_b = np.array([0, 0, 1, 2, 2, 2])
+    seed_n = np.array([1, 5, 3, 0, 4, 9])
+    seed_d = rng.random(6) * 0.05
+    Jd = 3
+    got = geodesic._voxel_graph(ids, coords, 0.1, (bs, bd, bl), (seed_b, seed_n, seed_d), Jd).csr
+    es, ed, el = geodesic._voxel_edges(ids, 0.1)
+    rows = np.concatenate([es, ed, bs, bd, N + seed_b])
+    cols = np.concatenate([ed, es, bd, bs, seed_n])
+    vals = np.concatenate([el, el, bl, bl, seed_d]) + geodesic._EDGE_EPS
+    ref = sparse.csr_matrix((vals, (rows, cols)), shape=(N + Jd, N + Jd))
+    assert got.shape == ref.shape and got.nnz == ref.nnz
+    got.sort_indices()
+    assert np.array_equal(got.indptr, ref.indptr) and np.array_equal(got.indices, ref.indices)
+    assert np.array_equal(got.data, ref.data)  # bit for bit, the doubled bridge too
+    assert got[0, far[0]] == 2 * (0.25 + geodesic._EDGE_EPS)
+
+
+def _geodesic_cases():
+    body = make_capsule_chain(5, with_weights=False)
+    eye, _ = make_chain_with_eye()  # a separate piece without bones: joined by a bridge
+    outside = make_capsule_chain(3, with_weights=False)
+    outside.joints = outside.joints + np.array([0.0, 0.8, 0.0], np.float32)  # bones beside the mesh
+    outside.tails = outside.tails + np.array([0.0, 0.8, 0.0], np.float32)
+    return [(make_creature(3000, 60), 8, 64), (make_creature(2000, 20), 8, 48), (make_creature(1500, 11), 3, 32),
+            (body, 2, 40), (eye, 8, 64), (outside, 2, 32)]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_every_search_gives_the_reference_bit_for_bit(case, monkeypatch):
+    rig, k, res = _geodesic_cases()[case]
+    _, v, heads, tails, _ = canonical_deform_arrays(rig)
+    ref = geodesic_bone_distances(v, rig.faces, heads, tails, k, res, search="reference")
+    ran = []
+    levels = geodesic._search_levels
+    monkeypatch.setattr(geodesic, "_search_levels", lambda *a: ran.append(1) or levels(*a))
+    for search in ("bones", "levels", "auto"):
+        got = geodesic_bone_distances(v, rig.faces, heads, tails, k, res, search=search)
+        for g, r in zip(got, ref):
+            assert g.dtype == r.dtype and np.array_equal(g, r), search
+    assert ran  # the level search answered (it did not fall back to the per-bone one)
+    if case == 0:
+        assert len(ran) == 2  # 60 bones, K = 8: "auto" chose the levels
+
+
+def test_a_level_tie_falls_back_to_the_per_bone_search(monkeypatch):
+    rig = make_creature(2000, 30)
+    _, v, heads, tails, _ = canonical_deform_arrays(rig)
+    ref = geodesic_bone_distances(v, rig.faces, heads, tails, 8, 48, search="reference")
+
+    def tie(*args):
+        raise geodesic._LevelTie
+
+    monkeypatch.setattr(geodesic, "_search_levels", tie)
+    got = geodesic_bone_distances(v, rig.faces, heads, tails, 8, 48, search="levels")
+    assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+    with pytest.raises(ValueError, match="search must be one of"):
+        geodesic_bone_distances(v, rig.faces, heads, tails, 8, 48, search="fast")
+
+
+@pytest.mark.parametrize("mode", ["learned", "geodesic", "heat"])
+def test_predictions_do_not_depend_on_the_search(mode, monkeypatch):
+    if mode == "learned":
+        pytest.importorskip("onnxruntime")
+    rig = make_creature(2500, 40)
+    got = Predictor(mode=mode, device="cpu").predict(rig).weights
+    monkeypatch.setattr(geodesic, "SEARCH", "reference")
+    ref = Predictor(mode=mode, device="cpu").predict(rig).weights
+    assert np.array_equal(got, ref)
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["quaternius_b2b__Pug", "quaternius_b2b__Tank3", "quaternius_b2b__Cat",
+                                  "quaternius_fable__characters_Wizard"])
+def test_test_rigs_search_bit_for_bit(name):
+    from backend.features.helper_bones import without_helpers
+    from backend.io.npz import load_npz
+
+    rig, _ = without_helpers(load_npz(DATA_DIR / "rigs" / "test" / f"{name}.npz"))
+    _, v, heads, tails, _ = canonical_deform_arrays(rig)
+    ref = geodesic_bone_distances(v, rig.faces, heads, tails, 8, 64, search="reference")
+    for search in ("levels", "auto"):
+        got = geodesic_bone_distances(v, rig.faces, heads, tails, 8, 64, search=search)
+        assert all(g.dtype == r.dtype and np.array_equal(g, r) for g, r in zip(got, ref)), search
