@@ -271,3 +271,13 @@ def test_test_rigs_search_bit_for_bit(name):
     for search in ("levels", "auto"):
         got = geodesic_bone_distances(v, rig.faces, heads, tails, 8, 64, search=search)
         assert all(g.dtype == r.dtype and np.array_equal(g, r) for g, r in zip(got, ref)), search
+
+
+def test_bench_compare_prints_identical_outputs(capsys):
+    from backend.__main__ import main
+
+    assert main(["bench-features", "--compare", "--sizes", "400", "--bones", "9", "--repeat", "1"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("creature 400")]
+    assert [ln.split()[4] for ln in rows] == ["prior", "features", "predict"]
+    assert all(ln.endswith("yes") for ln in rows)
+    assert main(["bench-features", "--rig", "x.npz"]) == 2  # --rig needs --compare

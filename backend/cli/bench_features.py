@@ -5,6 +5,13 @@ capsules that overlap like a game model's parts) gets a skeleton of --bones bone
 prints the wall time of the geodesic prior (model-free weights) and of the full learning features
 (backend.features.pipeline.compute_features, when present), and the peak memory of the prior
 (numpy allocations seen by tracemalloc, measured in a separate run so it does not slow the timing).
+
+``--compare`` times, instead, the first version of the geodesic search (``search="reference"``: the graph
+from coordinate lists, one Dijkstra per bone) against the current one, in this process, interleaved
+(reference, current, reference, ...; best of --repeat each), on the creatures and on any ``--rig``
+files: the geodesic prior, the learning features of the shipped model's configuration and
+``Predictor.predict`` end to end (learned mode with the shipped model when present). It prints wall
+and CPU seconds, their ratios and whether the outputs are identical.
 """
 from __future__ import annotations
 
@@ -117,6 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed runs per size, the best is shown (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     parser.add_argument("--no-features", action="store_true", help="time the geodesic prior only")
+    parser.add_argument("--compare", action="store_true",
+                        help="time the first geodesic search against the current one (same process, interleaved)")
+    parser.add_argument("--rig", action="append", default=[],
+                        help="with --compare: an .npz rig to time as well (repeatable; its weights are ignored)")
 
 
 def _best_time(fn, repeat: int) -> float:
@@ -128,6 +139,81 @@ def _best_time(fn, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def _interleaved(fns: dict, repeat: int) -> tuple[dict, dict, dict]:
+    """Run each of ``fns`` (name -> callable) in turn, ``repeat`` rounds after one warm-up round:
+    (best wall seconds, best CPU seconds, last result) per name."""
+    import time
+
+    wall = {k: float("inf") for k in fns}
+    cpu = dict(wall)
+    out = {}
+    for n in range(max(repeat, 1) + 1):
+        for k, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            out[k] = fn()
+            if n:  # the first round warms caches up
+                wall[k] = min(wall[k], time.perf_counter() - w0)
+                cpu[k] = min(cpu[k], time.process_time() - c0)
+    return wall, cpu, out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, tuple):
+        return all(_same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "model_inputs"):
+        return all(_same(a.model_inputs()[k], b.model_inputs()[k]) for k in a.model_inputs())
+    if hasattr(a, "weights"):
+        return _same(a.weights, b.weights)
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def compare(args: argparse.Namespace, sizes: list[int]) -> int:
+    """``--compare``: the first geodesic search against the current one, in this process."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from backend.features import geodesic
+    from backend.features.pipeline import FeatureConfig, compute_features
+    from backend.inference.predictor import DEFAULT_MODEL, Predictor
+    from backend.io.npz import load_npz
+
+    model = Path(DEFAULT_MODEL)
+    predictor = Predictor(model) if model.is_file() else Predictor(mode="geodesic")
+    config = predictor.model.info.feature_config if predictor.model is not None else FeatureConfig()
+    cases = [(f"creature {n}", lambda n=n: make_creature(n, args.bones)) for n in sizes]
+    cases += [(Path(r).stem, lambda r=r: load_npz(r).without_weights()) for r in args.rig]
+    steps = {"prior": lambda rig: geodesic.geodesic_prior_weights(rig, resolution=args.resolution),
+             "features": lambda rig: compute_features(rig, config),
+             "predict": lambda rig: predictor.predict(rig)}
+    rows = []
+    saved = geodesic.SEARCH
+    try:
+        for name, make in tqdm(cases, desc="bench-features --compare", unit="rig"):
+            rig = make()
+            for step, fn in steps.items():
+                def with_search(search, fn=fn, rig=rig):
+                    geodesic.SEARCH = search
+                    return fn(rig)
+
+                wall, cpu, out = _interleaved({"reference": lambda: with_search("reference"),
+                                               "current": lambda: with_search("auto")}, args.repeat)
+                rows.append((name, rig.num_vertices, int(rig.is_deform.sum()), step, wall, cpu,
+                             _same(out["reference"], out["current"])))
+    finally:
+        geodesic.SEARCH = saved
+    print(f"{'rig':<34} {'V':>6} {'J':>4} {'step':<8} {'ref s':>7} {'new s':>7} {'ratio':>6} "
+          f"{'ref cpu':>7} {'new cpu':>7} {'ratio':>6}  identical")
+    for name, V, J, step, wall, cpu, same in rows:
+        print(f"{name[:34]:<34} {V:6d} {J:4d} {step:<8} {wall['reference']:7.3f} {wall['current']:7.3f} "
+              f"{wall['reference'] / wall['current']:5.2f}x {cpu['reference']:7.3f} {cpu['current']:7.3f} "
+              f"{cpu['reference'] / cpu['current']:5.2f}x  {'yes' if same else 'NO'}")
+    print(f"resolution {args.resolution}, best of {args.repeat} (interleaved, after a warm-up round); predict: "
+          f"{'learned, ' + model.name if predictor.model is not None else 'geodesic mode (no model file)'}, "
+          f"{predictor.provider}; J counts deform bones before helper bones are skipped")
+    return 0 if all(r[-1] for r in rows) else 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,6 +232,11 @@ def run(args: argparse.Namespace) -> int:
     if not sizes or min(sizes) < 100 or args.bones < MIN_BONES:
         print(f"error: sizes must be >= 100 vertices and --bones >= {MIN_BONES}")
         return 2
+    if args.rig and not args.compare:
+        print("error: --rig needs --compare")
+        return 2
+    if args.compare:
+        return compare(args, sizes)
     compute_features = None
     if not args.no_features:
         try:
