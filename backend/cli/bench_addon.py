@@ -6,7 +6,9 @@ Prints, for each: wall time, vertices left without any weight, and the most / me
 per vertex; then the ratio automatic weights / Auto Skin measured in this run (for the first,
 cold run, which opens the model, and for the best of the later ones with --repeat), and the
 process's peak resident memory after Auto Skin (before bone heat runs) and at the end. The add-on
-is registered from the repository's ``addon/`` package.
+is registered from the repository's ``addon/`` package. ``--compare`` runs Auto Skin in turns with the
+first geodesic search (``search="reference"``, backend.features.geodesic) and the current one and
+prints their ratio (best of the runs after the first pair).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="Auto Skin runs (the first opens the model; default: %(default)s)")
     parser.add_argument("--no-blender", action="store_true", help="skip Blender's bone heat")
+    parser.add_argument("--compare", action="store_true",
+                        help="each run twice, with the first geodesic search and the current one, and their ratio")
 
 
 def _influence_stats(mesh_obj) -> tuple[int, int, float]:
@@ -137,21 +141,31 @@ def run(args: argparse.Namespace) -> int:
         if args.subdivide:
             _subdivide(mesh_obj, args.subdivide)
         steps.update()
-        rows, auto_times = [], []
+        from backend.features import geodesic
+
+        rows, auto_times, first_times = [], [], []
+        searches = ("reference", "auto") if args.compare else (geodesic.SEARCH,)
+        saved = geodesic.SEARCH
         for n in range(args.repeat):
-            _strip(mesh_obj)
-            _select(mesh_obj, arm_obj)
-            t0 = time.perf_counter()
-            try:
-                res = bpy.ops.autoskin.auto_skin(mode=mode.upper(), model_path=str(model) if mode == "learned" else "",
-                                                 device=args.device.upper(), max_influences=args.max_influences)
-            except RuntimeError as exc:
-                print(f"error: Auto Skin failed: {exc}")
-                return 1
-            auto_times.append(time.perf_counter() - t0)
-            run_note = "" if args.repeat == 1 else (", first run" if n == 0 else f", run {n + 1}")
-            label = f"Auto Skin ({mode})" + run_note
-            rows.append((label, auto_times[-1], *_influence_stats(mesh_obj), sorted(res)))
+            for search in searches:
+                geodesic.SEARCH = search
+                _strip(mesh_obj)
+                _select(mesh_obj, arm_obj)
+                t0 = time.perf_counter()
+                try:
+                    res = bpy.ops.autoskin.auto_skin(mode=mode.upper(),
+                                                     model_path=str(model) if mode == "learned" else "",
+                                                     device=args.device.upper(), max_influences=args.max_influences)
+                except RuntimeError as exc:
+                    print(f"error: Auto Skin failed: {exc}")
+                    return 1
+                finally:
+                    geodesic.SEARCH = saved
+                seconds = time.perf_counter() - t0
+                (first_times if search == "reference" and args.compare else auto_times).append(seconds)
+                run_note = "" if args.repeat == 1 else (", first run" if n == 0 else f", run {n + 1}")
+                label = f"Auto Skin ({mode})" + run_note + (", first search" if search == "reference" else "")
+                rows.append((label, seconds, *_influence_stats(mesh_obj), sorted(res)))
             steps.update()
         rss_auto = _peak_rss_mib()
         t_heat = None
@@ -172,13 +186,19 @@ def run(args: argparse.Namespace) -> int:
         addon.unregister()
     print(f"scene: {n_vertices} vertices, {int(rig.is_deform.sum())} bones, {faces} triangles"
           + (f" ({args.rig}, subdivided {args.subdivide}x)" if args.rig else ""))
-    print(f"{'method':<32} {'seconds':>8} {'unweighted':>10} {'max infl':>8} {'mean infl':>9}  result")
+    width = max([32] + [len(r[0]) for r in rows])
+    print(f"{'method':<{width}} {'seconds':>8} {'unweighted':>10} {'max infl':>8} {'mean infl':>9}  result")
     for name, sec, empty, most, mean, result in rows:
-        print(f"{name:<32} {sec:8.2f} {empty:10d} {most:8d} {mean:9.2f}  {','.join(result)}")
+        print(f"{name:<{width}} {sec:8.2f} {empty:10d} {most:8d} {mean:9.2f}  {','.join(result)}")
     if t_heat is not None:
         ratio = f"automatic weights / Auto Skin: {t_heat / auto_times[0]:.2f}x"
         if len(auto_times) > 1:
             ratio += f" (first run), {t_heat / min(auto_times[1:]):.2f}x (best later run)"
         print(ratio)
+    if first_times:
+        later = slice(1, None) if len(auto_times) > 1 else slice(None)
+        print(f"first geodesic search / current: {min(first_times[later]) / min(auto_times[later]):.2f}x "
+              f"(best {'of the later runs' if len(auto_times) > 1 else 'run'}: {min(first_times[later]):.3f} s / "
+              f"{min(auto_times[later]):.3f} s)")
     print(f"peak RSS: {rss_auto:.0f} MiB after Auto Skin, {_peak_rss_mib():.0f} MiB at the end")
     return 0
