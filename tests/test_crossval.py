@@ -161,6 +161,8 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     assert (cand["sharpen"], net["sharpen"], net["prior_blend"]) == (1.5, 1.0, 1.0)
     assert (wide["sharpen"], wide["diffuse"], wide["prior_blend"]) == (1.2, 1.0, 1.0)
     assert "dom_a" in (out / "cv.md").read_text()
+    headline = (out / "cv_headline.md").read_text()
+    assert "| `network alone` | 2 |" in headline and "per domain" not in headline
     # run again: every step is done, nothing is recomputed, the report is the same
     mtime = (out / "fold0" / "best_generator.pt").stat().st_mtime_ns
     assert main(args) == 0

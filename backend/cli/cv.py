@@ -11,7 +11,8 @@ heat, scored once on every styles rig (``--baselines``), on the same rigs:
   python -m backend cv ... --fold 0 --fold 2     # some folds only (two processes can share the work)
   python -m backend cv ... --report              # only the report of what is done
 
-Writes OUT/fold<N>/ (run, models, eval) and OUT/cv.md + OUT/cv.json. Every step is skipped when
+Writes OUT/fold<N>/ (run, models, eval) and OUT/cv.md + OUT/cv.json (+ OUT/cv_headline.md, the
+first table alone, which the recipe's model card quotes). Every step is skipped when
 done and a killed training resumes: run the same command again to continue.
 """
 from __future__ import annotations
@@ -128,6 +129,8 @@ def write_report(out: Path, folds: list[list[str]], args: argparse.Namespace) ->
     head = (f"# Cross-validation over held-out styles domains\n\nFolds done: {done} of {len(folds)} "
             f"({args.folds}); config {args.config} {' '.join('--set ' + s for s in args.set)}\n\n")
     (out / "cv.md").write_text(head + cv_markdown(scores, labels))
+    (out / "cv_headline.md").write_text(head + cv_markdown(scores, labels, headline_only=True)
+                                        + f"\nPer domain and per kind: {out / 'cv.md'} (docs/crossval.md).\n")
     (out / "cv.json").write_text(json.dumps({"folds_done": done, "scores": scores}, indent=1))
     print(head + cv_markdown(scores, labels))
     return 0

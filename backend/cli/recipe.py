@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     cfg.data.cache_dir = args.cache_dir
     folds = load_folds(args.folds)
     out = Path(args.out)
-    if args.cv and not (Path(args.cv) / "cv.md").is_file():
-        print(f"error: --cv {args.cv}: no cv.md there (run python -m backend cv first)", file=sys.stderr)
+    if args.cv and not (Path(args.cv) / "cv_headline.md").is_file():
+        print(f"error: --cv {args.cv}: no cv_headline.md there (run python -m backend cv ... --report first)",
+              file=sys.stderr)
         return 2
     view = ensure_view(args.data, folds, None, out / "view")
     best = ensure_trained(with_unlabeled(cfg, Path(args.cache_dir)), view, out / "run")
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                      manifest=view / "manifest.jsonl")
     command = recipe_command(args)
     card = argparse.Namespace(model=str(model), run=[str(out / "run")], eval=[f"test={out / 'eval_test'}"],
-                              ablation=[str(Path(args.cv) / "cv.md")] if args.cv else [], notes=args.notes,
+                              ablation=[str(Path(args.cv) / "cv_headline.md")] if args.cv else [], notes=args.notes,
                               train_command=[command], earlier_card=None, data_view=str(view / "view.json"),
                               blend=None, out=str(out))
     write_card(card)

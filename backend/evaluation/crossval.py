@@ -68,8 +68,9 @@ def _cell(x: float, digits: int) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def cv_markdown(scores: dict, labels: dict[str, str] | None = None) -> str:
-    """Markdown tables: the headline means, then L1 / deformation per domain and per kind."""
+def cv_markdown(scores: dict, labels: dict[str, str] | None = None, headline_only: bool = False) -> str:
+    """Markdown tables: the headline means, then (unless ``headline_only``) L1 / deformation per
+    domain and per kind."""
     labels = labels or {}
     methods = list(scores)
     name = [f"`{labels.get(m, m)}`" for m in methods]
@@ -80,7 +81,7 @@ def cv_markdown(scores: dict, labels: dict[str, str] | None = None) -> str:
         s = scores[m]
         lines.append(f"| {n} | {s['rigs']} | " + " | ".join(_cell(s["domain_mean"][k], d) for k, _, d in CV_METRICS)
                      + " | " + " | ".join(_cell(s["rig_mean"][k], d) for k, _, d in CV_METRICS) + " |")
-    for group, title in (("domains", "domain"), ("kinds", "kind")):
+    for group, title in () if headline_only else (("domains", "domain"), ("kinds", "kind")):
         keys = sorted({g for m in methods for g in scores[m][group]})
         lines += ["", f"L1 / deformation % per {title}:", "",
                   f"| {title} | rigs | " + " | ".join(name) + " |", "|" + "---|" * (2 + len(methods))]
