@@ -190,3 +190,17 @@ def make_tiny_recipe(tmp_path: Path, extra: str = "") -> tuple[Path, Path, Path]
                    'domain_balance = 0.5\nsynth_unlabeled = 2\nplot_rigs = 0\n[stages]\nstage1_epochs = 1\n'
                    'stage2_epochs = 1\n[run]\nthreads = 1\nplot_every = 0\n' + extra)
     return data, folds, cfg
+
+
+def run_fresh_blender(script: Path, tmp_path: Path, timeout: int = 180) -> dict:
+    """Run ``script`` (which imports bpy) in a fresh Python process with Blender's user resources in
+    ``tmp_path/user`` and no PYTHONPATH; returns the JSON object on its last line of output."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -23,7 +22,7 @@ bpy = pytest.importorskip("bpy")
 import build_addon  # noqa: E402
 from backend.blender.scene import build_objects, read_vertex_group_weights  # noqa: E402
 from backend.io.npz import load_npz  # noqa: E402
-from conftest import make_capsule_chain  # noqa: E402
+from conftest import make_capsule_chain, run_fresh_blender  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "bl_ext.user_default.autoskin"
@@ -649,12 +648,7 @@ def test_installed_zip_runs_its_vendored_backend(zip_path, tmp_path):
                           "path_added": [p for p in sys.path if p not in path_before and "autoskin" in p],
                           "groups": [g.name for g in mesh.vertex_groups], "parent": mesh.parent.name}}))
     """))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    info = run_fresh_blender(script, tmp_path, timeout=120)
     assert "/extensions/user_default/autoskin/runtime/inference/predictor.py" in info["runtime"]
     assert not info["backend_imported"] and info["path_added"] == []
     assert info["groups"] == ["Bone"] and info["parent"] == "Armature"
@@ -696,12 +690,7 @@ def test_another_backend_module_does_not_break_auto_skin(zip_path, tmp_path):
         out["runtime"] = sys.modules[{PKG + ".runtime.rig"!r}].__file__
         print(json.dumps(out))
     """))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_fresh_blender(script, tmp_path, timeout=180)
     assert out["enabled"] and out["geodesic"] == ["FINISHED"] and out["learned"] == ["FINISHED"]
     assert out["groups"] == ["Bone"] and out["export"] == ["FINISHED"]
     assert out["backend_kept"] and out["other_modules"] == ["backend", "backend.rig"]

@@ -6,10 +6,7 @@ only the zip's vendored runtime can be imported.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -19,7 +16,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from backend.io.npz import load_npz  # noqa: E402
-from conftest import make_capsule_chain  # noqa: E402
+from conftest import make_capsule_chain, run_fresh_blender  # noqa: E402
 from test_addon import (PKG, addon, fingerprint, fresh, make_scene, run, select, weights,  # noqa: E402,F401
                         world_vertices, zip_path)
 
@@ -66,12 +63,7 @@ def test_disable_then_enable_keeps_working(zip_path, tmp_path):
         out["same_error_class"] = sys.modules[PKG + ".operators"].RigError is sys.modules[PKG + ".runtime.rig"].RigError
         print(json.dumps(out))
     """))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_fresh_blender(script, tmp_path, timeout=180)
     assert out["skin"] == ["FINISHED"] and out["groups"] == ["Bone"]
     assert out["export"] == ["FINISHED"] and len(out["files"]) == 1
     assert "/extensions/user_default/autoskin/runtime/" in out["runtime"]
