@@ -1,6 +1,6 @@
 """Average the parameters of generator checkpoints trained from one starting point (a "model soup").
 
-Example (model 1.5: model 1.4's generator and two warm-started continuations of it)::
+Example (a generator and two warm-started continuations of it)::
 
     python -m backend average models/autoskin.pth runs/cont_s1/best_generator.pt \\
         runs/cont_s3/best_generator.pt --out runs/soup/best_generator.pt
@@ -8,7 +8,7 @@ Example (model 1.5: model 1.4's generator and two warm-started continuations of 
 The members must share architecture and features (refused otherwise), except that a generator may
 be averaged with grown warm starts of it (``--set model.pair_attention=...``): it counts as the grown
 one with the new layers at their identity start. ``--weights`` gives a weighted mean, e.g. halfway
-between a generator and its grown warm start (model 1.9)::
+between a generator and its grown warm start::
 
     python -m backend average runs/deformsq_w1.0_s23/best_generator.pt runs/grow/best_generator.pt \
         --weights 0.5,0.5 --out runs/wise/best_generator.pt

@@ -1,6 +1,6 @@
 """Write procedural rigged creatures (no weights) as .npz files, and/or a contact sheet.
 
-  python -m backend synth --count 1000 --seed 1 --out /tmp/synth1000
+  python -m backend synth --count 1000 --seed 1 --out runs/synth1000
   python -m backend synth --count 25 --seed 0 --sheet docs/figures/creatures.png
 
 Creature i of a run depends only on (seed, i): same seed, same arrays. Files are named

@@ -47,7 +47,7 @@ def kth_largest(w: np.ndarray, k: int) -> np.ndarray:
 
 #: How far above the cut a bone keeps its full weight in :func:`limit_influences`: a bone fades in
 #: between the row's (k+1)-th largest weight t and ``LIMIT_FADE * t`` (chosen on val + the
-#: out-of-style check, docs/history/ablation.md "What changed for model 1.7").
+#: out-of-style check; the study: docs/history/ablation.md).
 LIMIT_FADE = 2.0
 
 #: The sharpening powers, smoothing iterations and diffusion radii (% of the bounding-box diagonal) a

@@ -12,7 +12,7 @@ all of it on one bone, when three cues agree:
 * the geometry agrees: that bone is the one nearest to the piece's centroid, or the one with the
   smallest mean distance to its vertices (distances to bone segments).
 
-Rule and thresholds chosen on val and the out-of-style check with model 1.4 (docs/history/model_2.2.md).
+Rule and thresholds chosen on val and the out-of-style check (the study: docs/history/model_2.2.md).
 Pure numpy (+ scipy through backend.features.pieces).
 """
 from __future__ import annotations
