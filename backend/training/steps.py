@@ -110,15 +110,15 @@ def export_is_current(checkpoint: Path, out: Path, runtime: RuntimeConfig, model
     version, when one is given)."""
     if not out.is_file() or out.stat().st_mtime_ns < Path(checkpoint).stat().st_mtime_ns:
         return False
-    import onnxruntime as ort
+    import onnx
 
-    from backend.inference import model_meta as mm
+    from backend.export.metadata import get_metadata
+    from backend.inference.model_meta import KEY_MODEL_VERSION, read_runtime_settings
 
-    meta = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    have = mm.parse_runtime_settings(meta, out)
-    same = all(abs(float(have[k]) - float(getattr(runtime, k))) < 1e-9 for k in ("prior_blend", "sharpen", "diffuse"))
-    return same and have["prior_blend_rule"] is None and (model_version is None
-                                                          or meta.get(mm.KEY_MODEL_VERSION) == model_version)
+    meta = get_metadata(onnx.load(str(out), load_external_data=False))
+    have = read_runtime_settings(meta, out)
+    same = all(abs(getattr(have, k) - float(getattr(runtime, k))) < 1e-9 for k in ("prior_blend", "sharpen", "diffuse"))
+    return same and have.prior_blend_rule is None and model_version in (None, meta.get(KEY_MODEL_VERSION))
 
 
 def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None,
@@ -136,12 +136,11 @@ def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_vers
     from backend.export.onnx_export import export_generator, feature_config_of, load_checkpoint
 
     model, ckpt = load_checkpoint(str(checkpoint))
-    rt = runtime
     res = export_generator(model, out, feature_config_of(ckpt, str(checkpoint)),
                            train_summary=ckpt.get("train_summary"), model_version=model_version,
-                           prior_blend=rt.prior_blend, sharpen=rt.sharpen, diffuse=rt.diffuse)
+                           prior_blend=runtime.prior_blend, sharpen=runtime.sharpen, diffuse=runtime.diffuse)
     say(f"[export] {res.path}: {res.size_bytes / 1e6:.2f} MB, max |torch - onnxruntime| {res.max_abs_diff:.1e}, "
-        f"prior blend {rt.prior_blend:g}, sharpen {rt.sharpen:g}, diffuse {rt.diffuse:g} %")
+        f"prior blend {runtime.prior_blend:g}, sharpen {runtime.sharpen:g}, diffuse {runtime.diffuse:g} %")
     return out
 
 
