@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise RigError("--cv gives each domain its fold's model: leave out --model and --base")
         from backend.evaluation.adapt_run import cv_models
 
-        missing = sorted({str(m) for d in plan for m in [cv_models(args.cv, args.cv_model, d)[0]] if not m.is_file()})
+        missing = sorted({str(m) for m in (cv_models(args.cv, args.cv_model, d)[0] for d in plan) if not m.is_file()})
         if missing:
             raise RigError(f"--cv {args.cv}: no fold model {missing[0]} (is that fold's cv run done?)")
     out = check_output_folder(args.out, [args.styles], what="benchmark folder")

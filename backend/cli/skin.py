@@ -17,8 +17,6 @@ NAME = "skin"
 HELP = "predict skin weights for one file (npz, glb, gltf, fbx, blend)"
 
 
-
-
 def setting_type(name: str, what: str):
     """An argparse type for run-time setting ``name`` over its range (runtime_settings.RANGES)."""
     rng = RANGES[name]
