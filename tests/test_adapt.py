@@ -69,7 +69,7 @@ def test_settings_reproduce_the_runtime_geodesic_share_included(tiny, tmp_path):
     meta = get_metadata(onnx.load(str(tiny[0])))
     write_onnx_with_settings(tiny[0], tmp_path / "s.onnx", runtime_settings(style, meta), "styled")
     styled_model = Predictor(tmp_path / "s.onnx", threads=1)
-    assert styled_model.model.info.geodesic_share == 0.5 and styled_model.model.info.model_version == "styled"
+    assert styled_model.model.info.settings.geodesic_share == 0.5 and styled_model.model.info.model_version == "styled"
     got = styled_model.predict(rig).weights
     assert np.allclose(got, full_weights(out, style), atol=1e-4)
     assert np.abs(got - predictor.predict(rig).weights).sum(1).mean() > 0.05  # the settings do change it

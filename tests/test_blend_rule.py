@@ -88,7 +88,7 @@ def test_runtime_blends_by_the_rule(rule_model, tmp_path):
     body = make_capsule_chain(3, with_weights=False)
     parts = with_plates(body, 4)
     pred = Predictor(with_rule)
-    assert pred.model.info.prior_blend_rule == PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
+    assert pred.model.info.settings.prior_blend_rule == PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
     one, many = pred.predict(body), pred.predict(parts)
     assert one.info["small_piece_share"] == 0.0 and one.info["prior_blend"] == pytest.approx(0.2)
     assert many.info["small_piece_share"] > 0.1 and many.info["prior_blend"] == pytest.approx(1.0)
@@ -131,8 +131,8 @@ def test_runtime_sharpens_by_the_model(rule_model, tmp_path):
     assert ok.returncode == 0, ok.stderr
     rig = make_capsule_chain(4, with_weights=False)
     sharp = Predictor(tmp_path / "s.onnx")
-    assert sharp.model.info.sharpen == pytest.approx(1.4) and sharp.sharpen == pytest.approx(1.4)
-    assert sharp.model.info.smooth == 2
+    assert sharp.model.info.settings.sharpen == pytest.approx(1.4) and sharp.sharpen == pytest.approx(1.4)
+    assert sharp.model.info.settings.smooth == 2
     raw = Predictor(tmp_path / "s.onnx", sharpen=1.0).predict(rig, max_influences=0, prune=0.0, smooth=0).weights
     got = sharp.predict(rig)
     assert got.info["sharpen"] == pytest.approx(1.4) and got.info["smooth"] == 2
@@ -169,7 +169,7 @@ def test_runtime_diffuses_by_the_model(tmp_path):
     assert "diffuse 2 %" in ok.stdout
     rig = make_capsule_chain(4, with_weights=False)
     model = Predictor(tmp_path / "d.onnx")
-    assert model.model.info.diffuse == pytest.approx(2.0) and model.model.info.as_dict()["diffuse"] == 2.0
+    assert model.model.info.settings.diffuse == pytest.approx(2.0) and model.model.info.as_dict()["diffuse"] == 2.0
     raw = Predictor(tmp_path / "d.onnx", sharpen=1.0).predict(rig, max_influences=0, prune=0.0, diffuse=0).weights
     got = model.predict(rig)
     assert got.info["diffuse"] == pytest.approx(2.0)
@@ -209,7 +209,7 @@ def test_blend_sweep_fits_a_rule_and_export_ships_it(rule_model, tmp_path):
     assert rule.low == pytest.approx(res["best"]) and res["piece_rule_l1"][0] == pytest.approx(min(res["means"]["l1"]))
     ok = export_cli(ckpt, tmp_path / "m.onnx", "--prior-blend-rule", str(out))
     assert ok.returncode == 0, ok.stderr
-    assert Predictor(tmp_path / "m.onnx").model.info.prior_blend_rule == rule
+    assert Predictor(tmp_path / "m.onnx").model.info.settings.prior_blend_rule == rule
     (tmp_path / "bad.json").write_text(json.dumps({"kind": "small-pieces", "low": 0.2}))
     bad = export_cli(ckpt, tmp_path / "n.onnx", "--prior-blend-rule", str(tmp_path / "bad.json"))
     assert bad.returncode == 2 and "--prior-blend-rule" in bad.stderr and not (tmp_path / "n.onnx").exists()

@@ -153,11 +153,11 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
                            "boneheat:fill"}
     for s in scores.values():
         assert s["rigs"] == 2 and list(s["domains"]) == ["dom_a"] and 0.0 <= s["domain_mean"]["l1"] <= 2.0
-    from backend.inference.model_meta import parse_runtime_settings
+    from backend.inference.model_meta import read_runtime_settings
 
-    cand = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_candidate.onnx"), "cand")
-    net = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_network.onnx"), "net")
-    wide = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_rt-wide.onnx"), "wide")
+    cand = read_runtime_settings(_model_metadata(out / "fold0" / "cv_candidate.onnx"), "cand").model_values()
+    net = read_runtime_settings(_model_metadata(out / "fold0" / "cv_network.onnx"), "net").model_values()
+    wide = read_runtime_settings(_model_metadata(out / "fold0" / "cv_rt-wide.onnx"), "wide").model_values()
     assert (cand["sharpen"], net["sharpen"], net["prior_blend"]) == (1.5, 1.0, 1.0)
     assert (wide["sharpen"], wide["diffuse"], wide["prior_blend"]) == (1.2, 1.0, 1.0)
     assert "dom_a" in (out / "cv.md").read_text()
@@ -183,7 +183,7 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     # other run-time settings in the config: the candidate is exported again and scored again
     assert main(args + ["--set", "runtime.sharpen=4"]) == 0
     resharp = json.loads((out / "cv.json").read_text())["scores"]
-    cand4 = parse_runtime_settings(_model_metadata(out / "fold0" / "cv_candidate.onnx"), "cand")
+    cand4 = read_runtime_settings(_model_metadata(out / "fold0" / "cv_candidate.onnx"), "cand").model_values()
     assert cand4["sharpen"] == 4.0 and (out / "fold0" / "best_generator.pt").stat().st_mtime_ns == mtime
     assert resharp["model:candidate"]["domain_mean"] != scores["model:candidate"]["domain_mean"]
     assert resharp["model:rt-wide"] == scores["model:rt-wide"]  # unchanged, not scored again

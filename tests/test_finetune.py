@@ -209,7 +209,7 @@ def test_the_gate_scores_the_weights_the_runtime_gives(tmp_path, pretrained):
     from backend.training.adapt import torch_net
     from backend.training.data import FeatureStore
     from backend.training.finetune import runtime_score
-    from backend.training.publish import settings_in_use, stored_values
+    from backend.training.publish import settings_in_use
     from backend.training.runtime_score import EvalRig
 
     G, _ = load_generator_checkpoint(pretrained[1])
@@ -224,7 +224,7 @@ def test_the_gate_scores_the_weights_the_runtime_gives(tmp_path, pretrained):
         models = tmp_path / f"models{i}"  # a new file per case: the runtime caches sessions by path
         export_generator(G, models / "autoskin.onnx", FC, method="torchscript", **stored)
         settings = settings_in_use(models)
-        assert {k: v for k, v in stored_values(settings).items() if k in stored} == stored
+        assert {k: v for k, v in settings.stored_values().items() if k in stored} == stored
         got = runtime_score(G, [EvalRig("r", rig, feats)], settings)
         want = evaluate_weights(rig, Predictor(models / "autoskin.onnx", threads=1).predict(rig).weights)
         assert got["rigs"] == 1

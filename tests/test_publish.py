@@ -13,8 +13,8 @@ import torch
 from backend.features.pipeline import FEATURE_VERSION, FeatureConfig
 from backend.inference import model_store
 from backend.inference.blend_rule import PieceBlendRule
-from backend.inference.model_meta import ModelError, parse_model_info, parse_runtime_settings
-from backend.training.publish import publish, settings_in_use, stored_values, write_version
+from backend.inference.model_meta import ModelError, parse_model_info, read_runtime_settings
+from backend.training.publish import publish, settings_in_use, write_version
 from conftest import rewrite_meta
 
 FC = FeatureConfig(k_bones=3, distance="euclidean")
@@ -76,9 +76,7 @@ def read_back(mv: model_store.ModelVersion) -> dict:
 
     meta = get_metadata(onnx.load(str(mv.onnx)))
     assert parse_model_info(meta, mv.onnx).model_version == f"autoskin-v{mv.version}"  # the runtime loads it
-    out = parse_runtime_settings(meta, mv.onnx)
-    rule = out["prior_blend_rule"]
-    return dict(out, prior_blend_rule=rule.as_dict() if rule is not None else None)
+    return read_runtime_settings(meta, mv.onnx).stored_values()
 
 
 def test_a_version_published_without_a_model_in_use_has_the_default_settings(tmp_path):
@@ -100,7 +98,7 @@ def test_a_published_version_keeps_every_setting_of_the_model_in_use(tmp_path, i
                   geodesic_share="0.25")
     mv = published(models, **stored)
     want = dict(prior_blend=0.4, prior_blend_rule=RULE, sharpen=1.4, smooth=2, diffuse=0.5, geodesic_share=0.25)
-    assert read_back(mv) == want == stored_values(settings_in_use(models))
+    assert read_back(mv) == want == settings_in_use(models).stored_values()
     assert {k: mv.card[k] for k in want} == want
     text = mv.card_path.with_suffix(".md").read_text()
     assert ("per-rig blend rule (low 0.15, high 1, saturation 0.1, step 0.05, small 0.05), geodesic share 0.25, "

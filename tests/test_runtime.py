@@ -237,7 +237,7 @@ def test_prior_blend_mixes_generator_and_prior(model_path, tmp_path):
     from backend.features.pipeline import compute_features
 
     rig = make_capsule_chain(4, with_weights=False)
-    assert Predictor(model_path).model.info.prior_blend == 1.0  # exported default
+    assert Predictor(model_path).model.info.settings.prior_blend == 1.0  # exported default
     feats = compute_features(rig, FCFG)
     prior = feats.to_dense(feats.prior)
     w_gen, info = Predictor(model_path).raw_weights(rig)

@@ -27,7 +27,7 @@ def test_defaults_are_a_model_that_stores_nothing():
     assert s == RuntimeSettings()
     assert (s.prior_blend, s.prior_blend_rule, s.sharpen, s.smooth, s.diffuse, s.geodesic_share, s.prune) == (
         1.0, None, 1.0, 0, 0.0, 0.0, DEFAULT_PRUNE)
-    assert mm.parse_runtime_settings({}, "empty") == {
+    assert mm.read_runtime_settings({}, "empty").model_values() == {
         "prior_blend": 1.0, "prior_blend_rule": None, "sharpen": 1.0, "smooth": 0, "diffuse": 0.0,
         "geodesic_share": 0.0}
 
@@ -87,7 +87,6 @@ def test_predictor_settings_are_the_models_with_the_callers(model_path, tmp_path
     stored = rewrite_meta(model_path, tmp_path / "s.onnx", **{mm.KEY_SHARPEN: "1.5", mm.KEY_DIFFUSE: "0.5"})
     p = Predictor(stored)
     assert p.settings == p.model.info.settings == RuntimeSettings(sharpen=1.5, diffuse=0.5)
-    assert p.model.info.sharpen == 1.5 and p.model.info.diffuse == 0.5  # the one-by-one view
     q = Predictor(stored, prior_blend=0.2, overrides={"smooth": 1, "diffuse": None, "prune": 0.1})
     assert q.settings == RuntimeSettings(prior_blend=0.2, sharpen=1.5, smooth=1, diffuse=0.5, prune=0.1)
     rig = make_capsule_chain(3, with_weights=False)

@@ -95,7 +95,7 @@ class HeadTrainer:
         given = {k: getattr(args, k, None) for k in ("steps", "lr", "replay_every")}
         self.options = TrainOptions(**{k: v for k, v in given.items() if v is not None})
         self.replay = replay_samples(args.data, predictor.model.info.feature_config) if args.data else []
-        self.replay_blend = float(predictor.model.info.prior_blend)
+        self.replay_blend = float(predictor.model.info.settings.prior_blend)
 
 
 def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapter:

@@ -84,31 +84,6 @@ class ModelInfo:
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     graph_weights_hash: str = ""  # KEY_GRAPH_WEIGHTS_HASH, "" when absent
 
-    # the stored settings one by one (the fields of ``settings``)
-    @property
-    def prior_blend(self) -> float:
-        return self.settings.prior_blend
-
-    @property
-    def prior_blend_rule(self) -> PieceBlendRule | None:
-        return self.settings.prior_blend_rule
-
-    @property
-    def sharpen(self) -> float:
-        return self.settings.sharpen
-
-    @property
-    def smooth(self) -> int:
-        return self.settings.smooth
-
-    @property
-    def diffuse(self) -> float:
-        return self.settings.diffuse
-
-    @property
-    def geodesic_share(self) -> float:
-        return self.settings.geodesic_share
-
     def as_dict(self) -> dict:
         return {
             "path": self.path,
@@ -116,12 +91,7 @@ class ModelInfo:
             "export_date": self.export_date,
             "weights_sha256": self.weights_hash,
             "quantization": self.quantization,
-            "prior_blend": self.prior_blend,
-            "prior_blend_rule": self.prior_blend_rule.as_dict() if self.prior_blend_rule else None,
-            "sharpen": self.sharpen,
-            "smooth": self.smooth,
-            "diffuse": self.diffuse,
-            "geodesic_share": self.geodesic_share,
+            **self.settings.stored_values(),
             "feature_version": self.feature_version,
             "feature_config": feature_config_to_dict(self.feature_config),
         }
@@ -216,13 +186,6 @@ def read_runtime_settings(meta: Mapping[str, str], source: str | Path) -> Runtim
         prior_blend=parse_prior_blend(meta, source), prior_blend_rule=parse_prior_blend_rule(meta, source),
         sharpen=parse_sharpen(meta, source), smooth=parse_smooth(meta, source),
         diffuse=parse_diffuse(meta, source), geodesic_share=parse_geodesic_share(meta, source))
-
-
-def parse_runtime_settings(meta: Mapping[str, str], source: str | Path) -> dict:
-    """:func:`read_runtime_settings` as a dict of the stored settings (RuntimeSettings.MODEL_KEYS:
-    ``prior_blend``, ``prior_blend_rule`` (PieceBlendRule or None), ``sharpen``, ``smooth``, ``diffuse``,
-    ``geodesic_share``, the names of ``export_generator``'s arguments)."""
-    return read_runtime_settings(meta, source).model_values()
 
 
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:

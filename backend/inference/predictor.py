@@ -221,8 +221,9 @@ class Predictor:
                       "deform_bones": int(rig.is_deform.sum()), "simplified_to": None, "helper_bones_skipped": []}
         topology = MeshTopology(rig.faces, rig.num_vertices)
         share = None
-        if self.model is not None and self.model.info.prior_blend_rule is not None:
-            share = info["small_piece_share"] = self.model.info.prior_blend_rule.share(rig, topology.pieces)
+        stored_rule = self.model.info.settings.prior_blend_rule if self.model is not None else None
+        if stored_rule is not None:
+            share = info["small_piece_share"] = stored_rule.share(rig, topology.pieces)
         blends = [self.blend_for(rig, b, share) for b in blends]
         if self.skip_helpers:
             from backend.features.helper_bones import without_helpers

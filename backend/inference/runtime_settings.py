@@ -128,6 +128,12 @@ class RuntimeSettings:
         """The settings a model stores, by name (MODEL_KEYS; the rule as a PieceBlendRule or None)."""
         return {k: getattr(self, k) for k in self.MODEL_KEYS}
 
+    def stored_values(self) -> dict:
+        """:meth:`model_values` as plain values (``export_generator``'s arguments, the keys of model
+        cards and reports): the per-rig rule as its dict."""
+        rule = self.prior_blend_rule
+        return dict(self.model_values(), prior_blend_rule=rule.as_dict() if rule is not None else None)
+
 
 def overrides_from(values: Mapping[str, object]) -> dict:
     """The run-time settings among ``values`` (e.g. ``vars()`` of parsed options), those not None:

@@ -63,15 +63,11 @@ class AdaptResult:
 def runtime_settings(s: StyleSettings, base_meta: dict) -> dict:
     """The model metadata settings of ``s`` on top of the base model's (prior_blend None keeps the base's
     fixed blend and per-rig rule)."""
-    from backend.inference.model_meta import parse_runtime_settings
+    from backend.inference.model_meta import read_runtime_settings
 
-    cur = parse_runtime_settings(base_meta, "base model")
-    rule = cur["prior_blend_rule"]
-    out = dict(cur, prior_blend_rule=rule.as_dict() if rule is not None else None)
-    if s.prior_blend is not None:
-        out.update(prior_blend=float(s.prior_blend), prior_blend_rule=None)
-    out.update(sharpen=float(s.sharpen), diffuse=float(s.diffuse), geodesic_share=float(s.geodesic))
-    return out
+    base = read_runtime_settings(base_meta, "base model")  # a fixed prior_blend replaces the per-rig rule
+    return base.with_overrides(prior_blend=s.prior_blend, sharpen=s.sharpen, diffuse=s.diffuse,
+                               geodesic_share=s.geodesic).stored_values()
 
 
 def write_onnx_with_settings(src: Path, dst: Path, settings: dict, model_version: str) -> None:
@@ -207,8 +203,8 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     elif options.train and fit.settings.geodesic >= 1.0:
         log("the refitted settings use the geodesic falloff alone: the network is not used, no head training")
     elif options.train:
-        G, ckpt, settings, metrics = _train(cases, fit, smooth, float(predictor.model.info.prior_blend), base_ckpt,
-                                            data, options, metrics, log)
+        G, ckpt, settings, metrics = _train(cases, fit, smooth, float(predictor.model.info.settings.prior_blend),
+                                            base_ckpt, data, options, metrics, log)
     if fit.loo_cost is not None and "held_out_cost" not in metrics:
         metrics["held_out_cost"] = fit.loo_cost
     held = metrics.get("held_out_cost")

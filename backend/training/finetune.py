@@ -44,7 +44,7 @@ from backend.training.data import (FeatureStore, Sample, collate_samples, connec
                                    list_rigs)
 from backend.training.distributed import pick_device
 from backend.training.losses import physical_loss, weighted_supervised_loss
-from backend.training.publish import fmt, publish, settings_in_use, stored_values
+from backend.training.publish import fmt, publish, settings_in_use
 from backend.training.runtime_score import EvalRig, score
 from backend.training.schedule import warmup_cosine
 
@@ -362,7 +362,7 @@ def run_finetune(cfg: TrainConfig, corrections: CorrectionSet, data_dir: str | P
         h = metrics["holdout"]
         log(f"held-out corrections per-vertex L1: old {fmt(h['old_l1'])} -> new {fmt(h['new_l1'])}")
     report = {"base": str(base_path), "metrics": metrics, "options": asdict(options),
-              "runtime_settings": stored_values(settings)}
+              "runtime_settings": settings.stored_values()}
     if metrics["val_delta"] > options.tolerance:
         msg = (f"refused: the fine-tuned model is worse on validation by {metrics['val_delta']:.4f} per-vertex L1 "
                f"({fmt(val_old['l1'])} -> {fmt(val_new['l1'])}), more than the tolerance "

@@ -103,14 +103,6 @@ def settings_in_use(models_dir: Path) -> RuntimeSettings:
     return read_runtime_settings(meta, cur)
 
 
-def stored_values(settings: RuntimeSettings) -> dict:
-    """The settings a model stores as plain values (``export_generator``'s arguments, the keys of the
-    card and of fine-tuning's report): RuntimeSettings.MODEL_KEYS, the per-rig rule as its dict."""
-    values = settings.model_values()
-    rule = values["prior_blend_rule"]
-    return dict(values, prior_blend_rule=rule.as_dict() if rule is not None else None)
-
-
 def write_version(models_dir: Path, write: Callable[[int, dict[str, Path]], dict], text: Callable[[dict], str],
                   activate: bool = True) -> model_store.ModelVersion:
     """Publish version N: ``write(N, paths)`` writes its checkpoint and ONNX into ``paths``
@@ -143,7 +135,7 @@ def publish(models_dir: Path, G, ckpt: dict, card: dict, export_method: str = "a
     from backend.models.checkpoint import save_generator
 
     models_dir = Path(models_dir)
-    settings = stored_values(settings_in_use(models_dir) if settings is None else settings)
+    settings = (settings_in_use(models_dir) if settings is None else settings).stored_values()
 
     def write(n: int, paths: dict[str, Path]) -> dict:
         summary = {"finetuned_from": card["base"]["checkpoint"], "corrections": len(card["corrections"]),

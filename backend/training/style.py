@@ -84,8 +84,8 @@ def grid_diffuses(grid: Sequence[StyleSettings]) -> list[float]:
 
 def model_settings(predictor) -> tuple[StyleSettings, int]:
     """(the settings a loaded model carries, its smoothing iterations): the base of every refit."""
-    info = predictor.model.info
-    return StyleSettings(None, float(info.sharpen), float(info.diffuse), float(info.geodesic_share)), int(info.smooth)
+    s = predictor.model.info.settings
+    return StyleSettings(None, float(s.sharpen), float(s.diffuse), float(s.geodesic_share)), int(s.smooth)
 
 
 @dataclass
