@@ -121,6 +121,10 @@ def test_runtime_specs_are_parsed_and_range_checked():
 
     assert parse_runtime("s2:sharpen=2,diffuse=0.5") == ("s2", RuntimeConfig(sharpen=2.0, diffuse=0.5))
     assert parse_runtime("net:") == ("net", RuntimeConfig())
+    assert parse_runtime("enc:sharpen=3,enclosing_pieces=0.15") == (
+        "enc", RuntimeConfig(sharpen=3.0, enclosing_pieces=0.15))
+    with pytest.raises(RigError, match="runtime.enclosing_pieces must be"):
+        parse_runtime("x:enclosing_pieces=2")
     with pytest.raises(RigError, match="unknown setting 'smooth'"):
         parse_runtime("x:smooth=2")
     with pytest.raises(RigError, match="runtime.prior_blend must be"):
@@ -180,6 +184,12 @@ def test_cv_command_trains_exports_and_reports_held_out_domains(tmp_path):
     G, _ = load_generator_checkpoint(out / "fold0" / "final_generator.pt")  # the generator as training ended
     last = load_state(out / "fold0" / "state.pt")["G"]
     assert all(torch.equal(v, last[k]) for k, v in G.state_dict().items())
+    # enclosing pieces is a run-time setting like the others: stored, and a change re-exports
+    from backend.training.config import RuntimeConfig
+    from backend.training.steps import export_is_current
+
+    enc = RuntimeConfig(sharpen=1.2, diffuse=1.0, enclosing_pieces=0.2)
+    assert not export_is_current(out / "fold0" / "best_generator.pt", out / "fold0" / "cv_rt-wide.onnx", enc)
     # other run-time settings in the config: the candidate is exported again and scored again
     assert main(args + ["--set", "runtime.sharpen=4"]) == 0
     resharp = json.loads((out / "cv.json").read_text())["scores"]

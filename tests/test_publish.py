@@ -18,7 +18,8 @@ from backend.training.publish import publish, settings_in_use, write_version
 from conftest import rewrite_meta
 
 FC = FeatureConfig(k_bones=3, distance="euclidean")
-DEFAULTS = dict(prior_blend=1.0, prior_blend_rule=None, sharpen=1.0, smooth=0, diffuse=0.0, geodesic_share=0.0)
+DEFAULTS = dict(prior_blend=1.0, prior_blend_rule=None, sharpen=1.0, smooth=0, diffuse=0.0, geodesic_share=0.0,
+                enclosing_pieces=0.0)
 RULE = PieceBlendRule(low=0.15, high=1.0, saturation=0.1).as_dict()
 
 
@@ -95,18 +96,19 @@ def test_a_published_version_keeps_every_setting_of_the_model_in_use(tmp_path, i
     in_use(models)
     assert read_back(published(models)) == DEFAULTS  # a model in use that stores none
     stored = dict(prior_blend="0.4", prior_blend_rule=json.dumps(RULE), sharpen="1.4", smooth="2", diffuse="0.5",
-                  geodesic_share="0.25")
+                  geodesic_share="0.25", enclosing_pieces="0.15")
     mv = published(models, **stored)
-    want = dict(prior_blend=0.4, prior_blend_rule=RULE, sharpen=1.4, smooth=2, diffuse=0.5, geodesic_share=0.25)
+    want = dict(prior_blend=0.4, prior_blend_rule=RULE, sharpen=1.4, smooth=2, diffuse=0.5, geodesic_share=0.25,
+                enclosing_pieces=0.15)
     assert read_back(mv) == want == settings_in_use(models).stored_values()
     assert {k: mv.card[k] for k in want} == want
     text = mv.card_path.with_suffix(".md").read_text()
     assert ("per-rig blend rule (low 0.15, high 1, saturation 0.1, step 0.05, small 0.05), geodesic share 0.25, "
-            "smooth 2, diffuse 0.5 %, sharpen 1.4") in text
+            "smooth 2, diffuse 0.5 %, sharpen 1.4, pieces under 0.15 of the surface to the bone they enclose") in text
 
 
 @pytest.mark.parametrize("key,value", [("prior_blend", "lots"), ("sharpen", "0.5"), ("smooth", "-3"),
-                                       ("diffuse", "7"), ("geodesic_share", "2"),
+                                       ("diffuse", "7"), ("geodesic_share", "2"), ("enclosing_pieces", "-1"),
                                        ("prior_blend_rule", json.dumps({**RULE, "low": 3}))])
 def test_an_invalid_setting_of_the_model_in_use_stops_publishing(tmp_path, in_use, key, value):
     """Never silently replaced by another setting: the run stops (fine-tuning reads the settings

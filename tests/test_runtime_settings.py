@@ -29,19 +29,21 @@ def test_defaults_are_a_model_that_stores_nothing():
         1.0, None, 1.0, 0, 0.0, 0.0, DEFAULT_PRUNE)
     assert mm.read_runtime_settings({}, "empty").model_values() == {
         "prior_blend": 1.0, "prior_blend_rule": None, "sharpen": 1.0, "smooth": 0, "diffuse": 0.0,
-        "geodesic_share": 0.0}
+        "geodesic_share": 0.0, "enclosing_pieces": 0.0}
 
 
 def test_metadata_is_read_into_one_object():
     meta = {mm.KEY_PRIOR_BLEND: "0.4", mm.KEY_SHARPEN: "1.5", mm.KEY_SMOOTH: "2", mm.KEY_DIFFUSE: "0.5",
-            mm.KEY_GEODESIC_SHARE: "0.25", mm.KEY_PRIOR_BLEND_RULE: '{"kind": "small-pieces", "low": 0.2, '
+            mm.KEY_GEODESIC_SHARE: "0.25", mm.KEY_ENCLOSING_PIECES: "0.15", mm.KEY_PRIOR_BLEND_RULE: '{"kind": "small-pieces", "low": 0.2, '
                                                                     '"high": 1.0, "saturation": 0.1}'}
     s = mm.read_runtime_settings(meta, "m.onnx")
-    assert (s.prior_blend, s.prior_blend_rule, s.sharpen, s.smooth, s.diffuse, s.geodesic_share) == (
-        0.4, RULE, 1.5, 2, 0.5, 0.25)
+    assert (s.prior_blend, s.prior_blend_rule, s.sharpen, s.smooth, s.diffuse, s.geodesic_share,
+            s.enclosing_pieces) == (0.4, RULE, 1.5, 2, 0.5, 0.25, 0.15)
     assert isinstance(s.smooth, int) and isinstance(s.sharpen, float)
     with pytest.raises(mm.ModelError, match=r"m\.onnx: smooth metadata must be a whole number in \[0, 20\]"):
         mm.read_runtime_settings({mm.KEY_SMOOTH: "1.5"}, "m.onnx")
+    with pytest.raises(mm.ModelError, match=r"m\.onnx: enclosing_pieces metadata must be a number in \[0, 1\]"):
+        mm.read_runtime_settings({mm.KEY_ENCLOSING_PIECES: "1.5"}, "m.onnx")
 
 
 def test_overrides_are_checked_in_one_place():
@@ -58,6 +60,7 @@ def test_overrides_are_checked_in_one_place():
            "smooth": (1.5, r"smooth must be a whole number in \[0, 20\], got 1\.5"),
            "diffuse": (9.0, r"diffuse must be in \[0, 5\] % of the character's size, got 9\.0"),
            "geodesic_share": (-0.1, r"geodesic_share must be in \[0, 1\], got -0\.1"),
+           "enclosing_pieces": (2.0, r"enclosing_pieces must be in \[0, 1\] of the surface, got 2\.0"),
            "prune": (1.0, r"prune must be in \[0, 1\), got 1\.0")}
     for name, (value, message) in bad.items():
         with pytest.raises(ValueError, match=message) as err:
@@ -74,7 +77,7 @@ def test_overrides_are_checked_in_one_place():
 
 def test_model_free_keeps_only_the_clean_up():
     s = RuntimeSettings(prior_blend=0.3, prior_blend_rule=RULE, sharpen=2.0, smooth=2, diffuse=0.5,
-                        geodesic_share=0.5, prune=0.1).model_free()
+                        geodesic_share=0.5, enclosing_pieces=0.2, prune=0.1).model_free()
     assert s == RuntimeSettings(smooth=2, diffuse=0.5, prune=0.1)
 
 

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score this model on every styles rig (in the --baselines folder); repeatable")
     p.add_argument("--runtime", action="append", default=[], metavar="NAME:key=value,...",
                    help="also score each fold's generator with these run-time settings (prior_blend, sharpen, "
-                        "diffuse; e.g. sharp2:sharpen=2,diffuse=0.5), reported as rt-NAME; repeatable")
+                        "diffuse, enclosing_pieces; e.g. sharp2:sharpen=2,diffuse=0.5), reported as rt-NAME; "
+                        "repeatable")
     p.add_argument("--unlabeled-heldout", action="store_true",
                    help="the held-out domains' meshes join the unlabelled pool without their weights "
                         "(what a studio has: its characters, unpainted)")

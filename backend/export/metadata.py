@@ -35,7 +35,8 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
                    train_summary: dict | None = None, model_version: str | None = None,
                    quantization: str = "none", prior_blend: float = 1.0,
                    prior_blend_rule: dict | None = None, sharpen: float = 1.0, smooth: int = 0,
-                   diffuse: float = 0.0, geodesic_share: float = 0.0) -> dict[str, str]:
+                   diffuse: float = 0.0, geodesic_share: float = 0.0,
+                   enclosing_pieces: float = 0.0) -> dict[str, str]:
     """All metadata_props of an exported model, as strings.
 
     ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``; ``prior_blend`` in [0, 1]
@@ -44,13 +45,17 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
     [1, 10] is the power the runtime raises the weights to before limiting them (model_meta.KEY_SHARPEN);
     ``smooth`` the Laplacian iterations it applies first (model_meta.KEY_SMOOTH), then ``diffuse`` the
     reach of its heat diffusion in % of the character's size (model_meta.KEY_DIFFUSE); ``geodesic_share``
-    in [0, 1] the share of the geodesic falloff mixed in (model_meta.KEY_GEODESIC_SHARE, written when > 0).
+    in [0, 1] the share of the geodesic falloff mixed in (model_meta.KEY_GEODESIC_SHARE, written when > 0);
+    ``enclosing_pieces`` in [0, 1] the largest surface share of a piece given to the one bone it encloses
+    (model_meta.KEY_ENCLOSING_PIECES, written when > 0).
     """
     if not 0.0 <= prior_blend <= 1.0:
         raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
     check_clean_up(sharpen, smooth, diffuse)
     if not 0.0 <= geodesic_share <= 1.0:
         raise ValueError(f"geodesic_share must be in [0, 1], got {geodesic_share}")
+    if not 0.0 <= enclosing_pieces <= 1.0:
+        raise ValueError(f"enclosing_pieces must be in [0, 1], got {enclosing_pieces}")
     whash = weights_hash(state_dict)
     meta = {
         mm.KEY_FORMAT: mm.MODEL_FORMAT,
@@ -70,6 +75,8 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
     }
     if geodesic_share > 0.0:
         meta[mm.KEY_GEODESIC_SHARE] = repr(float(geodesic_share))
+    if enclosing_pieces > 0.0:
+        meta[mm.KEY_ENCLOSING_PIECES] = repr(float(enclosing_pieces))
     if prior_blend_rule is not None:
         from backend.inference.blend_rule import PieceBlendRule
 

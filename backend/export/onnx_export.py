@@ -151,7 +151,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                      opset: int = OPSET, method: str = "auto", atol: float = 1e-5,
                      prior_blend: float = 1.0, prior_blend_rule: dict | None = None,
                      sharpen: float = 1.0, smooth: int = 0, diffuse: float = 0.0,
-                     geodesic_share: float = 0.0) -> ExportResult:
+                     geodesic_share: float = 0.0, enclosing_pieces: float = 0.0) -> ExportResult:
     """Write ``model`` to ``out_path`` (atomically) as a single .onnx with metadata.
 
     method: "auto" (dynamo, then torchscript if dynamo fails or disagrees with torch),
@@ -161,7 +161,9 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
     ``prior_blend_rule``: an optional per-rig rule (backend.inference.blend_rule.PieceBlendRule.as_dict());
     ``sharpen`` / ``smooth`` / ``diffuse``: the runtime's sharpening power, smoothing iterations and
     diffusion reach for this model (backend.inference.model_meta.KEY_SHARPEN / KEY_SMOOTH / KEY_DIFFUSE);
-    ``geodesic_share``: the share of the geodesic falloff mixed in (model_meta.KEY_GEODESIC_SHARE).
+    ``geodesic_share``: the share of the geodesic falloff mixed in (model_meta.KEY_GEODESIC_SHARE);
+    ``enclosing_pieces``: pieces under this surface share go to the one bone they enclose
+    (model_meta.KEY_ENCLOSING_PIECES).
     """
     out_path = Path(out_path)
     check_clean_up(sharpen, smooth, diffuse)  # refuse bad settings before any work
@@ -187,7 +189,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                 meta = build_metadata(feature_config, dict(model.config), model.state_dict(), train_summary,
                                       model_version, prior_blend=prior_blend, prior_blend_rule=prior_blend_rule,
                                       sharpen=sharpen, smooth=smooth, diffuse=diffuse,
-                                      geodesic_share=geodesic_share)
+                                      geodesic_share=geodesic_share, enclosing_pieces=enclosing_pieces)
                 meta["exporter"] = f"torch {torch.__version__} {m}"
                 held = graph_hash(proto.SerializeToString())
                 if held != meta[KEY_WEIGHTS_HASH]:  # parameters the forward pass never uses were dropped

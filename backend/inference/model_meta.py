@@ -56,6 +56,10 @@ KEY_GEODESIC_SHARE = "geodesic_share"
 """Share of the geodesic falloff over the candidates (backend.features.geodesic.geodesic_weights of the
 candidate distances the features hold) in the runtime weights, mixed in after the prior blend and
 before the clean-up; refitted on a studio's corrections (backend.training.style). Absent means 0."""
+KEY_ENCLOSING_PIECES = "enclosing_pieces"
+"""The largest share of the surface a separate piece may hold and still be given to the one deform bone
+whose midpoint its convex hull encloses (backend.inference.enclosed_bones), after the clean-up. Absent
+means 0 (never)."""
 #: Column of ``pair_feat`` holding each candidate's (geodesic, else Euclidean) distance
 #: (backend.features.pipeline.compute_features).
 DISTANCE_COLUMN = 5
@@ -168,6 +172,12 @@ def parse_geodesic_share(meta: Mapping[str, str], source: str | Path) -> float:
     return _parse_bounded(meta, KEY_GEODESIC_SHARE, "0.0", source)
 
 
+def parse_enclosing_pieces(meta: Mapping[str, str], source: str | Path) -> float:
+    """The ``enclosing_pieces`` share of a model's metadata (0 when absent); ModelError naming ``source``
+    unless it is a number in [0, 1]."""
+    return _parse_bounded(meta, KEY_ENCLOSING_PIECES, "0.0", source)
+
+
 def parse_prior_blend_rule(meta: Mapping[str, str], source: str | Path) -> PieceBlendRule | None:
     """The model's per-rig blend rule (None when absent); ModelError naming ``source`` when malformed."""
     text = meta.get(KEY_PRIOR_BLEND_RULE)
@@ -185,7 +195,8 @@ def read_runtime_settings(meta: Mapping[str, str], source: str | Path) -> Runtim
     return RuntimeSettings(
         prior_blend=parse_prior_blend(meta, source), prior_blend_rule=parse_prior_blend_rule(meta, source),
         sharpen=parse_sharpen(meta, source), smooth=parse_smooth(meta, source),
-        diffuse=parse_diffuse(meta, source), geodesic_share=parse_geodesic_share(meta, source))
+        diffuse=parse_diffuse(meta, source), geodesic_share=parse_geodesic_share(meta, source),
+        enclosing_pieces=parse_enclosing_pieces(meta, source))
 
 
 def parse_model_info(meta: Mapping[str, str], source: str | Path) -> ModelInfo:

@@ -1,7 +1,7 @@
 """The post-network settings of a prediction as one object, :class:`RuntimeSettings`.
 
 A model stores its own choice of most of them in its metadata (``prior_blend`` and its per-rig rule
-``prior_blend_rule``, ``sharpen``, ``smooth``, ``diffuse``, ``geodesic_share``: the keys of
+``prior_blend_rule``, ``sharpen``, ``smooth``, ``diffuse``, ``geodesic_share``, ``enclosing_pieces``: the keys of
 backend.inference.model_meta); ``prune`` is the runtime's own default. The metadata is read once,
 into ``ModelInfo.settings`` (model_meta.read_runtime_settings); a caller's choices (command-line
 options, the add-on's options) are applied with :meth:`RuntimeSettings.with_overrides`, the one place
@@ -46,6 +46,7 @@ RANGES: dict[str, Range] = {
     "smooth": Range(0, MAX_SMOOTH, whole=True),
     "diffuse": Range(0.0, MAX_DIFFUSE, unit="% of the character's size"),
     "geodesic_share": Range(0.0, 1.0),
+    "enclosing_pieces": Range(0.0, 1.0, unit="of the surface"),
     "prune": Range(0.0, 1.0, open_high=True),
 }
 
@@ -71,7 +72,10 @@ class RuntimeSettings:
     - ``geodesic_share`` s in [0, 1]: then (1 - s) x those + s x the geodesic falloff over the candidates;
     - the clean-up (backend.inference.postprocess.postprocess): ``smooth`` Laplacian iterations,
       heat diffusion with a reach of ``diffuse`` % of the character's size, the power ``sharpen``,
-      the influence limit, and fading out weights below ``prune``.
+      the influence limit, and fading out weights below ``prune``;
+    - ``enclosing_pieces`` e in [0, 1]: every separate piece under e of the surface whose convex hull
+      encloses the midpoint of exactly one deform bone goes to that bone alone
+      (backend.inference.enclosed_bones; 0: none).
 
     The defaults are those of a model that stores none of them: the network alone, no clean-up but
     the default prune. The model-free modes use :meth:`model_free`.
@@ -83,13 +87,15 @@ class RuntimeSettings:
     smooth: int = 0
     diffuse: float = 0.0
     geodesic_share: float = 0.0
+    enclosing_pieces: float = 0.0
     prune: float = DEFAULT_PRUNE
 
     #: The settings a model's metadata stores (``prune`` is the runtime's own).
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ("prior_blend", "prior_blend_rule", "sharpen", "smooth", "diffuse",
-                                             "geodesic_share")
+                                             "geodesic_share", "enclosing_pieces")
     #: The settings that only mean something with a network (the model-free modes keep them neutral).
-    LEARNED_ONLY: ClassVar[tuple[str, ...]] = ("prior_blend", "prior_blend_rule", "sharpen", "geodesic_share")
+    LEARNED_ONLY: ClassVar[tuple[str, ...]] = ("prior_blend", "prior_blend_rule", "sharpen", "geodesic_share",
+                                               "enclosing_pieces")
 
     def __post_init__(self) -> None:
         for name in RANGES:
@@ -112,8 +118,9 @@ class RuntimeSettings:
 
     def model_free(self) -> "RuntimeSettings":
         """These settings for the model-free modes: the network's settings neutral (no blend, no
-        sharpening, no geodesic share), the clean-up kept."""
-        return replace(self, prior_blend=1.0, prior_blend_rule=None, sharpen=1.0, geodesic_share=0.0)
+        sharpening, no geodesic share, no enclosing pieces), the clean-up kept."""
+        return replace(self, prior_blend=1.0, prior_blend_rule=None, sharpen=1.0, geodesic_share=0.0,
+                       enclosing_pieces=0.0)
 
     def blend_for_share(self, share: float | None) -> float:
         """The network's share b for a rig with ``share`` of its surface in small separate pieces:

@@ -84,6 +84,7 @@ def write_onnx_with_settings(src: Path, dst: Path, settings: dict, model_version
     meta = get_metadata(proto)
     meta.pop(mm.KEY_PRIOR_BLEND_RULE, None)
     meta.pop(mm.KEY_GEODESIC_SHARE, None)
+    meta.pop(mm.KEY_ENCLOSING_PIECES, None)
     meta[mm.KEY_PRIOR_BLEND] = repr(float(settings["prior_blend"]))
     if settings.get("prior_blend_rule"):
         meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(settings["prior_blend_rule"], sort_keys=True)
@@ -92,6 +93,8 @@ def write_onnx_with_settings(src: Path, dst: Path, settings: dict, model_version
     meta[mm.KEY_DIFFUSE] = repr(float(settings["diffuse"]))
     if settings["geodesic_share"] > 0.0:
         meta[mm.KEY_GEODESIC_SHARE] = repr(float(settings["geodesic_share"]))
+    if settings.get("enclosing_pieces", 0.0) > 0.0:
+        meta[mm.KEY_ENCLOSING_PIECES] = repr(float(settings["enclosing_pieces"]))
     meta[mm.KEY_MODEL_VERSION] = model_version
     set_metadata(proto, meta)
     with atomic_path(dst, suffix=".onnx") as tmp:

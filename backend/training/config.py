@@ -131,11 +131,13 @@ class RunConfig:
 @dataclass
 class RuntimeConfig:
     """Post-network settings written into the exported model by ``recipe`` and ``cv`` (training
-    ignores them): the generator's share against its prior, sharpening power, diffusion reach (%)."""
+    ignores them): the generator's share against its prior, sharpening power, diffusion reach (%), the
+    largest surface share of a piece given to the one bone it encloses (0: none)."""
 
     prior_blend: float = 1.0
     sharpen: float = 1.0
     diffuse: float = 0.0
+    enclosing_pieces: float = 0.0
 
 
 @dataclass
@@ -168,7 +170,8 @@ class TrainConfig:
 #: Config keys that may differ between a run and its resumption.
 RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"), ("run", "checkpoint_every_steps"),
                ("run", "checkpoint_every_minutes"),
-               ("runtime", "prior_blend"), ("runtime", "sharpen"), ("runtime", "diffuse")}
+               ("runtime", "prior_blend"), ("runtime", "sharpen"), ("runtime", "diffuse"),
+               ("runtime", "enclosing_pieces")}
 
 
 def config_diff(a: dict, b: dict) -> list[str]:

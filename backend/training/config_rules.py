@@ -113,7 +113,8 @@ RULES: dict[str, dict[str, Range | Choice | Check]] = {
                 amp=Choice(("bf16", "fp16", "off")), checkpoint_every_steps=COUNT,
                 checkpoint_every_minutes=NON_NEGATIVE, plot_every=COUNT,
                 spike_factor=POSITIVE, threads=COUNT, kill_after_steps=COUNT, init_generator=ANY_TEXT),
-    "runtime": dict(prior_blend=PROBABILITY, sharpen=Range(*SHARPEN_RANGE), diffuse=Range(0.0, MAX_DIFFUSE)),
+    "runtime": dict(prior_blend=PROBABILITY, sharpen=Range(*SHARPEN_RANGE), diffuse=Range(0.0, MAX_DIFFUSE),
+                    enclosing_pieces=PROBABILITY),
 }
 
 

@@ -35,8 +35,10 @@ def settings_label(s: dict) -> str:
         blend = "per-rig blend rule (" + ", ".join(f"{k} {v:g}" for k, v in rule.items() if k != "kind") + ")"
     else:
         blend = f"prior blend {s['prior_blend']:g}"
+    enclosing = s.get("enclosing_pieces", 0.0)
+    pieces = f", pieces under {enclosing:g} of the surface to the bone they enclose" if enclosing else ""
     return (f"{blend}, geodesic share {s['geodesic_share']:g}, smooth {s['smooth']}, diffuse {s['diffuse']:g} %, "
-            f"sharpen {s['sharpen']:g}")
+            f"sharpen {s['sharpen']:g}{pieces}")
 
 
 def card_text(card: dict) -> str:

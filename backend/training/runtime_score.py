@@ -5,7 +5,7 @@ on the weights the published model would give. The generator's output goes throu
 settings the version will carry (a :class:`backend.inference.runtime_settings.RuntimeSettings`:
 the model in use's, :func:`backend.training.publish.settings_in_use`): prior blend or per-rig blend
 rule, geodesic share, smoothing, diffusion, sharpening, then the runtime's influence limit and
-prune (backend.inference.predictor), by the code ``adapt`` uses
+prune and its enclosing pieces (backend.inference.predictor), by the code ``adapt`` uses
 (:func:`backend.training.style.rig_outputs`, :func:`backend.training.style.full_weights`). The
 weights are scored against the rig's true weights by
 :func:`backend.evaluation.runner.evaluate_weights` (``python -m backend evaluate``'s metrics).
@@ -23,6 +23,7 @@ import numpy as np
 from backend.evaluation.metrics import l1_per_vertex, restrict
 from backend.evaluation.runner import evaluate_weights
 from backend.features.pipeline import RigFeatures
+from backend.inference.enclosed_bones import enclosed_bone_pieces
 from backend.inference.postprocess import DEFAULT_PRUNE
 from backend.inference.runtime_settings import RuntimeSettings
 from backend.rig import Rig
@@ -62,7 +63,12 @@ def runtime_weights(net: NetFn, r: EvalRig, settings: RuntimeSettings) -> np.nda
     style, smooth = runtime_style(settings)
     case = RigCase(r.rig, without_helpers(r.rig)[0], r.feats, None, rig_blend(settings, r.rig))
     # one scored row and pose: rig_outputs' fitting rows are not used here
-    return full_weights(rig_outputs(case, net, [style.diffuse], smooth, rows=1, poses=1), style)
+    w = full_weights(rig_outputs(case, net, [style.diffuse], smooth, rows=1, poses=1), style)
+    if settings.enclosing_pieces > 0.0:
+        rig = case.base
+        w, _ = enclosed_bone_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform,
+                                    settings.enclosing_pieces)
+    return w
 
 
 def score(net: NetFn, rigs: list[EvalRig], settings: RuntimeSettings, progress: bool = False,

@@ -1,0 +1,132 @@
+"""backend.inference.enclosed_bones: a separate piece that encloses exactly one bone's midpoint goes to
+that bone; the setting travels in the model's metadata, the Predictor applies it and the fine-tuning
+scorer gives the same weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.inference.enclosed_bones import enclosed_bone_pieces, enclosed_points
+from backend.rig import make_rig
+from conftest import cube, export_tiny_model, rewrite_meta
+
+
+def box_robot():
+    """Three bones up the z axis (0-1, 1-2, 2-3), a box of side 0.8 around each bone's middle, an 'eye'
+    box beside bone 2 that holds no bone, and a box of side 1.6 around z = 1 that holds the middles of
+    bones 0 and 1. Returns (rig with one-hot weights, {piece name: (V,) bool mask})."""
+    parts = {"box0": cube([0, 0, 0.5], 0.8), "box1": cube([0, 0, 1.5], 0.8), "box2": cube([0, 0, 2.5], 0.8),
+             "eye": cube([0.6, 0, 2.5], 0.1), "long": cube([0, 0, 1.0], 1.6)}
+    bone_of = {"box0": 0, "box1": 1, "box2": 2, "eye": 2, "long": 0}
+    verts, faces, masks, weights = [], [], {}, []
+    n = 0
+    for name, (v, f) in parts.items():
+        verts.append(v)
+        faces.append(f + n)
+        weights.append(np.tile(np.eye(3)[bone_of[name]], (len(v), 1)))
+        n += len(v)
+    V = n
+    start = 0
+    for name, (v, _f) in parts.items():
+        masks[name] = np.zeros(V, bool)
+        masks[name][start:start + len(v)] = True
+        start += len(v)
+    heads = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]], np.float64)
+    tails = heads + [0, 0, 1]
+    rig = make_rig(np.concatenate(verts), np.concatenate(faces), heads, np.array([-1, 0, 1]), tails=tails,
+                   joint_names=["hips", "chest", "head"], weights=np.concatenate(weights), name="box_robot")
+    return rig, masks
+
+
+def wrong_weights(rig) -> np.ndarray:
+    """Every vertex on the parent of its box's bone (what the network does on such mobs), softened."""
+    w = np.full((rig.num_vertices, 3), 0.1, np.float32)
+    w[np.arange(rig.num_vertices), np.maximum(rig.weights.argmax(axis=1) - 1, 0)] = 0.8
+    return w
+
+
+def test_each_box_goes_to_the_one_bone_it_encloses():
+    rig, m = box_robot()
+    w = wrong_weights(rig)
+    out, bones = enclosed_bone_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, np.ones(3, bool), 0.9)
+    assert sorted(bones) == [0, 1, 2]
+    for j in range(3):
+        np.testing.assert_array_equal(out[m[f"box{j}"]], np.tile(np.eye(3, dtype=np.float32)[j], (8, 1)))
+    # the eye holds no bone and the long box two: both stay as they were
+    for name in ("eye", "long"):
+        np.testing.assert_array_equal(out[m[name]], w[m[name]])
+    assert out.dtype == np.float32 and w[0, 0] == pytest.approx(0.8)  # the input is not changed in place
+
+
+def test_share_limit_disallowed_bones_and_off():
+    rig, m = box_robot()
+    w = wrong_weights(rig)
+    args = (rig.vertices, rig.faces, rig.joints, rig.tails)
+    # each side-0.8 box holds 3.84 / 27.1 = 14 % of the surface: a limit of 10 % leaves all of them
+    assert enclosed_bone_pieces(w, *args, np.ones(3, bool), 0.10)[1] == []
+    assert enclosed_bone_pieces(w, *args, np.ones(3, bool), 0.0)[1] == []
+    # bone 1 may not carry weight (a helper bone): box1 encloses no allowed bone, the long box one (bone 0)
+    out, bones = enclosed_bone_pieces(w, *args, np.array([1, 0, 1], bool), 0.9)
+    assert sorted(bones) == [0, 0, 2]
+    np.testing.assert_array_equal(out[m["box1"]], w[m["box1"]])
+    assert np.all(out[m["long"], 0] == 1.0)
+    # one piece: nothing to separate
+    one = make_rig(*cube([0, 0, 0.5], 0.8), rig.joints[:1], np.array([-1]), tails=rig.tails[:1])
+    assert enclosed_bone_pieces(np.ones((8, 1), np.float32), one.vertices, one.faces, one.joints, one.tails,
+                                np.ones(1, bool), 1.0)[1] == []
+
+
+def test_the_hull_not_the_bounding_box_decides():
+    tet = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+    points = np.array([[0.8, 0.8, 0.8], [0.1, 0.1, 0.1], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # (0.8, 0.8, 0.8) lies in the bounding box but outside the tetrahedron; a corner counts as inside
+    assert enclosed_points(tet, points).tolist() == [1, 3]
+    flat = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float64)  # a quad encloses nothing
+    assert enclosed_points(flat, np.array([[0.5, 0.5, 0.0]])).tolist() == []
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return export_tiny_model(tmp_path_factory.mktemp("enclosed") / "tiny.onnx", k_bones=3)
+
+
+def test_the_predictor_applies_the_models_setting(tiny_model, tmp_path):
+    from backend.inference.predictor import Predictor
+
+    rig, m = box_robot()
+    on = rewrite_meta(tiny_model, tmp_path / "on.onnx", enclosing_pieces="0.9")
+    pred = Predictor(on, threads=1).predict(rig)
+    assert pred.info["enclosed_pieces"] == 3 and pred.info["enclosing_pieces"] == 0.9
+    for j in range(3):
+        assert np.all(pred.weights[m[f"box{j}"], j] == 1.0)
+    off = Predictor(tiny_model, threads=1).predict(rig)
+    assert "enclosed_pieces" not in off.info
+    assert not np.all(off.weights[m["box1"], 1] == 1.0)  # a random network does not find it by itself
+    # a caller's override turns it off; the model-free modes never apply it
+    assert "enclosed_pieces" not in Predictor(on, threads=1, overrides={"enclosing_pieces": 0.0}).predict(rig).info
+    assert Predictor(mode="geodesic").settings.enclosing_pieces == 0.0
+
+
+def test_the_fine_tuning_scorer_gives_the_runtime_weights(tmp_path):
+    """runtime_score scores what the Predictor gives, enclosing pieces included."""
+    torch = pytest.importorskip("torch")
+    from backend.export.onnx_export import export_generator
+    from backend.features.pipeline import FeatureConfig, compute_features
+    from backend.inference.predictor import Predictor
+    from backend.models.generator import Generator
+    from backend.training.adapt import torch_net
+    from backend.training.runtime_score import EvalRig, runtime_weights
+
+    torch.manual_seed(0)
+    G = Generator(hidden=8, fused=8).eval()
+    fc = FeatureConfig(k_bones=3, distance="euclidean")
+    path = export_generator(G, tmp_path / "m.onnx", fc, method="torchscript", sharpen=2.0,
+                            enclosing_pieces=0.9).path
+    rig, m = box_robot()
+    predictor = Predictor(path, threads=1)
+    settings = predictor.model.info.settings
+    assert (settings.enclosing_pieces, settings.sharpen) == (0.9, 2.0)
+    got = runtime_weights(torch_net(G), EvalRig("r", rig, compute_features(rig.without_weights(), fc)), settings)
+    want = predictor.predict(rig).weights
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.all(got[m["box2"], 2] == 1.0)
