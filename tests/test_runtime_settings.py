@@ -34,8 +34,8 @@ def test_defaults_are_a_model_that_stores_nothing():
 
 def test_metadata_is_read_into_one_object():
     meta = {mm.KEY_PRIOR_BLEND: "0.4", mm.KEY_SHARPEN: "1.5", mm.KEY_SMOOTH: "2", mm.KEY_DIFFUSE: "0.5",
-            mm.KEY_GEODESIC_SHARE: "0.25", mm.KEY_ENCLOSING_PIECES: "0.15", mm.KEY_PRIOR_BLEND_RULE: '{"kind": "small-pieces", "low": 0.2, '
-                                                                    '"high": 1.0, "saturation": 0.1}'}
+            mm.KEY_GEODESIC_SHARE: "0.25", mm.KEY_ENCLOSING_PIECES: "0.15",
+            mm.KEY_PRIOR_BLEND_RULE: '{"kind": "small-pieces", "low": 0.2, "high": 1.0, "saturation": 0.1}'}
     s = mm.read_runtime_settings(meta, "m.onnx")
     assert (s.prior_blend, s.prior_blend_rule, s.sharpen, s.smooth, s.diffuse, s.geodesic_share,
             s.enclosing_pieces) == (0.4, RULE, 1.5, 2, 0.5, 0.25, 0.15)

@@ -32,7 +32,8 @@ def signals(rig) -> dict:
     deform = np.asarray(rig.is_deform, bool)
     bone = np.linalg.norm(rig.tails - rig.joints, axis=1)[deform]
     size = float(np.linalg.norm(rig.vertices.max(0) - rig.vertices.min(0)))
-    return {"V": int(rig.num_vertices), "Jd": int(deform.sum()), "v_per_bone": rig.num_vertices / max(int(deform.sum()), 1),
+    jd = max(int(deform.sum()), 1)
+    return {"V": int(rig.num_vertices), "Jd": int(deform.sum()), "v_per_bone": rig.num_vertices / jd,
             "edge_over_bone": float(np.median(edge) / max(np.median(bone), 1e-9)),
             "edge_over_size": float(np.median(edge) / max(size, 1e-9)), "pieces": int(topo.pieces[0])}
 
