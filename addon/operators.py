@@ -245,6 +245,8 @@ class AUTOSKIN_OT_auto_skin(bpy.types.Operator):
         helpers = f" ({skipped} helper bones left empty)" if skipped else ""
         rigid = pred.info.get("rigid_pieces", 0)
         helpers += f" ({rigid} separate parts made rigid)" if rigid else ""
+        enclosed = pred.info.get("enclosed_pieces", 0)
+        helpers += f" ({enclosed} separate parts given to the bone they enclose)" if enclosed else ""
         mix = settings_note(pred.info, opt["mode"] == "LEARNED")
         self.report({"INFO"}, f"Auto Skin: {written}/{target.rig.num_vertices} vertices, {int(target.free.sum())} "
                               f"bones{helpers}, {opt['mode'].lower()}{mix} on {pred.provider}, "

@@ -22,21 +22,21 @@ DEVICE_ITEMS = [
     ("CUDA", "CUDA", "NVIDIA GPU (needs an onnxruntime build with CUDA)"),
 ]
 OPTION_NAMES = ("mode", "max_influences", "prune_threshold", "smoothing", "diffusion", "device", "model_path",
-                "network_share", "sharpness", "skip_helper_bones", "rigid_pieces",
+                "network_share", "sharpness", "enclosing_parts", "skip_helper_bones", "rigid_pieces",
                 "only_selected_bones", "only_selected_vertices", "respect_locked")
-LEARNED_ONLY = ("model_path", "network_share", "sharpness", "rigid_pieces")
+LEARNED_ONLY = ("model_path", "network_share", "sharpness", "enclosing_parts", "rigid_pieces")
 """Options that mean something in the Learned mode only (hidden in the others)."""
 
-MODEL_OWN = {"smoothing": -1, "diffusion": -1.0, "network_share": -1.0, "sharpness": 0.0}
+MODEL_OWN = {"smoothing": -1, "diffusion": -1.0, "network_share": -1.0, "sharpness": 0.0, "enclosing_parts": -1.0}
 """Settings the model stores, each with its default, which means "the model's own setting"."""
-VALID_FROM = {"smoothing": 0, "diffusion": 0.0, "network_share": 0.0, "sharpness": 1.0}
+VALID_FROM = {"smoothing": 0, "diffusion": 0.0, "network_share": 0.0, "sharpness": 1.0, "enclosing_parts": 0.0}
 """The smallest value of each setting that overrides the model; anything below means the model's own."""
 SETTINGS_VERSION = 2
 """Version 1 (no ``settings_version`` stored) had a "Set X" toggle beside each value of MODEL_OWN."""
 
 
 RUNTIME_SETTINGS = {"network_share": "prior_blend", "sharpness": "sharpen", "smoothing": "smooth",
-                    "diffusion": "diffuse", "prune_threshold": "prune"}
+                    "diffusion": "diffuse", "prune_threshold": "prune", "enclosing_parts": "enclosing_pieces"}
 """The options that set the runtime's post-network settings, each with the name of the setting it sets
 (a field of backend.inference.runtime_settings.RuntimeSettings)."""
 
@@ -91,7 +91,7 @@ def option_properties(operator: bool) -> dict:
             name="Diffusion", default=MODEL_OWN["diffusion"], min=-1.0, max=5.0, precision=2, subtype="PERCENTAGE",
             description="Blur the weights over the surface, reach in % of the character's size: the same on a "
                         "dense and a low-poly mesh, unlike Smoothing (0: none). Negative: the model's own "
-                        "setting (0.5 % for the shipped model; the Geodesic and Heat modes do not diffuse)", **opts),
+                        "setting (see the model card; the Geodesic and Heat modes do not diffuse)", **opts),
         "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO", **opts),
         "model_path": StringProperty(
             name="Model", subtype="FILE_PATH", default="",
@@ -100,15 +100,21 @@ def option_properties(operator: bool) -> dict:
             name="Network Share", default=MODEL_OWN["network_share"], min=-1.0, max=1.0, precision=2,
             description="Learned mode: how much of the result comes from the network, the rest from the heat "
                         "prior. 1: the network alone (closest to the training artists' style); 0: the heat "
-                        "prior alone (physically based, no style). Negative: the model's own mix (the shipped "
-                        "model picks it per character: more network for models built from separate parts)",
+                        "prior alone (physically based, no style). Negative: the model's own mix (see the model "
+                        "card)",
             **opts),
         "sharpness": FloatProperty(
             name="Sharpness", default=MODEL_OWN["sharpness"], min=0.0, max=10.0, precision=2,
             description="Learned mode: power the weights are raised to before the influence limit: 1 keeps "
                         "the network's smooth falloff (for characters painted smoothly across several bones), "
                         "higher values give crisper borders between bones. Below 1: the model's own setting "
-                        "(the shipped model sharpens with power 1.5)", **opts),
+                        "(see the model card)", **opts),
+        "enclosing_parts": FloatProperty(
+            name="Enclosing Parts", default=MODEL_OWN["enclosing_parts"], min=-1.0, max=1.0, precision=2,
+            description="Learned mode: a separate part whose hull holds the middle of exactly one bone (a box of "
+                        "a block-built mob, a robot's limb) goes to that bone alone when it holds less than this "
+                        "share of the surface (0: never). Negative: the model's own setting (see the model card)",
+            **opts),
         "skip_helper_bones": BoolProperty(
             name="Skip Helper Bones", default=True,
             description="Leave bones that never carry skin empty even when they are marked Deform: "

@@ -116,6 +116,33 @@ def make_chain_with_eye(eye_z: float = 2.5, eye_x: float = 0.45):
     return rig, eye
 
 
+def box_robot():
+    """Three bones up the z axis (0-1, 1-2, 2-3), a box of side 0.8 around each bone's middle, an 'eye'
+    box beside bone 2 that holds no bone, and a box of side 1.6 around z = 1 that holds the middles of
+    bones 0 and 1. Returns (rig with one-hot weights, {piece name: (V,) bool mask})."""
+    parts = {"box0": cube([0, 0, 0.5], 0.8), "box1": cube([0, 0, 1.5], 0.8), "box2": cube([0, 0, 2.5], 0.8),
+             "eye": cube([0.6, 0, 2.5], 0.1), "long": cube([0, 0, 1.0], 1.6)}
+    bone_of = {"box0": 0, "box1": 1, "box2": 2, "eye": 2, "long": 0}
+    verts, faces, masks, weights = [], [], {}, []
+    n = 0
+    for name, (v, f) in parts.items():
+        verts.append(v)
+        faces.append(f + n)
+        weights.append(np.tile(np.eye(3)[bone_of[name]], (len(v), 1)))
+        n += len(v)
+    V = n
+    start = 0
+    for name, (v, _f) in parts.items():
+        masks[name] = np.zeros(V, bool)
+        masks[name][start:start + len(v)] = True
+        start += len(v)
+    heads = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]], np.float64)
+    tails = heads + [0, 0, 1]
+    rig = make_rig(np.concatenate(verts), np.concatenate(faces), heads, np.array([-1, 0, 1]), tails=tails,
+                   joint_names=["hips", "chest", "head"], weights=np.concatenate(weights), name="box_robot")
+    return rig, masks
+
+
 @pytest.fixture
 def small_rig():
     """Factory: ``small_rig(n_bones=3, **kw) -> Rig`` (see :func:`make_capsule_chain`)."""

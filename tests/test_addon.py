@@ -752,3 +752,27 @@ def test_rigid_separate_parts_option(fresh, tmp_path):
     np.testing.assert_array_equal(got[True][eye], np.tile([0.0, 0.0, 1.0], (int(eye.sum()), 1)))
     assert got[False][eye, 2].min() < 0.99
     np.testing.assert_allclose(got[True][~eye], got[False][~eye], atol=1e-6)
+
+
+def test_enclosing_parts_follows_the_model_unless_set(fresh, tmp_path):
+    """A model that stores enclosing pieces 0.9 gives each box of a box-built robot to the bone inside it,
+    as the runtime does; Enclosing Parts 0 turns it off."""
+    from backend.inference.predictor import Predictor
+    from conftest import rewrite_meta
+    from conftest import box_robot
+
+    path = rewrite_meta(tiny_model(tmp_path, seed=2), tmp_path / "enclosing.onnx", enclosing_pieces="0.9")
+    rig, masks = box_robot()
+    mesh, arm = build_objects(rig, with_weights=False)
+    mesh.modifiers.clear()
+    mesh.parent = None
+    got = {}
+    for key, kw in (("model", {}), ("off", {"enclosing_parts": 0.0})):
+        select(mesh, arm)
+        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", **kw)
+        assert res == {"FINISHED"}, msg
+        got[key] = weights(mesh, list(rig.joint_names))
+    for j in range(3):
+        np.testing.assert_array_equal(got["model"][masks[f"box{j}"]], np.tile(np.eye(3)[j], (8, 1)))
+    np.testing.assert_allclose(got["model"], Predictor(path, device="cpu").predict(rig).weights, atol=1e-3)
+    assert not np.all(got["off"][masks["box1"], 1] == 1.0)
