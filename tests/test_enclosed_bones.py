@@ -103,3 +103,32 @@ def test_the_fine_tuning_scorer_gives_the_runtime_weights(tmp_path):
     want = predictor.predict(rig).weights
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert np.all(got[m["box2"], 2] == 1.0)
+
+
+def test_export_and_skin_commands_take_the_setting(tmp_path, capsys):
+    """`export --enclosing-pieces` stores it; `skin` uses the model's, `--enclosing-pieces 0` turns it off,
+    and a value out of range is refused in one line before any work."""
+    pytest.importorskip("torch")
+    from backend.__main__ import main
+    from backend.io.npz import load_npz, save_npz
+    from test_blend_rule import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "g.pt")
+    model = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), str(model), "--enclosing-pieces", "0.9", "--method", "torchscript"]) == 0
+    assert "enclosing pieces 0.9" in capsys.readouterr().out
+    rig, m = box_robot()
+    save_npz(rig, tmp_path / "robot.npz")
+    got = {}
+    for key, flags in (("model", []), ("off", ["--enclosing-pieces", "0"])):
+        assert main(["skin", str(tmp_path / "robot.npz"), str(tmp_path / f"{key}.npz"), "--model", str(model),
+                     *flags]) == 0
+        got[key] = load_npz(tmp_path / f"{key}.npz").weights
+    assert all(np.all(got["model"][m[f"box{j}"], j] == 1.0) for j in range(3))
+    assert not np.all(got["off"][m["box1"], 1] == 1.0)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        main(["skin", str(tmp_path / "robot.npz"), str(tmp_path / "bad.npz"), "--model", str(model),
+              "--enclosing-pieces", "2"])
+    assert err.value.code == 2 and "--enclosing-pieces" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npz").exists()

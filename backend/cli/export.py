@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from backend.cli.skin import diffuse_percent, sharpen_power, smooth_iterations, unit_interval
+from backend.cli.skin import diffuse_percent, sharpen_power, smooth_iterations, surface_share, unit_interval
 
 NAME = "export"
 HELP = "export a generator checkpoint to ONNX (optionally int8-quantised)"
@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reach of the heat diffusion the runtime applies to this model's weights before sharpening "
                         "them, in %% of the character's size (0..5, default 0; choose it on val, "
                         "docs/history/ablation.md)")
+    p.add_argument("--enclosing-pieces", type=surface_share, default=0.0, metavar="SHARE",
+                   help="the runtime gives a separate piece under this share of the surface whose hull holds the "
+                        "middle of exactly one bone to that bone alone (0..1, default 0: never; choose it on the "
+                        "cross-validation folds, docs/crossval.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         res = export_generator(model, out, fcfg, train_summary=ckpt.get("train_summary"),
                                model_version=args.model_version, method=args.method,
                                prior_blend=args.prior_blend, prior_blend_rule=rule, sharpen=args.sharpen,
-                               smooth=args.smooth, diffuse=args.diffuse)
+                               smooth=args.smooth, diffuse=args.diffuse, enclosing_pieces=args.enclosing_pieces)
     except RuntimeError as exc:
         print(f"error: {args.checkpoint}: {exc}", file=sys.stderr)
         return 1
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
           f"max |torch - onnxruntime| = {res.max_abs_diff:.2e}, model {res.metadata['model_version']}, "
           f"prior blend {'rule ' + json.dumps(rule) if rule else args.prior_blend}, sharpen {args.sharpen:g}, "
           f"smooth {args.smooth}, "
-          f"diffuse {args.diffuse:g} %)")
+          f"diffuse {args.diffuse:g} %, enclosing pieces {args.enclosing_pieces:g})")
     if args.quantize == "int8":
         from backend.export.quantize import quantize_with_report
 

@@ -28,6 +28,7 @@ sharpen_power = setting_type("sharpen", "a sharpening power")
 smooth_iterations = setting_type("smooth", "smoothing iterations, a whole number")
 diffuse_percent = setting_type("diffuse", "a diffusion reach in % of the character's size")
 prune_threshold = setting_type("prune", "a weight threshold")
+surface_share = setting_type("enclosing_pieces", "a share of the surface")
 influence_count = bounded(int, 0, what="bones per vertex, a whole number")
 thread_count = bounded(int, 1, what="threads, a whole number")
 
@@ -53,10 +54,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime threads, >= 1 (default: onnxruntime's)")
     p.add_argument("--prior-blend", type=unit_interval, default=None, metavar="B",
                    help="learned mode: B x the model + (1 - B) x its heat prior, 0..1 (default: the model's own "
-                        "choice, per character for the shipped model; 1 = the network alone)")
+                        "choice; 1 = the network alone)")
     p.add_argument("--sharpen", type=sharpen_power, default=None, metavar="P",
                    help="learned mode: raise the weights to this power before limiting the influences, 1..10 "
-                        "(default: the model's own choice, 1.5 for the shipped model; 1 = none)")
+                        "(default: the model's own choice; 1 = none)")
+    p.add_argument("--enclosing-pieces", type=surface_share, default=None, metavar="SHARE",
+                   help="learned mode: a separate piece under this share of the surface whose hull holds the middle "
+                        "of exactly one bone goes to that bone alone, 0..1 (default: the model's own choice; "
+                        "0 = never)")
     p.add_argument("--keep-helper-bones", action="store_true",
                    help="also weight bones that by convention carry no skin (*_end chain ends, pole targets); "
                         "by default they are left empty")
@@ -67,7 +72,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def make_predictor(args: argparse.Namespace):
     """The Predictor the common options ask for; the run-time settings given (--prior-blend, --sharpen,
-    --smooth, --diffuse, --prune) override the model's own (``Predictor.settings``)."""
+    --smooth, --diffuse, --prune, --enclosing-pieces) override the model's own (``Predictor.settings``)."""
     from backend.inference.predictor import Predictor
     from backend.inference.runtime_settings import overrides_from
 

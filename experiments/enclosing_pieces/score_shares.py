@@ -1,6 +1,6 @@
 """Score one fold's held-out rigs with the fold model under several geodesic mixes (one JSON line per rig).
 
-    python experiments/geodesic_trust/score_shares.py --fold N --cv runs/cv/recipe --out DIR
+    python experiments/enclosing_pieces/score_shares.py --fold N --cv runs/cv/recipe --out DIR
 
 Per rig: the fold model with the shipped run-time settings (cv_rt-s3d05.onnx) and ``geodesic_share``
 s in SHARES (the geodesic falloff over the candidates mixed in before the clean-up), the geodesic

@@ -1,6 +1,6 @@
 """Score one fold's held-out rigs with the fold model and the "bone inside the piece" rule (one JSON line per rig).
 
-    python experiments/geodesic_trust/score_boxes.py --fold N --cv runs/cv/recipe --out DIR
+    python experiments/enclosing_pieces/score_boxes.py --fold N --cv runs/cv/recipe --out DIR
 
 Per rig: the fold model with the shipped run-time settings (cv_rt-s3d05.onnx), then variants where each
 separate piece under a share of the surface whose convex hull (or bounding box) holds the midpoint of

@@ -1,6 +1,6 @@
 """Domain means of the geodesic mixes and a per-rig rule fitted with leave-one-fold-out (nested) selection.
 
-    python experiments/geodesic_trust/table.py --scores runs/geodesic_trust --data ../shared/data
+    python experiments/enclosing_pieces/table.py --scores runs/geodesic_trust --data ../shared/data
 
 The rule: variant X (a geodesic share or a mix) on rigs whose signal is below a threshold, the shipped
 settings elsewhere. It is chosen as the lowest domain-mean L1 among rules whose domain-mean deformation is
