@@ -74,6 +74,7 @@ def test_card_files_written(tmp_path):
     assert card["sharpen"] == 1.0 and "sharpening" not in text  # absent from the metadata: none
     assert card["smooth"] == 0 and "run-time smoothing" not in text
     assert card["diffuse"] == 0.0 and "run-time diffusion" not in text
+    assert card["enclosing_pieces"] == 0.0 and "enclosing pieces" not in text
     assert "| 0.50 | 0.410 | +0.010 | 0.020 |" in text and "chosen: 0.5" in text
     assert "rule: lowest mean" in text and "| 0.50 | 0.600 | +0.000 |" in text
 
@@ -84,7 +85,8 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     rule = PieceBlendRule(low=0.2, high=1.0, saturation=0.1)
     ev, run, model, blend = card_inputs(tmp_path, 1, {"prior_blend": "0.5",
                                                       "prior_blend_rule": json.dumps(rule.as_dict()),
-                                                      "sharpen": "1.4", "smooth": "2", "diffuse": "0.5"},
+                                                      "sharpen": "1.4", "smooth": "2", "diffuse": "0.5",
+                                                      "enclosing_pieces": "0.25"},
                                         piece_share=np.array([0.0, 0.3]))
     (tmp_path / "blend.json").write_text(json.dumps(blend.as_dict() | {"piece_rule": rule.as_dict(),
                                                                        "piece_rule_l1": [0.37],
@@ -105,6 +107,7 @@ def test_card_describes_a_per_rig_blend_rule(tmp_path):
     assert card["sharpen"] == 1.4 and "raised to the power 1.4" in text
     assert card["smooth"] == 2 and "2 Laplacian iterations" in text
     assert card["diffuse"] == 0.5 and "reach of 0.5 % of the character's bounding-box diagonal" in text
+    assert card["enclosing_pieces"] == 0.25 and "each separate piece under 0.25 of the surface" in text
     assert text.index("## Ablation") < text.index("GRID TABLE") < text.index("RUNS TABLE")
 
 

@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "sharpen": sharpen,
         "smooth": smooth,
         "diffuse": diffuse,
+        "enclosing_pieces": settings.enclosing_pieces,
         "blend_sweep": blend,
         "ensemble": members or None,
         "sha256": file_sha256(model),
@@ -217,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
           *([f"- run-time diffusion (metadata `diffuse`): the weights are diffused over the surface with a reach of "
              f"{diffuse:g} % of the character's bounding-box diagonal before the sharpening, the same blur on a dense "
              "and a low-poly mesh (`diffuse_weights` in `backend/inference/postprocess.py`)"] if diffuse else []),
+          *([f"- enclosing pieces (metadata `enclosing_pieces`): after the clean-up, each separate piece under "
+             f"{settings.enclosing_pieces:g} of the surface whose convex hull holds the midpoint of exactly one deform "
+             "bone goes to that bone alone (`backend/inference/enclosed_bones.py`)"]
+            if settings.enclosing_pieces else []),
           ""]
     if view and "train_license_classes" in view:
         lic = ", ".join(f"{k} ({n} rigs)" for k, n in view["train_license_classes"].items())
