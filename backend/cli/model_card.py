@@ -218,9 +218,11 @@ def run(args: argparse.Namespace) -> int:
           *([f"- run-time diffusion (metadata `diffuse`): the weights are diffused over the surface with a reach of "
              f"{diffuse:g} % of the character's bounding-box diagonal before the sharpening, the same blur on a dense "
              "and a low-poly mesh (`diffuse_weights` in `backend/inference/postprocess.py`)"] if diffuse else []),
-          *([f"- enclosing pieces (metadata `enclosing_pieces`): after the clean-up, each separate piece under "
-             f"{settings.enclosing_pieces:g} of the surface whose convex hull holds the midpoint of exactly one deform "
-             "bone goes to that bone alone (`backend/inference/enclosed_bones.py`)"]
+          *(["- enclosing pieces (metadata `enclosing_pieces`): after the clean-up, each separate piece "
+             + ("(of a mesh with more than one)" if settings.enclosing_pieces >= 1.0 else
+                f"under {settings.enclosing_pieces:g} of the surface")
+             + " whose convex hull holds the midpoint of exactly one deform bone goes to that bone alone "
+             "(`backend/inference/enclosed_bones.py`)"]
             if settings.enclosing_pieces else []),
           ""]
     if view and "train_license_classes" in view:
