@@ -132,3 +132,24 @@ def test_export_and_skin_commands_take_the_setting(tmp_path, capsys):
               "--enclosing-pieces", "2"])
     assert err.value.code == 2 and "--enclosing-pieces" in capsys.readouterr().err
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_the_style_fit_scores_the_runtime_weights_enclosing_pieces_included(tiny_model, tmp_path):
+    """adapt's refit (backend.training.style) sees the rule: the whole rig's weights equal the Predictor's,
+    and the scored rows carry the same one-hot rows."""
+    from backend.inference.predictor import Predictor
+    from backend.training.style import apply_rows, full_weights, model_settings, onnx_net, prepare_case, \
+        rig_outputs
+
+    rig, m = box_robot()
+    predictor = Predictor(rewrite_meta(tiny_model, tmp_path / "on.onnx", enclosing_pieces="0.9"), threads=1)
+    case = prepare_case(rig, predictor)
+    assert sorted(set(case.enclosed[m["box1"]])) == [1] and np.all(case.enclosed[m["eye"]] == -1)
+    style, smooth = model_settings(predictor)
+    out = rig_outputs(case, onnx_net(predictor), [style.diffuse], smooth, rows=10_000)
+    np.testing.assert_allclose(full_weights(out, style), predictor.predict(rig).weights, atol=1e-4)
+    rows = apply_rows(out, style)
+    boxed = np.flatnonzero(case.enclosed[out.rows] >= 0)
+    assert len(boxed) == 24 and np.all(rows[boxed, case.enclosed[out.rows][boxed]] == 1.0)
+    plain = prepare_case(rig, Predictor(tiny_model, threads=1))
+    assert plain.enclosed is None

@@ -37,24 +37,22 @@ def enclosed_points(piece: np.ndarray, points: np.ndarray) -> np.ndarray:
     return in_box[np.all(dist <= tol, axis=1)]
 
 
-def enclosed_bone_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray,
-                         tails: np.ndarray, allowed: np.ndarray, max_share: float,
-                         pieces: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
-    """Give each small piece that encloses exactly one bone's midpoint to that bone.
-
-    weights (V, J) rows summing to 1, vertices (V, 3), faces (F, 3), heads / tails (J, 3) bone
-    segments, allowed (J,) bool bones that may carry weight, max_share: pieces under this share of the
-    surface qualify (0: none). pieces: the mesh's (P, labels) when already known. Returns ((V, J)
-    float32 weights, the bone given to each piece changed); other rows are returned unchanged.
-    """
-    out = np.array(weights, np.float32)
+def enclosed_bones(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray, tails: np.ndarray,
+                   allowed: np.ndarray, max_share: float, pieces: tuple[int, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, list[int]]:
+    """The bone each vertex is given by the rule, from the geometry alone: ((V,) int64 bone, -1 for a
+    vertex of a piece that does not qualify; the bone given to each qualifying piece). vertices (V, 3),
+    faces (F, 3), heads / tails (J, 3) bone segments, allowed (J,) bool bones that may carry weight,
+    max_share: pieces under this share of the surface qualify (0: none). pieces: the mesh's (P, labels)
+    when already known."""
+    bone_of = np.full(len(vertices), -1, np.int64)
     chosen: list[int] = []
     allowed = np.asarray(allowed, bool)
     if max_share <= 0.0 or len(faces) == 0 or not allowed.any():
-        return out, chosen
+        return bone_of, chosen
     count, labels, _area, share = piece_area_shares(vertices, faces, pieces)
     if count < 2:
-        return out, chosen
+        return bone_of, chosen
     cols = np.flatnonzero(allowed)
     mids = (0.5 * (np.asarray(heads, np.float64) + np.asarray(tails, np.float64)))[cols]
     verts = np.asarray(vertices, np.float64)
@@ -63,10 +61,28 @@ def enclosed_bone_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.nd
     for p in np.flatnonzero(share < max_share):
         idx = order[starts[p]:starts[p + 1]]
         inside = enclosed_points(verts[idx], mids)
-        if len(inside) != 1:
-            continue
-        bone = int(cols[inside[0]])
-        out[idx] = 0.0
-        out[idx, bone] = 1.0
-        chosen.append(bone)
-    return out, chosen
+        if len(inside) == 1:
+            bone_of[idx] = cols[inside[0]]
+            chosen.append(int(cols[inside[0]]))
+    return bone_of, chosen
+
+
+def give_to_bones(weights: np.ndarray, bone_of: np.ndarray) -> np.ndarray:
+    """``weights`` (N, J) with each row whose ``bone_of`` (N,) is >= 0 replaced by that bone alone (a copy)."""
+    out = np.array(weights, copy=True)
+    rows = np.flatnonzero(bone_of >= 0)
+    out[rows] = 0.0
+    out[rows, bone_of[rows]] = 1.0
+    return out
+
+
+def enclosed_bone_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray,
+                         tails: np.ndarray, allowed: np.ndarray, max_share: float,
+                         pieces: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
+    """Give each small piece that encloses exactly one bone's midpoint to that bone.
+
+    weights (V, J) rows summing to 1; the other arguments as :func:`enclosed_bones`. Returns ((V, J)
+    float32 weights, the bone given to each piece changed); other rows are returned unchanged.
+    """
+    bone_of, chosen = enclosed_bones(vertices, faces, heads, tails, allowed, max_share, pieces)
+    return give_to_bones(np.asarray(weights, np.float32), bone_of), chosen

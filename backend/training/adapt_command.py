@@ -164,11 +164,13 @@ def cached_case(path: Path, rig, predictor, cache: Path):
     (full resolution, helper bones left out: a close, fast stand-in for the runtime's preparation)."""
     from backend.features.helper_bones import without_helpers
     from backend.training.data import FeatureStore
-    from backend.training.style import RigCase
+    from backend.training.style import RigCase, enclosed_of
 
     store = FeatureStore(cache, predictor.model.info.feature_config, skip_helpers=True)
     feats = store.sample(path).features()
-    return RigCase(rig, without_helpers(rig)[0], feats, None, predictor.blend_for(rig))
+    base = without_helpers(rig)[0]
+    return RigCase(rig, base, feats, None, predictor.blend_for(rig),
+                   enclosed=enclosed_of(base, predictor.settings.enclosing_pieces))
 
 
 def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], options: AdaptOptions,

@@ -23,11 +23,10 @@ import numpy as np
 from backend.evaluation.metrics import l1_per_vertex, restrict
 from backend.evaluation.runner import evaluate_weights
 from backend.features.pipeline import RigFeatures
-from backend.inference.enclosed_bones import enclosed_bone_pieces
 from backend.inference.postprocess import DEFAULT_PRUNE
 from backend.inference.runtime_settings import RuntimeSettings
 from backend.rig import Rig
-from backend.training.style import NetFn, RigCase, StyleSettings, full_weights, rig_outputs
+from backend.training.style import NetFn, RigCase, StyleSettings, enclosed_of, full_weights, rig_outputs
 
 
 @dataclass
@@ -61,14 +60,11 @@ def runtime_weights(net: NetFn, r: EvalRig, settings: RuntimeSettings) -> np.nda
     from backend.features.helper_bones import without_helpers
 
     style, smooth = runtime_style(settings)
-    case = RigCase(r.rig, without_helpers(r.rig)[0], r.feats, None, rig_blend(settings, r.rig))
+    base = without_helpers(r.rig)[0]
+    case = RigCase(r.rig, base, r.feats, None, rig_blend(settings, r.rig),
+                   enclosed=enclosed_of(base, settings.enclosing_pieces))
     # one scored row and pose: rig_outputs' fitting rows are not used here
-    w = full_weights(rig_outputs(case, net, [style.diffuse], smooth, rows=1, poses=1), style)
-    if settings.enclosing_pieces > 0.0:
-        rig = case.base
-        w, _ = enclosed_bone_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform,
-                                    settings.enclosing_pieces)
-    return w
+    return full_weights(rig_outputs(case, net, [style.diffuse], smooth, rows=1, poses=1), style)
 
 
 def score(net: NetFn, rigs: list[EvalRig], settings: RuntimeSettings, progress: bool = False,

@@ -3,7 +3,8 @@
 numpy + scipy + onnxruntime (no torch). The runtime turns the generator's output G, its prior P and
 the geodesic falloff Q over the candidates (all (V, J), rows summing to 1) into weights by
 ``postprocess((1 - q) (b G + (1 - b) P) + q Q)`` with the model's prior blend b, geodesic share q,
-diffusion reach and sharpening power (backend.inference.predictor). These settings
+diffusion reach and sharpening power (backend.inference.predictor), then the model's enclosing
+pieces (kept, not refitted: ``RigCase.enclosed``). These settings
 are where styles differ most (rigid game mobs want hard, one-bone rows; painted characters soft
 ones), they need no training, and diffusion is linear, so each rig's G and P are diffused once per
 reach and every setting of the grid costs one blend, sharpening, influence limit and prune.
@@ -26,6 +27,7 @@ from backend.evaluation.deformation import bbox_diagonal, global_transforms, lin
     random_local_rotations
 from backend.evaluation.metrics import l1_per_vertex
 from backend.features.pipeline import RigFeatures, compute_features
+from backend.inference.enclosed_bones import enclosed_bones, give_to_bones
 from backend.inference.postprocess import DEFAULT_PRUNE, limit_influences, normalize_rows, postprocess, \
     prune_weights, sharpen_weights, smooth_weights, diffuse_weights
 from backend.rig import Rig
@@ -93,7 +95,9 @@ class RigCase:
     """One rig prepared as the runtime sees it: ``rig`` with its true (V, J) weights; ``base`` the
     same rig with helper bones cleared (the runtime's candidates); ``feats`` the generator inputs of
     ``base`` or of its simplified copy (``index_map`` (S,) then maps its vertices back) and
-    ``target`` that copy's (V', J) true weights; ``model_blend`` the blend the model gives this rig."""
+    ``target`` that copy's (V', J) true weights; ``model_blend`` the blend the model gives this rig;
+    ``enclosed`` (V,) int64 the bone the model's enclosing pieces give each vertex of ``base`` (-1: none;
+    None: the model has none), applied after every setting's clean-up."""
 
     rig: Rig
     base: Rig
@@ -101,6 +105,7 @@ class RigCase:
     index_map: Optional[np.ndarray]
     model_blend: float
     target: Optional[np.ndarray] = None
+    enclosed: Optional[np.ndarray] = None
 
     @property
     def name(self) -> str:
@@ -127,7 +132,16 @@ def prepare_case(rig: Rig, predictor) -> RigCase:
     if base.num_vertices > predictor.vertex_budget > 0:
         target, index_map = simplify_rig(base, predictor.vertex_budget)
     feats = compute_features(target.without_weights(), predictor.model.info.feature_config)
-    return RigCase(rig, base, feats, index_map, predictor.blend_for(rig), target.weights)
+    return RigCase(rig, base, feats, index_map, predictor.blend_for(rig), target.weights,
+                   enclosed_of(base, predictor.settings.enclosing_pieces))
+
+
+def enclosed_of(base: Rig, share: float) -> Optional[np.ndarray]:
+    """(V,) int64 bone the enclosing-pieces rule gives each vertex of ``base`` (-1: none), None when
+    ``share`` is 0 (backend.inference.enclosed_bones)."""
+    if share <= 0.0:
+        return None
+    return enclosed_bones(base.vertices, base.faces, base.joints, base.tails, base.is_deform, share)[0]
 
 
 def onnx_net(predictor) -> NetFn:
@@ -197,8 +211,8 @@ def apply_rows(out: RigOutputs, s: StyleSettings) -> np.ndarray:
     w = mix(out, s, out.rows)
     w = sharpen_weights(w, s.sharpen)
     w = limit_influences(w, MAX_INFLUENCES)
-    w = prune_weights(w, DEFAULT_PRUNE)
-    return normalize_rows(w, out.case.base.is_deform)
+    w = normalize_rows(prune_weights(w, DEFAULT_PRUNE), out.case.base.is_deform)
+    return w if out.case.enclosed is None else give_to_bones(w, out.case.enclosed[out.rows])
 
 
 def row_scores(out: RigOutputs, s: StyleSettings) -> tuple[float, float]:
@@ -218,8 +232,9 @@ def full_weights(out: RigOutputs, s: StyleSettings) -> np.ndarray:
     """(V, J) float32 runtime weights of the whole rig under settings ``s``."""
     w = mix(out, s)
     base = out.case.base
-    return postprocess(w, base.faces, max_influences=MAX_INFLUENCES, prune=DEFAULT_PRUNE, allowed=base.is_deform,
-                       sharpen=s.sharpen)
+    w = postprocess(w, base.faces, max_influences=MAX_INFLUENCES, prune=DEFAULT_PRUNE, allowed=base.is_deform,
+                    sharpen=s.sharpen)
+    return w if out.case.enclosed is None else give_to_bones(w, out.case.enclosed)
 
 
 def score_table(outs: Sequence[RigOutputs], grid: Sequence[StyleSettings]) -> np.ndarray:
