@@ -216,3 +216,21 @@ def test_adapt_bench_takes_each_domains_base_from_the_cv_fold_that_held_it_out(t
     capsys.readouterr()
     assert main(args[:-1] + [str(tmp_path / "bench3"), "--cv-model", "other.onnx"]) == 2
     assert "other.onnx" in capsys.readouterr().err
+
+
+def test_the_bench_keeps_the_base_where_adapt_would_refuse(monkeypatch):
+    """adapt-bench scores what the command would publish: a refit whose leave-one-out cost is >= 1 is
+    refused by `adapt`, so the bench keeps the base settings for it."""
+    from types import SimpleNamespace
+
+    from backend.evaluation import adapt_run
+    from backend.training.style import StyleFit, StyleSettings
+
+    base, new = StyleSettings(None, 3.0, 0.5), StyleSettings(0.25, 10.0, 0.0, 0.5)
+    cases = SimpleNamespace(outputs=lambda i: i, seconds={0: 0.0, 1: 0.0}, reference=base)
+    monkeypatch.setattr(adapt_run, "full_weights", lambda out, s: s)
+    for loo, want in ((1.3, base), (0.6, new), (None, new)):
+        monkeypatch.setattr(adapt_run, "fit_style", lambda outs, ref, grid, loo=loo: StyleFit(new, ref, 0.5, loo, []))
+        fn, info = adapt_run.style_adapter(cases, [])([0, 1])
+        assert fn(7) == want and info["refused"] == (loo is not None and loo >= 1.0)
+        assert info["settings"] == want.label()

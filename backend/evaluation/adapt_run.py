@@ -47,15 +47,17 @@ class DomainCases:
 
 
 def style_adapter(cases: DomainCases, grid: list) -> Adapter:
-    """Refit the post-network settings on the corrections (backend.training.style.fit_style)."""
+    """Refit the post-network settings on the corrections (backend.training.style.fit_style); a refit
+    that ``adapt`` refuses (``StyleFit.refused``) keeps the base settings, as the command does."""
 
     def adapt(corr: list[int]):
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
         fit = fit_style(outs, cases.reference, grid)
-        info = {"settings": fit.settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
-                "prepare_seconds": prep}
-        return (lambda t: full_weights(cases.outputs(t), fit.settings)), info
+        settings = cases.reference if fit.refused else fit.settings
+        info = {"settings": settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
+                "refused": fit.refused, "prepare_seconds": prep}
+        return (lambda t: full_weights(cases.outputs(t), settings)), info
 
     return adapt
 

@@ -219,7 +219,7 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
         msg = (f"unchanged: no setting beat the base by {100 * MIN_GAIN:.0f} % on average and on every "
                f"correction; nothing published. To try: {_advice(k)}")
         return _finish(out, AdaptResult("unchanged", msg, reference.as_dict(), metrics))
-    if held is not None and held >= 1.0:
+    if held is not None and held >= 1.0:  # for the settings alone: StyleFit.refused
         msg = (f"refused: on the corrections held out in turn the adapted model is worse than the base "
                f"(cost {held:.3f} >= 1), so it would not carry to this studio's other characters; nothing "
                f"published. To try: {_advice(k)}")

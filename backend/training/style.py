@@ -271,6 +271,12 @@ class StyleFit:
     loo_cost: Optional[float]
     loo_choices: list
 
+    @property
+    def refused(self) -> bool:
+        """The leave-one-out estimate says the refit is no better than the base on a correction it did
+        not see (cost >= 1): ``adapt`` then publishes nothing and the base settings stay."""
+        return self.loo_cost is not None and self.loo_cost >= 1.0
+
 
 def fit_style(outs: Sequence[RigOutputs], reference: StyleSettings,
               grid: Optional[Sequence[StyleSettings]] = None, min_gain: float = MIN_GAIN) -> StyleFit:
