@@ -97,3 +97,10 @@ def test_piece_feature_model_round_trips_through_checkpoint_and_onnx(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(["weights"], inputs)[0]
     np.testing.assert_allclose(got, torch_forward(model, inputs), atol=1e-5, rtol=0)
+
+
+def test_piece_rows_lists_each_pieces_vertices_in_order():
+    from backend.features.pieces import piece_rows
+
+    rows = piece_rows(np.array([2, 0, 2, 0, 2]), 4)
+    assert [r.tolist() for r in rows] == [[1, 3], [], [0, 2, 4], []]

@@ -60,6 +60,14 @@ def piece_area_shares(vertices: np.ndarray, faces: np.ndarray, pieces: tuple[int
     return count, labels, area, share
 
 
+def piece_rows(labels: np.ndarray, count: int) -> list[np.ndarray]:
+    """The ascending (n_p,) vertex indices of each of the ``count`` pieces, from the (V,) piece of each
+    vertex (an empty array for a piece with no vertex)."""
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(count + 1))
+    return [order[starts[p]:starts[p + 1]] for p in range(count)]
+
+
 def piece_means(values: np.ndarray, labels: np.ndarray, count: int, weights: np.ndarray) -> np.ndarray:
     """(P, C) float64 weighted mean of the (V, C) ``values`` (dense or scipy sparse) over each piece
     (uniform where a piece has no weight)."""

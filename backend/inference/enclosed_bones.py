@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from backend.features.pieces import piece_area_shares
+from backend.features.pieces import piece_area_shares, piece_rows
 
 
 def enclosed_points(piece: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -56,10 +56,9 @@ def enclosed_bones(vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray, t
     cols = np.flatnonzero(allowed)
     mids = (0.5 * (np.asarray(heads, np.float64) + np.asarray(tails, np.float64)))[cols]
     verts = np.asarray(vertices, np.float64)
-    order = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[order], np.arange(count + 1))
+    members = piece_rows(labels, count)
     for p in np.flatnonzero(share < max_share):
-        idx = order[starts[p]:starts[p + 1]]
+        idx = members[p]
         inside = enclosed_points(verts[idx], mids)
         if len(inside) == 1:
             bone_of[idx] = cols[inside[0]]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.features.geometry import point_segment_distance
-from backend.features.pieces import piece_area_shares
+from backend.features.pieces import piece_area_shares, piece_rows
 
 #: pieces with less than this share of the surface area may become rigid
 RIGID_MAX_SHARE = 0.05
@@ -55,10 +55,9 @@ def rigid_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.ndarray, h
     heads_a = np.asarray(heads, np.float32)[cols]
     tails_a = np.asarray(tails, np.float32)[cols]
     verts = np.asarray(vertices, np.float32)
-    order = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[order], np.arange(count + 1))
+    members = piece_rows(labels, count)
     for p in small:
-        idx = order[starts[p]:starts[p + 1]]
+        idx = members[p]
         if len(idx) == 0:
             continue
         rows = w[idx]
