@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.inference.enclosed_bones import enclosed_bone_pieces, enclosed_points
+from backend.inference.enclosed_bones import enclosed_bones, enclosed_points, give_to_bones
 from backend.rig import make_rig
 from conftest import box_robot, cube, export_tiny_model, rewrite_meta
 
@@ -21,7 +21,8 @@ def wrong_weights(rig) -> np.ndarray:
 def test_each_box_goes_to_the_one_bone_it_encloses():
     rig, m = box_robot()
     w = wrong_weights(rig)
-    out, bones = enclosed_bone_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, np.ones(3, bool), 0.9)
+    bone_of, bones = enclosed_bones(rig.vertices, rig.faces, rig.joints, rig.tails, np.ones(3, bool), 0.9)
+    out = give_to_bones(w, bone_of)
     assert sorted(bones) == [0, 1, 2]
     for j in range(3):
         np.testing.assert_array_equal(out[m[f"box{j}"]], np.tile(np.eye(3, dtype=np.float32)[j], (8, 1)))
@@ -36,17 +37,18 @@ def test_share_limit_disallowed_bones_and_off():
     w = wrong_weights(rig)
     args = (rig.vertices, rig.faces, rig.joints, rig.tails)
     # each side-0.8 box holds 3.84 / 27.1 = 14 % of the surface: a limit of 10 % leaves all of them
-    assert enclosed_bone_pieces(w, *args, np.ones(3, bool), 0.10)[1] == []
-    assert enclosed_bone_pieces(w, *args, np.ones(3, bool), 0.0)[1] == []
+    for share in (0.10, 0.0):
+        bone_of, bones = enclosed_bones(*args, np.ones(3, bool), share)
+        assert bones == [] and np.all(bone_of == -1)
     # bone 1 may not carry weight (a helper bone): box1 encloses no allowed bone, the long box one (bone 0)
-    out, bones = enclosed_bone_pieces(w, *args, np.array([1, 0, 1], bool), 0.9)
+    bone_of, bones = enclosed_bones(*args, np.array([1, 0, 1], bool), 0.9)
+    out = give_to_bones(w, bone_of)
     assert sorted(bones) == [0, 0, 2]
     np.testing.assert_array_equal(out[m["box1"]], w[m["box1"]])
     assert np.all(out[m["long"], 0] == 1.0)
     # one piece: nothing to separate
     one = make_rig(*cube([0, 0, 0.5], 0.8), rig.joints[:1], np.array([-1]), tails=rig.tails[:1])
-    assert enclosed_bone_pieces(np.ones((8, 1), np.float32), one.vertices, one.faces, one.joints, one.tails,
-                                np.ones(1, bool), 1.0)[1] == []
+    assert enclosed_bones(one.vertices, one.faces, one.joints, one.tails, np.ones(1, bool), 1.0)[1] == []
 
 
 def test_the_hull_not_the_bounding_box_decides():
@@ -72,6 +74,8 @@ def test_the_predictor_applies_the_models_setting(tiny_model, tmp_path):
     assert pred.info["enclosed_pieces"] == 3 and pred.info["enclosing_pieces"] == 0.9
     for j in range(3):
         assert np.all(pred.weights[m[f"box{j}"], j] == 1.0)
+    for each in Predictor(on, threads=1).predict_blends(rig, [None, 0.5]):  # found once, given to every blend
+        assert each.info["enclosed_pieces"] == 3 and np.all(each.weights[m["box2"], 2] == 1.0)
     off = Predictor(tiny_model, threads=1).predict(rig)
     assert "enclosed_pieces" not in off.info
     assert not np.all(off.weights[m["box1"], 1] == 1.0)  # a random network does not find it by itself

@@ -74,14 +74,3 @@ def give_to_bones(weights: np.ndarray, bone_of: np.ndarray) -> np.ndarray:
     out[rows, bone_of[rows]] = 1.0
     return out
 
-
-def enclosed_bone_pieces(weights: np.ndarray, vertices: np.ndarray, faces: np.ndarray, heads: np.ndarray,
-                         tails: np.ndarray, allowed: np.ndarray, max_share: float,
-                         pieces: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
-    """Give each small piece that encloses exactly one bone's midpoint to that bone.
-
-    weights (V, J) rows summing to 1; the other arguments as :func:`enclosed_bones`. Returns ((V, J)
-    float32 weights, the bone given to each piece changed); other rows are returned unchanged.
-    """
-    bone_of, chosen = enclosed_bones(vertices, faces, heads, tails, allowed, max_share, pieces)
-    return give_to_bones(np.asarray(weights, np.float32), bone_of), chosen

@@ -18,7 +18,7 @@ from backend.inference.model_meta import ModelError
 from backend.features.topology import MeshTopology
 from backend.inference.postprocess import postprocess
 from backend.inference.progress import ProgressFn, report, within
-from backend.inference.enclosed_bones import enclosed_bone_pieces
+from backend.inference.enclosed_bones import enclosed_bones, give_to_bones
 from backend.inference.rigid_pieces import rigid_pieces
 from backend.inference.runtime_settings import RuntimeSettings, checked
 from backend.inference.session import LoadedModel, default_threads, get_session
@@ -241,6 +241,10 @@ class Predictor:
         info.update(more)
         if self.model is not None:
             info.update(self.model.info.as_dict())
+        enclosed = None  # geometry alone: the same for every blend
+        if self.model is not None and settings.enclosing_pieces > 0.0:
+            enclosed = enclosed_bones(rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform,
+                                      settings.enclosing_pieces, pieces=topology.pieces)
         shared = time.perf_counter() - t0
         out = []
         for n, (w, b) in enumerate(zip(raws, blends)):
@@ -258,10 +262,9 @@ class Predictor:
             one["sharpen"] = settings.sharpen
             one["smooth"] = int(smooth)
             one["diffuse"] = float(diffuse)
-            if self.model is not None and settings.enclosing_pieces > 0.0:
-                w, bones = enclosed_bone_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform,
-                                                settings.enclosing_pieces, pieces=topology.pieces)
-                one["enclosed_pieces"] = len(bones)
+            if enclosed is not None:
+                w = give_to_bones(w, enclosed[0])
+                one["enclosed_pieces"] = len(enclosed[1])
             if self.model is not None and self.rigid_pieces:
                 w, bones = rigid_pieces(w, rig.vertices, rig.faces, rig.joints, rig.tails, rig.is_deform,
                                         pieces=topology.pieces)
