@@ -8,8 +8,6 @@ exactly one deform bone is given to that bone alone; each scored by ``evaluate_w
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from backend.evaluation.runner import evaluate_weights
 from backend.features.pieces import piece_area_shares
 from backend.inference.predictor import Predictor
 from backend.io.npz import load_npz
+from heldout import append_row, fold_options, pending_rigs
 
 SHARES = (0.05, 0.15, 0.5)
 
@@ -55,20 +54,10 @@ def box_rule(w: np.ndarray, rig, max_share: float, hull: bool) -> tuple[np.ndarr
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--fold", type=int, required=True)
-    p.add_argument("--cv", default="runs/cv/recipe")
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
-    cv = Path(a.cv)
-    pred = Predictor(cv / f"fold{a.fold}" / "cv_rt-s3d05.onnx", threads=1)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"fold{a.fold}.jsonl"
-    done = {json.loads(line)["rig"] for line in path.open()} if path.is_file() else set()
-    for f in sorted((cv / "views" / f"fold{a.fold}" / "heldout").glob("*.npz")):
-        if f.name in done:
-            continue
+    a = fold_options()
+    pred = Predictor(Path(a.cv) / f"fold{a.fold}" / "cv_rt-s3d05.onnx", threads=1)
+    path, files = pending_rigs(a)
+    for f in files:
         rig = load_npz(f)
         w = pred.predict(rig).weights
         m = evaluate_weights(rig, w)
@@ -78,8 +67,7 @@ def main() -> None:
                 v, n = box_rule(w, rig, s, hull)
                 m = evaluate_weights(rig, v) if n else {"l1": row["base"][0], "deform_mean": row["base"][1]}
                 row[f"{'hull' if hull else 'aabb'}{s:g}"] = [m["l1"], m["deform_mean"], n]
-        with path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_row(path, row)
         print(f.name, row["base"], row["hull0.15"], row["aabb0.15"], flush=True)
 
 

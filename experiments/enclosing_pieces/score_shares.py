@@ -9,8 +9,6 @@ scored by ``evaluate_weights`` (the metrics of ``evaluate``). Also writes the ri
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from backend.evaluation.runner import evaluate_weights
 from backend.features.topology import MeshTopology
 from backend.inference.predictor import Predictor
 from backend.io.npz import load_npz
+from heldout import append_row, fold_options, pending_rigs
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIXES = (0.25, 0.5, 0.75)
@@ -39,23 +38,12 @@ def signals(rig) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--fold", type=int, required=True)
-    p.add_argument("--cv", default="runs/cv/recipe")
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
-    cv = Path(a.cv)
-    model = cv / f"fold{a.fold}" / "cv_rt-s3d05.onnx"
+    a = fold_options()
+    model = Path(a.cv) / f"fold{a.fold}" / "cv_rt-s3d05.onnx"
     preds = {s: Predictor(model, threads=1, overrides={"geodesic_share": s}) for s in SHARES}
     geo = Predictor(mode="geodesic", threads=1)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"fold{a.fold}.jsonl"
-    done = {json.loads(line)["rig"] for line in path.open()} if path.is_file() else set()
-    files = sorted((cv / "views" / f"fold{a.fold}" / "heldout").glob("*.npz"))
+    path, files = pending_rigs(a)
     for f in files:
-        if f.name in done:
-            continue
         rig = load_npz(f)
         row: dict = {"rig": f.name, "fold": a.fold, **signals(rig)}
         outs = {s: pr.predict(rig).weights for s, pr in preds.items()}
@@ -69,8 +57,7 @@ def main() -> None:
             w = (1 - mix) * outs[0.0] + mix * g
             m = evaluate_weights(rig, w)
             row[f"mix{mix:g}"] = [m["l1"], m["deform_mean"]]
-        with path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_row(path, row)
         print(f.name, row["share0"], row["geodesic"], flush=True)
 
 
