@@ -31,23 +31,23 @@ def _to_numpy(t: object) -> np.ndarray:
     return np.asarray(t)
 
 
-def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict: Mapping[str, object],
-                   train_summary: dict | None = None, model_version: str | None = None,
-                   quantization: str = "none", prior_blend: float = 1.0,
-                   prior_blend_rule: dict | None = None, sharpen: float = 1.0, smooth: int = 0,
-                   diffuse: float = 0.0, geodesic_share: float = 0.0,
-                   enclosing_pieces: float = 0.0) -> dict[str, str]:
-    """All metadata_props of an exported model, as strings.
+#: The metadata keys of the run-time settings (each written by :func:`runtime_metadata` when it applies).
+RUNTIME_KEYS = (mm.KEY_PRIOR_BLEND, mm.KEY_PRIOR_BLEND_RULE, mm.KEY_SHARPEN, mm.KEY_SMOOTH, mm.KEY_DIFFUSE,
+                mm.KEY_GEODESIC_SHARE, mm.KEY_ENCLOSING_PIECES)
 
-    ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``; ``prior_blend`` in [0, 1]
-    is the generator's share of the runtime weights (see model_meta.KEY_PRIOR_BLEND);
-    ``prior_blend_rule`` (PieceBlendRule.as_dict()) makes that share depend on the rig; ``sharpen`` in
-    [1, 10] is the power the runtime raises the weights to before limiting them (model_meta.KEY_SHARPEN);
-    ``smooth`` the Laplacian iterations it applies first (model_meta.KEY_SMOOTH), then ``diffuse`` the
-    reach of its heat diffusion in % of the character's size (model_meta.KEY_DIFFUSE); ``geodesic_share``
-    in [0, 1] the share of the geodesic falloff mixed in (model_meta.KEY_GEODESIC_SHARE, written when > 0);
-    ``enclosing_pieces`` in [0, 1] the largest surface share of a piece given to the one bone it encloses
-    (model_meta.KEY_ENCLOSING_PIECES, written when > 0).
+
+def runtime_metadata(prior_blend: float = 1.0, prior_blend_rule: dict | None = None, sharpen: float = 1.0,
+                     smooth: int = 0, diffuse: float = 0.0, geodesic_share: float = 0.0,
+                     enclosing_pieces: float = 0.0) -> dict[str, str]:
+    """The metadata of a model's run-time settings, as strings (ValueError naming a value out of range or
+    a malformed rule). ``prior_blend`` in [0, 1] is the generator's share of the runtime weights (see
+    model_meta.KEY_PRIOR_BLEND); ``prior_blend_rule`` (PieceBlendRule.as_dict()) makes that share depend
+    on the rig; ``sharpen`` in [1, 10] is the power the runtime raises the weights to before limiting
+    them (model_meta.KEY_SHARPEN); ``smooth`` the Laplacian iterations it applies first
+    (model_meta.KEY_SMOOTH), then ``diffuse`` the reach of its heat diffusion in % of the character's size
+    (model_meta.KEY_DIFFUSE); ``geodesic_share`` in [0, 1] the share of the geodesic falloff mixed in
+    (model_meta.KEY_GEODESIC_SHARE, written when > 0); ``enclosing_pieces`` in [0, 1] the largest surface
+    share of a piece given to the one bone it encloses (model_meta.KEY_ENCLOSING_PIECES, written when > 0).
     """
     if not 0.0 <= prior_blend <= 1.0:
         raise ValueError(f"prior_blend must be in [0, 1], got {prior_blend}")
@@ -56,6 +56,29 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
         raise ValueError(f"geodesic_share must be in [0, 1], got {geodesic_share}")
     if not 0.0 <= enclosing_pieces <= 1.0:
         raise ValueError(f"enclosing_pieces must be in [0, 1], got {enclosing_pieces}")
+    meta = {mm.KEY_PRIOR_BLEND: repr(float(prior_blend)), mm.KEY_SHARPEN: repr(float(sharpen)),
+            mm.KEY_SMOOTH: str(int(smooth)), mm.KEY_DIFFUSE: repr(float(diffuse))}
+    if geodesic_share > 0.0:
+        meta[mm.KEY_GEODESIC_SHARE] = repr(float(geodesic_share))
+    if enclosing_pieces > 0.0:
+        meta[mm.KEY_ENCLOSING_PIECES] = repr(float(enclosing_pieces))
+    if prior_blend_rule is not None:
+        from backend.inference.blend_rule import PieceBlendRule
+
+        rule = PieceBlendRule.from_dict(prior_blend_rule)  # ValueError when malformed
+        meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(rule.as_dict(), sort_keys=True)
+    return meta
+
+
+def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict: Mapping[str, object],
+                   train_summary: dict | None = None, model_version: str | None = None,
+                   quantization: str = "none", runtime: Mapping[str, str] | None = None) -> dict[str, str]:
+    """All metadata_props of an exported model, as strings: its identity and ``runtime``, the metadata
+    of its run-time settings (:func:`runtime_metadata`; None: the defaults).
+
+    ``model_version`` defaults to ``g-<first 12 hex of the weights hash>``.
+    """
+    runtime = runtime_metadata() if runtime is None else runtime
     whash = weights_hash(state_dict)
     meta = {
         mm.KEY_FORMAT: mm.MODEL_FORMAT,
@@ -68,21 +91,8 @@ def build_metadata(feature_config: FeatureConfig, model_config: dict, state_dict
         mm.KEY_MODEL_VERSION: model_version or f"g-{whash[:12]}",
         mm.KEY_WEIGHTS_HASH: whash,
         mm.KEY_QUANTIZATION: quantization,
-        mm.KEY_PRIOR_BLEND: repr(float(prior_blend)),
-        mm.KEY_SHARPEN: repr(float(sharpen)),
-        mm.KEY_SMOOTH: str(int(smooth)),
-        mm.KEY_DIFFUSE: repr(float(diffuse)),
     }
-    if geodesic_share > 0.0:
-        meta[mm.KEY_GEODESIC_SHARE] = repr(float(geodesic_share))
-    if enclosing_pieces > 0.0:
-        meta[mm.KEY_ENCLOSING_PIECES] = repr(float(enclosing_pieces))
-    if prior_blend_rule is not None:
-        from backend.inference.blend_rule import PieceBlendRule
-
-        rule = PieceBlendRule.from_dict(prior_blend_rule)  # ValueError when malformed
-        meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(rule.as_dict(), sort_keys=True)
-    return meta
+    return {**meta, **runtime}
 
 
 def set_metadata(model: object, meta: Mapping[str, str]) -> None:

@@ -18,12 +18,11 @@ import numpy as np
 import onnx
 import torch
 
-from backend.export.metadata import build_metadata, set_metadata
+from backend.export.metadata import build_metadata, runtime_metadata, set_metadata
 from backend.features.pipeline import FB, FEATURE_VERSION, FP, FV, FeatureConfig
 from backend.inference.model_meta import (INPUT_NAMES, KEY_GRAPH_WEIGHTS_HASH, KEY_WEIGHTS_HASH, OUTPUT_NAME,
                                           ModelError)
 from backend.inference.onnx_weights import graph_hash
-from backend.inference.postprocess import check_clean_up
 from backend.io.atomic import atomic_path
 # ``load_checkpoint``: the generator loader, under the name that backend.training.steps imports from here
 from backend.models.checkpoint import load_generator_checkpoint as load_checkpoint  # noqa: F401
@@ -166,11 +165,10 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
     (model_meta.KEY_ENCLOSING_PIECES).
     """
     out_path = Path(out_path)
-    check_clean_up(sharpen, smooth, diffuse)  # refuse bad settings before any work
-    if prior_blend_rule is not None:  # refuse a malformed rule before any work (ValueError names the field)
-        from backend.inference.blend_rule import PieceBlendRule
-
-        PieceBlendRule.from_dict(prior_blend_rule)
+    # refuse bad settings or a malformed rule before any work (ValueError names the value)
+    runtime = runtime_metadata(prior_blend=prior_blend, prior_blend_rule=prior_blend_rule, sharpen=sharpen,
+                               smooth=smooth, diffuse=diffuse, geodesic_share=geodesic_share,
+                               enclosing_pieces=enclosing_pieces)
     model = model.eval().cpu()
     args = _torch_args(example_inputs(*TRACE_SIZES, fp=model.config.get("fp", FP)))
     methods = {"auto": ["dynamo", "torchscript"], "dynamo": ["dynamo"], "torchscript": ["torchscript"]}[method]
@@ -187,9 +185,7 @@ def export_generator(model: Generator, out_path: str | Path, feature_config: Fea
                 if bad:
                     raise RuntimeError(f"graph contains scatter ops {bad}")
                 meta = build_metadata(feature_config, dict(model.config), model.state_dict(), train_summary,
-                                      model_version, prior_blend=prior_blend, prior_blend_rule=prior_blend_rule,
-                                      sharpen=sharpen, smooth=smooth, diffuse=diffuse,
-                                      geodesic_share=geodesic_share, enclosing_pieces=enclosing_pieces)
+                                      model_version, runtime=runtime)
                 meta["exporter"] = f"torch {torch.__version__} {m}"
                 held = graph_hash(proto.SerializeToString())
                 if held != meta[KEY_WEIGHTS_HASH]:  # parameters the forward pass never uses were dropped

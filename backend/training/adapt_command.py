@@ -73,28 +73,14 @@ def runtime_settings(s: StyleSettings, base_meta: dict) -> dict:
 def write_onnx_with_settings(src: Path, dst: Path, settings: dict, model_version: str) -> None:
     """Copy of the ONNX model ``src`` at ``dst`` (atomically) whose runtime settings and model version
     are replaced; the graph and its weights are untouched."""
-    import json
-
     import onnx
 
-    from backend.export.metadata import get_metadata, set_metadata
+    from backend.export.metadata import RUNTIME_KEYS, get_metadata, runtime_metadata, set_metadata
     from backend.inference import model_meta as mm
 
     proto = onnx.load(str(src))
-    meta = get_metadata(proto)
-    meta.pop(mm.KEY_PRIOR_BLEND_RULE, None)
-    meta.pop(mm.KEY_GEODESIC_SHARE, None)
-    meta.pop(mm.KEY_ENCLOSING_PIECES, None)
-    meta[mm.KEY_PRIOR_BLEND] = repr(float(settings["prior_blend"]))
-    if settings.get("prior_blend_rule"):
-        meta[mm.KEY_PRIOR_BLEND_RULE] = json.dumps(settings["prior_blend_rule"], sort_keys=True)
-    meta[mm.KEY_SHARPEN] = repr(float(settings["sharpen"]))
-    meta[mm.KEY_SMOOTH] = str(int(settings["smooth"]))
-    meta[mm.KEY_DIFFUSE] = repr(float(settings["diffuse"]))
-    if settings["geodesic_share"] > 0.0:
-        meta[mm.KEY_GEODESIC_SHARE] = repr(float(settings["geodesic_share"]))
-    if settings.get("enclosing_pieces", 0.0) > 0.0:
-        meta[mm.KEY_ENCLOSING_PIECES] = repr(float(settings["enclosing_pieces"]))
+    meta = {k: v for k, v in get_metadata(proto).items() if k not in RUNTIME_KEYS}
+    meta.update(runtime_metadata(**settings))
     meta[mm.KEY_MODEL_VERSION] = model_version
     set_metadata(proto, meta)
     with atomic_path(dst, suffix=".onnx") as tmp:
