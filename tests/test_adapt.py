@@ -234,3 +234,28 @@ def test_the_bench_keeps_the_base_where_adapt_would_refuse(monkeypatch):
         fn, info = adapt_run.style_adapter(cases, [])([0, 1])
         assert fn(7) == want and info["refused"] == (loo is not None and loo >= 1.0)
         assert info["settings"] == want.label()
+
+
+def test_a_settings_only_version_drops_the_base_settings_it_does_not_keep(tmp_path):
+    """The base's geodesic share, per-rig rule and enclosing pieces do not survive in a version whose
+    settings have none; every other key of the base (its identity) does."""
+    import json
+
+    import onnx
+
+    from backend.export.metadata import get_metadata
+    from backend.inference.blend_rule import PieceBlendRule
+    from backend.inference.model_meta import read_runtime_settings
+    from backend.inference.runtime_settings import RuntimeSettings
+    from backend.training.adapt_command import write_onnx_with_settings
+    from conftest import export_tiny_model, rewrite_meta
+
+    rule = json.dumps(PieceBlendRule(low=0.2, high=1.0, saturation=0.1).as_dict())
+    base = rewrite_meta(export_tiny_model(tmp_path / "t.onnx"), tmp_path / "base.onnx", geodesic_share="0.25",
+                        enclosing_pieces="0.5", prior_blend_rule=rule)
+    want = RuntimeSettings(sharpen=2.0)
+    write_onnx_with_settings(base, tmp_path / "v1.onnx", want.stored_values(), "autoskin-v1")
+    meta = get_metadata(onnx.load(str(tmp_path / "v1.onnx")))
+    assert read_runtime_settings(meta, "v1") == want and meta["model_version"] == "autoskin-v1"
+    old = get_metadata(onnx.load(str(base)))
+    assert meta["weights_sha256"] == old["weights_sha256"] and meta["feature_config"] == old["feature_config"]

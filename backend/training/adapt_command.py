@@ -82,6 +82,7 @@ def write_onnx_with_settings(src: Path, dst: Path, settings: dict, model_version
     meta = {k: v for k, v in get_metadata(proto).items() if k not in RUNTIME_KEYS}
     meta.update(runtime_metadata(**settings))
     meta[mm.KEY_MODEL_VERSION] = model_version
+    del proto.metadata_props[:]  # set_metadata keeps keys it is not given: a base's setting would survive
     set_metadata(proto, meta)
     with atomic_path(dst, suffix=".onnx") as tmp:
         onnx.save(proto, str(tmp))
