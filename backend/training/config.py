@@ -167,11 +167,12 @@ class TrainConfig:
         return FeatureConfig(**asdict(self.features))
 
 
-#: Config keys that may differ between a run and its resumption.
+#: The run-time settings (RuntimeConfig's fields), in the order `cv --runtime` names them.
+RUNTIME_FIELDS = tuple(f.name for f in fields(RuntimeConfig))
+
+#: Config keys that may differ between a run and its resumption (training ignores the run-time settings).
 RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"), ("run", "checkpoint_every_steps"),
-               ("run", "checkpoint_every_minutes"),
-               ("runtime", "prior_blend"), ("runtime", "sharpen"), ("runtime", "diffuse"),
-               ("runtime", "enclosing_pieces")}
+               ("run", "checkpoint_every_minutes")} | {("runtime", name) for name in RUNTIME_FIELDS}
 
 
 def config_diff(a: dict, b: dict) -> list[str]:

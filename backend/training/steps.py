@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from backend.training.config import RuntimeConfig, TrainConfig
+from backend.training.config import RUNTIME_FIELDS, RuntimeConfig, TrainConfig
 
 
 def say(msg: str) -> None:
@@ -105,10 +105,6 @@ def final_generator(run: Path) -> Path | None:
     return out
 
 
-#: The settings of RuntimeConfig, in the order `--runtime` names them.
-RUNTIME_KEYS = ("prior_blend", "sharpen", "diffuse", "enclosing_pieces")
-
-
 def export_is_current(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_version: str | None = None) -> bool:
     """``out`` exists, is newer than ``checkpoint`` and carries these run-time settings (and model
     version, when one is given)."""
@@ -121,7 +117,7 @@ def export_is_current(checkpoint: Path, out: Path, runtime: RuntimeConfig, model
 
     meta = get_metadata(onnx.load(str(out), load_external_data=False))
     have = read_runtime_settings(meta, out)
-    same = all(abs(getattr(have, k) - float(getattr(runtime, k))) < 1e-9 for k in RUNTIME_KEYS)
+    same = all(abs(getattr(have, k) - float(getattr(runtime, k))) < 1e-9 for k in RUNTIME_FIELDS)
     return same and have.prior_blend_rule is None and model_version in (None, meta.get(KEY_MODEL_VERSION))
 
 
@@ -142,8 +138,7 @@ def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_vers
     model, ckpt = load_checkpoint(str(checkpoint))
     res = export_generator(model, out, feature_config_of(ckpt, str(checkpoint)),
                            train_summary=ckpt.get("train_summary"), model_version=model_version,
-                           prior_blend=runtime.prior_blend, sharpen=runtime.sharpen, diffuse=runtime.diffuse,
-                           enclosing_pieces=runtime.enclosing_pieces)
+                           **{name: getattr(runtime, name) for name in RUNTIME_FIELDS})
     say(f"[export] {res.path}: {res.size_bytes / 1e6:.2f} MB, max |torch - onnxruntime| {res.max_abs_diff:.1e}, "
         f"prior blend {runtime.prior_blend:g}, sharpen {runtime.sharpen:g}, diffuse {runtime.diffuse:g} %, "
         f"enclosing pieces {runtime.enclosing_pieces:g}")
@@ -151,7 +146,7 @@ def export_model(checkpoint: Path, out: Path, runtime: RuntimeConfig, model_vers
 
 
 def parse_runtime(spec: str) -> tuple[str, RuntimeConfig]:
-    """``NAME:key=value,...`` (keys of RuntimeConfig: RUNTIME_KEYS) -> (NAME, settings);
+    """``NAME:key=value,...`` (keys of RuntimeConfig: RUNTIME_FIELDS) -> (NAME, settings);
     keys left out keep RuntimeConfig's defaults (the network alone)."""
     from backend.rig import RigError
     from backend.training.config_rules import check_values
@@ -162,8 +157,8 @@ def parse_runtime(spec: str) -> tuple[str, RuntimeConfig]:
     values: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in body.split(","))):
         key, _, raw = item.partition("=")
-        if key not in RUNTIME_KEYS:
-            raise RigError(f"--runtime {spec!r}: unknown setting {key!r} ({', '.join(RUNTIME_KEYS)})")
+        if key not in RUNTIME_FIELDS:
+            raise RigError(f"--runtime {spec!r}: unknown setting {key!r} ({', '.join(RUNTIME_FIELDS)})")
         try:
             values[key] = float(raw)
         except ValueError:
