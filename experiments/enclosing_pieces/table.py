@@ -72,9 +72,8 @@ def main() -> None:
         for line in f.open():
             r = json.loads(line)
             r["domain"] = dom[r["rig"]]
-            r["deform"] = None
             rows.append(r)
-    skip = {"rig", "fold", "domain", "deform", BASE} | set(SIGNALS) | {"V", "Jd", "pieces"}
+    skip = {"rig", "fold", "domain", BASE} | set(SIGNALS) | {"V", "Jd", "pieces"}
     variants = [k for k in rows[0] if k not in skip]
     print(f"{len(rows)} rigs, {len({r['domain'] for r in rows})} domains, folds {sorted({r['fold'] for r in rows})}\n")
     print("| variant (every rig) | L1 | deform % |\n|---|---|---|")
