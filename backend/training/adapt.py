@@ -171,11 +171,12 @@ def head_settings(s: StyleSettings) -> StyleSettings:
 
 
 def loo_steps(cases: Sequence[RigCase], fit: StyleFit, G0: torch.nn.Module, replay: Sequence[Sample],
-              replay_blend: float, options: TrainOptions, smooth: int = 0) -> tuple[int, dict[int, float]]:
+              replay_blend: float, options: TrainOptions, smooth: int = 0
+              ) -> tuple[int, dict[int, float], dict[int, list[float]]]:
     """When to stop, by leave-one-correction-out: for each correction, refit the settings and train the
     head on the others (up to ``options.steps``) and score the one left out after each count of
     :data:`STOPS` (cost relative to the base model's settings; count 0 = the refitted settings alone).
-    Needs >= 2 cases. -> (best count, {count: mean held-out cost})."""
+    Needs >= 2 cases. -> (best count, {count: mean held-out cost}, {count: each held-out case's cost})."""
     stops = [n for n in STOPS if 0 < n <= options.steps]
     costs: dict[int, list[float]] = {n: [] for n in [0] + stops}
     samples = [case_sample(c) for c in cases]
@@ -198,4 +199,4 @@ def loo_steps(cases: Sequence[RigCase], fit: StyleFit, G0: torch.nn.Module, repl
             train_head(G0, [samples[j] for j in rest], [cases[j].model_blend for j in rest], s, replay,
                        replay_blend, opts, on_step=at)
     mean = {n: float(np.mean(v)) for n, v in costs.items() if v}
-    return min(mean, key=lambda n: (mean[n], n)), mean
+    return min(mean, key=lambda n: (mean[n], n)), mean, {n: v for n, v in costs.items() if v}
