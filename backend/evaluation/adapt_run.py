@@ -119,11 +119,11 @@ def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapt
                 "settings": fit.settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
                 "prepare_seconds": prep, "steps_chosen": 0}
         cs = [cases.case(i) for i in corr]
-        best, held, each = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options,
-                                     cases.smooth)
+        loo = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options, cases.smooth)
+        best, held = loo.best, loo.mean
         info = {"fit_cost": fit.cost, "loo_cost": fit.loo_cost, "prepare_seconds": prep, "steps_chosen": best,
                 "held_out_by_steps": {str(n): c for n, c in held.items()},
-                "held_out_each": {str(n): c for n, c in each.items()}}
+                "held_out_each": {str(n): c for n, c in loo.each.items()}}
         if held[best] >= 1.0:  # the command refuses: the base model stays
             return (lambda t: full_weights(cases.outputs(t), cases.reference)), dict(
                 info, settings=cases.reference.label(), refused=True)

@@ -170,15 +170,29 @@ def head_settings(s: StyleSettings) -> StyleSettings:
     return StyleSettings(None, s.sharpen, s.diffuse, s.geodesic)
 
 
+@dataclass
+class LooSteps:
+    """What leave-one-correction-out found: ``best`` step count (lowest mean cost), ``mean`` {count: mean
+    held-out cost}, ``each`` {count: each held-out correction's cost}, ``scores`` {count: (k, 2) held-out
+    (L1, deformation %)} and ``base`` (k, 2) the base model's on the same corrections (count 0 = the
+    refitted settings alone)."""
+
+    best: int
+    mean: dict
+    each: dict
+    scores: dict
+    base: np.ndarray
+
+
 def loo_steps(cases: Sequence[RigCase], fit: StyleFit, G0: torch.nn.Module, replay: Sequence[Sample],
-              replay_blend: float, options: TrainOptions, smooth: int = 0
-              ) -> tuple[int, dict[int, float], dict[int, list[float]]]:
+              replay_blend: float, options: TrainOptions, smooth: int = 0) -> LooSteps:
     """When to stop, by leave-one-correction-out: for each correction, refit the settings and train the
     head on the others (up to ``options.steps``) and score the one left out after each count of
     :data:`STOPS` (cost relative to the base model's settings; count 0 = the refitted settings alone).
-    Needs >= 2 cases. -> (best count, {count: mean held-out cost}, {count: each held-out case's cost})."""
+    Needs >= 2 cases."""
     stops = [n for n in STOPS if 0 < n <= options.steps]
-    costs: dict[int, list[float]] = {n: [] for n in [0] + stops}
+    scores: dict[int, list] = {n: [] for n in [0] + stops}
+    base = []
     samples = [case_sample(c) for c in cases]
     opts = TrainOptions(**{**options.__dict__, "steps": max(stops, default=1)})
     for i in range(len(cases)):
@@ -186,17 +200,20 @@ def loo_steps(cases: Sequence[RigCase], fit: StyleFit, G0: torch.nn.Module, repl
         choice = fit.loo_choices[i]
         s = head_settings(choice)
         base_out = rig_outputs(cases[i], torch_net(G0), sorted({fit.reference.diffuse, choice.diffuse}), smooth)
-        ref = score_table([base_out], [fit.reference, choice])
-        costs[0].append(float(relative_cost(ref, 0)[0, 1]))
+        ref = score_table([base_out], [fit.reference, choice])[0]  # (2 settings, 2 scores)
+        base.append(ref[0])
+        scores[0].append(ref[1])
 
-        def at(n: int, G: torch.nn.Module, i: int = i, ref: np.ndarray = ref, s: StyleSettings = s) -> None:
-            if n in costs and n > 0:
+        def at(n: int, G: torch.nn.Module, i: int = i, s: StyleSettings = s) -> None:
+            if n in scores and n > 0:
                 out = rig_outputs(cases[i], torch_net(G), [s.diffuse], smooth)
-                table = np.concatenate([ref[:, :1], score_table([out], [s])], axis=1)
-                costs[n].append(float(relative_cost(table, 0)[0, 1]))
+                scores[n].append(score_table([out], [s])[0, 0])
 
         if stops:
             train_head(G0, [samples[j] for j in rest], [cases[j].model_blend for j in rest], s, replay,
                        replay_blend, opts, on_step=at)
-    mean = {n: float(np.mean(v)) for n, v in costs.items() if v}
-    return min(mean, key=lambda n: (mean[n], n)), mean, {n: v for n, v in costs.items() if v}
+    b = np.array(base)
+    got = {n: np.array(v) for n, v in scores.items() if v}
+    each = {n: relative_cost(np.stack([b, v], axis=1), 0)[:, 1].tolist() for n, v in got.items()}
+    mean = {n: float(np.mean(v)) for n, v in each.items()}
+    return LooSteps(min(mean, key=lambda n: (mean[n], n)), mean, each, got, b)

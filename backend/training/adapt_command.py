@@ -266,7 +266,8 @@ def _train(cases: list, fit, smooth: int, replay_blend: float, base_ckpt: Path, 
 
     G0, ckpt = load_base(base_ckpt)
     replay = replay_samples(Path(data), _feature_config(ckpt)) if data is not None else []
-    best, held, _ = loo_steps(cases, fit, G0, replay, replay_blend, TrainOptions(steps=options.steps), smooth)
+    loo = loo_steps(cases, fit, G0, replay, replay_blend, TrainOptions(steps=options.steps), smooth)
+    best, held = loo.best, loo.mean
     metrics.update(held_out_cost=held[best], held_out_by_steps={str(n): c for n, c in held.items()},
                    steps_chosen=best)
     log("held-out cost by head training steps: " + ", ".join(f"{n}: {c:.3f}" for n, c in held.items()))

@@ -44,6 +44,10 @@ FIT_POSES = 4
 #: by at least this share and lowers it on every correction: on one to three characters smaller
 #: in-sample gains were mostly noise (docs/adaptation.md).
 MIN_GAIN = 0.2
+#: Added to a rig's (L1, deformation %) before they are compared with the base's: an error this small
+#: is already invisible, and a correction the base gets almost exactly right (a rigid robot part) would
+#: otherwise turn a difference of a few thousandths into a cost of thousands.
+COST_FLOOR = (0.05, 0.05)
 MAX_INFLUENCES = 4
 
 #: (V', K) network output of a rig's features.
@@ -243,9 +247,10 @@ def score_table(outs: Sequence[RigOutputs], grid: Sequence[StyleSettings]) -> np
 
 
 def relative_cost(table: np.ndarray, ref: int) -> np.ndarray:
-    """(N, G) cost of each setting per rig: mean of its L1 and deformation relative to setting ``ref``'s."""
-    base = np.maximum(table[:, ref:ref + 1, :], 1e-9)
-    return (table / base).mean(axis=2)
+    """(N, G) cost of each setting per rig: mean of its L1 and deformation relative to setting ``ref``'s,
+    each with :data:`COST_FLOOR` added to both sides. table (N, G, 2)."""
+    floor = np.asarray(COST_FLOOR, np.float64)
+    return ((table + floor) / (table[:, ref:ref + 1, :] + floor)).mean(axis=2)
 
 
 def pick(table: np.ndarray, ref: int, rigs: Sequence[int], min_gain: float = MIN_GAIN) -> int:

@@ -42,8 +42,7 @@ def run_variant(cases: DomainCases, trainer: HeadTrainer, corr: list[int], tests
     """LOO costs per stop and test scores per stop for one variant (``fit`` gives its settings)."""
     cs = [cases.case(i) for i in corr]
     t0 = time.perf_counter()
-    best, held, each = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options,
-                                 cases.smooth)
+    loo = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options, cases.smooth)
     loo_s = time.perf_counter() - t0
     tested = {0: test_scores(cases, tests, lambda t: full_weights(cases.outputs(t), fit.settings))}
     s = head_settings(fit.settings)
@@ -57,9 +56,10 @@ def run_variant(cases: DomainCases, trainer: HeadTrainer, corr: list[int], tests
         tested[n] = test_scores(cases, tests,
                                 lambda t, net=net: full_weights(rig_outputs(cases.case(t), net, [s.diffuse],
                                                                             cases.smooth), s))
-    return {"settings": fit.settings.label(), "loo_mean": {str(n): c for n, c in held.items()},
-            "loo_each": {str(n): c for n, c in each.items()},
-            "test": {str(n): v for n, v in tested.items()}, "chosen": best, "loo_seconds": loo_s}
+    return {"settings": fit.settings.label(), "loo_mean": {str(n): c for n, c in loo.mean.items()},
+            "loo_each": {str(n): c for n, c in loo.each.items()},
+            "loo_scores": {str(n): v.tolist() for n, v in loo.scores.items()}, "loo_base": loo.base.tolist(),
+            "test": {str(n): v for n, v in tested.items()}, "chosen": loo.best, "loo_seconds": loo_s}
 
 
 def main() -> None:
