@@ -98,6 +98,20 @@ def test_pick_wants_a_large_gain_on_every_correction():
     assert pick(table, 0, [0, 1], min_gain=0.5) == 0
 
 
+def test_the_cost_of_a_correction_the_base_gets_right_stays_finite():
+    from backend.training.style import COST_FLOOR, relative_cost
+
+    # (rigs, settings, [L1, deform]): rig 0 the base gets almost exactly right, rig 1 it gets wrong
+    table = np.array([[[0.001, 0.001], [0.004, 0.003]], [[0.6, 0.8], [0.3, 0.4]]])
+    cost = relative_cost(table, 0)
+    assert np.allclose(cost[:, 0], 1.0)
+    f1, f2 = COST_FLOOR
+    assert cost[0, 1] == pytest.approx(((0.004 + f1) / (0.001 + f1) + (0.003 + f2) / (0.001 + f2)) / 2)
+    assert 1.0 < cost[0, 1] < 1.1  # a few thousandths worse is a little worse, not 3x
+    assert cost[1, 1] == pytest.approx(((0.3 + f1) / (0.6 + f1) + (0.4 + f2) / (0.8 + f2)) / 2)
+    assert cost[:, 1].mean() < 1.0  # the real gain on rig 1 decides
+
+
 def test_head_training_moves_only_the_head_and_fits_the_corrections(tiny):
     from backend.training.adapt import TrainOptions, case_sample, train_head
     from backend.training.finetune import load_base
@@ -234,6 +248,30 @@ def test_the_bench_keeps_the_base_where_adapt_would_refuse(monkeypatch):
         fn, info = adapt_run.style_adapter(cases, [])([0, 1])
         assert fn(7) == want and info["refused"] == (loo is not None and loo >= 1.0)
         assert info["settings"] == want.label()
+
+
+def test_the_bench_keeps_the_base_where_adapt_would_refuse_the_trained_head(monkeypatch):
+    """With --methods train the bench also honours the command's refusal: a held-out cost >= 1 at the
+    chosen step count keeps the base model and its settings."""
+    from types import SimpleNamespace
+
+    from backend.evaluation import adapt_run
+    from backend.training import adapt as adapt_mod
+    from backend.training.style import StyleFit, StyleSettings
+
+    base, new = StyleSettings(None, 3.0, 0.5), StyleSettings(0.25, 10.0, 0.0, 0.5)
+    cases = SimpleNamespace(outputs=lambda i: ("base", i), case=lambda i: i, seconds={0: 0.0, 1: 0.0},
+                            reference=base, smooth=0)
+    trainer = SimpleNamespace(G=None, replay=[], replay_blend=1.0, options=adapt_mod.TrainOptions())
+    monkeypatch.setattr(adapt_run, "full_weights", lambda out, s: (out, s))
+    monkeypatch.setattr(adapt_run, "fit_style", lambda outs, ref, grid: StyleFit(new, ref, 0.5, 0.7, [new, new]))
+    for held, refused in (({0: 1.2, 10: 1.05}, True), ({0: 0.7, 10: 1.05}, False)):
+        best = min(held, key=held.get)
+        loo = adapt_mod.LooSteps(best, held, {n: [c, c] for n, c in held.items()}, {}, np.zeros((2, 2)))
+        monkeypatch.setattr(adapt_mod, "loo_steps", lambda *a, loo=loo, **k: loo)
+        fn, info = adapt_run.train_adapter(cases, [], trainer)([0, 1])
+        assert info.get("refused", False) == refused
+        assert fn(5) == (("base", 5), base if refused else new)
 
 
 def test_a_settings_only_version_drops_the_base_settings_it_does_not_keep(tmp_path):
