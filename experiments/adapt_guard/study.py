@@ -75,8 +75,15 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--max-tests", type=int, default=6)
+    ap.add_argument("--head", default=None,
+                    help="comma list of parameter name parts to train instead of backend.training.adapt.HEAD")
+    ap.add_argument("--lr", type=float, default=None, help="head learning rate instead of TrainOptions.lr")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.head:
+        import backend.training.adapt as adapt_module
+
+        adapt_module.HEAD = tuple(x for x in args.head.split(",") if x)
     args.out.mkdir(parents=True, exist_ok=True)
     rows_path = args.out / "rows.jsonl"
     done = set()
@@ -92,7 +99,7 @@ def main() -> None:
         predictor = Predictor(model, threads=1)
         grid = style_grid(model_settings(predictor)[0])
         cases = DomainCases(load_domain_rigs([p for p, _ in files]), predictor, grid)
-        ns = argparse.Namespace(base=None, steps=None, lr=None, replay_every=None, data=args.data)
+        ns = argparse.Namespace(base=None, steps=None, lr=args.lr, replay_every=None, data=args.data)
         trainer = HeadTrainer(ns, predictor, ckpt)
         for dr in todo:
             tests = dr.tests[: args.max_tests]
