@@ -113,7 +113,7 @@ def main() -> None:
                 row["refit"] = run_variant(cases, trainer, dr.corrections, tests, fit)
             with rows_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            print(dom, dr.seed, "base", base, "refit", row["refit"]["test"], "fixed", row["fixed"]["test"], flush=True)
+            print(dom, dr.seed, "base", base, {v: row[v]["test"] for v in ("refit", "fixed") if v in row}, flush=True)
 
 
 if __name__ == "__main__":
