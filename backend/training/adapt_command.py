@@ -6,11 +6,11 @@ what the studio cares about, and publish it through the versioned model store.
    (backend.training.style); with ``train`` the generator's head is trained on them too
    (backend.training.adapt).
 2. The guard. Studio: with two corrections or more, each is left out in turn, the adaptation is
-   made without it and scored on it; the new version must beat the base there (mean relative cost
-   of L1 and deformation below 1). With one correction there is nothing to hold out, and only a
-   large gain on it (``style.MIN_GAIN``) moves the settings. Collapse: on a few rigs of the
-   training artists' validation split the per-vertex L1 may rise by at most ``collapse`` (relative),
-   or up to the L1 of the model-free geodesic falloff when that is higher.
+   made without it and scored on it; the new version must beat the base there by ``style.MIN_GAIN``
+   (mean relative cost of L1 and deformation below ``style.MAX_HELD_OUT_COST``). With one correction
+   there is nothing to hold out, and only a large gain on it (``style.MIN_GAIN``) moves the settings.
+   Collapse: on a few rigs of the training artists' validation split the per-vertex L1 may rise by at
+   most ``collapse`` (relative), or up to the L1 of the model-free geodesic falloff when that is higher.
 3. Publishing: ``autoskin-vN`` with the card last (backend.training.publish.write_version); a
    settings-only version reuses the base network's ONNX graph with new metadata.
 """
@@ -28,8 +28,8 @@ from backend.inference import model_store
 from backend.io.atomic import atomic_path
 from backend.rig import RigError
 from backend.training.publish import write_version
-from backend.training.style import (MIN_GAIN, StyleSettings, fit_style, full_weights, grid_diffuses, model_settings,
-                                    onnx_net, prepare_case, rig_outputs, style_grid)
+from backend.training.style import (MAX_HELD_OUT_COST, MIN_GAIN, StyleSettings, fit_style, full_weights,
+                                    grid_diffuses, model_settings, onnx_net, prepare_case, rig_outputs, style_grid)
 
 REFUSED = 3
 #: The model-free geodesic falloff alone: a version no worse than it on validation has not collapsed.
@@ -206,9 +206,10 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
         msg = (f"unchanged: no setting beat the base by {100 * MIN_GAIN:.0f} % on average and on every "
                f"correction; nothing published. To try: {_advice(k)}")
         return _finish(out, AdaptResult("unchanged", msg, reference.as_dict(), metrics))
-    if held is not None and held >= 1.0:  # for the settings alone: StyleFit.refused
-        msg = (f"refused: on the corrections held out in turn the adapted model is worse than the base "
-               f"(cost {held:.3f} >= 1), so it would not carry to this studio's other characters; nothing "
+    if held is not None and held >= MAX_HELD_OUT_COST:  # for the settings alone: StyleFit.refused
+        msg = (f"refused: on the corrections held out in turn the adapted model is not clearly better than the "
+               f"base (cost {held:.3f}, {MAX_HELD_OUT_COST:g} needed; 1 = the base), so it would not carry to "
+               f"this studio's other characters; nothing "
                f"published. To try: {_advice(k)}")
         return _finish(out, AdaptResult("refused", msg, settings.as_dict(), metrics))
     base_meta = get_metadata(onnx.load(str(model), load_external_data=False))
