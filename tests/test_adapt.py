@@ -274,6 +274,30 @@ def test_the_bench_keeps_the_base_where_adapt_would_refuse_the_trained_head(monk
         assert fn(5) == (("base", 5), base if refused else new)
 
 
+def test_the_head_trains_under_the_base_settings_when_the_refit_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from backend.evaluation import adapt_run
+    from backend.training import adapt as adapt_mod
+    from backend.training.style import StyleFit, StyleSettings
+
+    base, new = StyleSettings(None, 3.0, 0.5), StyleSettings(0.25, 10.0, 0.0, 0.5)
+    cases = SimpleNamespace(outputs=lambda i: i, case=lambda i: i, seconds={0: 0.0, 1: 0.0}, reference=base, smooth=0)
+    trainer = SimpleNamespace(G=None, replay=[], replay_blend=1.0, options=adapt_mod.TrainOptions())
+    seen = []
+
+    def loo_steps(cs, fit, *a, **k):
+        seen.append((fit.settings, list(fit.loo_choices)))
+        return adapt_mod.LooSteps(0, {0: 1.0}, {0: [1.0, 1.0]}, {}, np.zeros((2, 2)))
+
+    monkeypatch.setattr(adapt_mod, "loo_steps", loo_steps)
+    for refit_loo, want in ((0.9, base), (0.7, new)):
+        monkeypatch.setattr(adapt_run, "fit_style",
+                            lambda outs, ref, grid, c=refit_loo: StyleFit(new, ref, 0.5, c, [new, new]))
+        _, info = adapt_run.train_adapter(cases, [], trainer)([0, 1])
+        assert seen[-1] == (want, [want, want]) and info["loo_cost"] == refit_loo
+
+
 def test_a_settings_only_version_drops_the_base_settings_it_does_not_keep(tmp_path):
     """The base's geodesic share, per-rig rule and enclosing pieces do not survive in a version whose
     settings have none; every other key of the base (its identity) does."""

@@ -114,6 +114,9 @@ def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapt
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
         fit = fit_style(outs, cases.reference, grid)
+        refit_loo = fit.loo_cost
+        if fit.refused:  # as the command: the head trains under the base settings
+            fit = fit.kept_base()
         if fit.settings.geodesic >= 1.0:  # the network is not used: as the command, no head training
             return (lambda t: full_weights(cases.outputs(t), fit.settings)), {
                 "settings": fit.settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
@@ -121,7 +124,7 @@ def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapt
         cs = [cases.case(i) for i in corr]
         loo = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options, cases.smooth)
         best, held = loo.best, loo.mean
-        info = {"fit_cost": fit.cost, "loo_cost": fit.loo_cost, "prepare_seconds": prep, "steps_chosen": best,
+        info = {"fit_cost": fit.cost, "loo_cost": refit_loo, "prepare_seconds": prep, "steps_chosen": best,
                 "held_out_by_steps": {str(n): c for n, c in held.items()},
                 "held_out_each": {str(n): c for n, c in loo.each.items()}}
         if held[best] >= MAX_HELD_OUT_COST:  # the command refuses: the base model stays

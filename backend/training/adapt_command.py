@@ -189,6 +189,12 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     G = ckpt = None
     settings = fit.settings
     base_ckpt = Path(base) if base is not None else model_store.current_checkpoint(models)
+    if options.train and k >= 2 and fit.refused:
+        log(f"the refitted settings do not hold on the held-out corrections (cost {fit.loo_cost:.3f}): the head "
+            f"trains under the model's own settings")
+        metrics["refit_held_out_cost"] = fit.loo_cost
+        fit = fit.kept_base()
+        settings = fit.settings
     if options.train and k < 2:
         log("one correction: head training cannot be checked on a held-out character, so it is skipped "
             "(in the benchmark it made one-character adaptations worse)")

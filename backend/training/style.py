@@ -287,6 +287,11 @@ class StyleFit:
         nothing and the base settings stay."""
         return self.loo_cost is not None and self.loo_cost >= MAX_HELD_OUT_COST
 
+    def kept_base(self) -> "StyleFit":
+        """The same fit with the base settings chosen everywhere (cost 1): what the head trains under
+        when the refit is refused."""
+        return StyleFit(self.reference, self.reference, 1.0, 1.0, [self.reference] * len(self.loo_choices))
+
 
 def fit_style(outs: Sequence[RigOutputs], reference: StyleSettings,
               grid: Optional[Sequence[StyleSettings]] = None, min_gain: float = MIN_GAIN) -> StyleFit:
