@@ -3,8 +3,8 @@
 
 Examples:
   python -m backend adapt --corrections ~/corrections --data ../shared/data/rigs
-  python -m backend adapt --corrections DIR --data ../shared/data/rigs --train --steps 40
-      # (the stop rule tries 0, 10, 20, 40 steps)
+      # two corrections or more: the scoring head is trained too (the stop rule tries 0, 10, 20, 40 steps)
+  python -m backend adapt --corrections DIR --data ../shared/data/rigs --no-train   # the settings refit alone
   python -m backend adapt --corrections DIR --dry-run          # decide, publish nothing
 
 The new version is judged on the corrections themselves, each left out in turn; the training
@@ -19,7 +19,7 @@ from pathlib import Path
 from backend.cli._types import bounded
 
 NAME = "adapt"
-HELP = "learn a studio's style from its corrected characters (settings refit, optional head training)"
+HELP = "learn a studio's style from its corrected characters (settings refit and head training)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="base ONNX model (default: the model in use)")
     parser.add_argument("--base", type=Path, default=None, help="its checkpoint (default: the one of the model in use)")
     parser.add_argument("--out", type=Path, default=Path("runs/adapt"), help="report folder (default runs/adapt)")
-    parser.add_argument("--train", action="store_true", help="also train the generator's scoring head")
+    parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True,
+                        help="with two corrections or more, also train the generator's scoring head (default; "
+                             "--no-train: the settings refit alone)")
     parser.add_argument("--steps", type=bounded(int, 1, 1000, "steps"), default=40,
                         help="most head training steps the leave-one-out stop rule tries (default 40)")
     parser.add_argument("--collapse", type=bounded(float, 0.0, 10.0, "a share"), default=0.5,

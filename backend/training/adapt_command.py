@@ -43,7 +43,7 @@ class AdaptOptions:
     rise of the validation L1; guard_rigs: validation rigs scored (0 = no collapse check);
     activate: make the new version the model in use; dry_run: decide, publish nothing."""
 
-    train: bool = False
+    train: bool = True
     steps: int = 40
     collapse: float = 0.5
     guard_rigs: int = 6
