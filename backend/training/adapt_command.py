@@ -190,8 +190,9 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     settings = fit.settings
     base_ckpt = Path(base) if base is not None else model_store.current_checkpoint(models)
     if options.train and k >= 2 and fit.refused:
-        log(f"the refitted settings do not hold on the held-out corrections (cost {fit.loo_cost:.3f}): the head "
-            f"trains under the model's own settings")
+        if fit.settings != reference:
+            log(f"the refitted settings do not hold on the held-out corrections (cost {fit.loo_cost:.3f}): the "
+                f"head trains under the model's own settings")
         metrics["refit_held_out_cost"] = fit.loo_cost
         fit = fit.kept_base()
         settings = fit.settings
