@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corrections", type=Path, required=True,
                         help="folder of corrected characters (.npz: the add-on's export, or painted rigs)")
     parser.add_argument("--data", type=Path, default=None,
-                        help="rigs folder: val/ guards against collapse, train/ is replayed with --train")
+                        help="rigs folder: val/ guards against collapse, train/ is replayed while the head trains")
     parser.add_argument("--models", type=Path, default=DEFAULT_FOLDER, help=f"models folder (default {DEFAULT_FOLDER})")
     parser.add_argument("--model", type=Path, default=None, help="base ONNX model (default: the model in use)")
     parser.add_argument("--base", type=Path, default=None, help="its checkpoint (default: the one of the model in use)")
