@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not (args.data / "val").is_dir() and args.guard_rigs > 0:
         raise RigError(f"{args.data}: no val/ folder for the collapse guard (use --guard-rigs 0 to skip it)")
     if args.train and args.data is not None and not (args.data / "train").is_dir():
-        raise RigError(f"{args.data}: no train/ folder to replay while training the head")
+        raise RigError(f"{args.data}: no train/ folder to replay while training the head (--no-train to skip it)")
     model = args.model or args.models / "autoskin.onnx"
     if not model.is_file():
         raise RigError(f"{model}: no such model file")
