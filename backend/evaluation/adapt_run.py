@@ -12,7 +12,7 @@ import numpy as np
 
 from backend.evaluation.adapt_bench import Adapter, Draw, bench_domain, load_domain_rigs, summary_table
 from backend.io.atomic import atomic_path
-from backend.training.style import (MAX_HELD_OUT_COST, RigOutputs, fit_style, full_weights, grid_diffuses,
+from backend.training.style import (RigOutputs, fit_style, full_weights, grid_diffuses,
                                     model_settings, onnx_net, prepare_case, rig_outputs, style_grid)
 
 
@@ -127,7 +127,7 @@ def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapt
         info = {"fit_cost": fit.cost, "loo_cost": refit_loo, "prepare_seconds": prep, "steps_chosen": best,
                 "held_out_by_steps": {str(n): c for n, c in held.items()},
                 "held_out_each": {str(n): c for n, c in loo.each.items()}}
-        if held[best] >= MAX_HELD_OUT_COST:  # the command refuses: the base model stays
+        if loo.refused:  # the command refuses: the base model stays
             return (lambda t: full_weights(cases.outputs(t), cases.reference)), dict(
                 info, settings=cases.reference.label(), refused=True)
         if best == 0:

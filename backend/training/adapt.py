@@ -22,7 +22,8 @@ import torch
 from backend.features.pipeline import RigFeatures
 from backend.training.data import Sample, candidate_targets, collate_samples, connected_crop, crop_sample
 from backend.training.losses import weighted_supervised_loss
-from backend.training.style import RigCase, StyleFit, StyleSettings, relative_cost, rig_outputs, score_table
+from backend.training.style import (MAX_HELD_OUT_COST, RigCase, StyleFit, StyleSettings, relative_cost, rig_outputs,
+                                    score_table)
 
 #: Parameter name parts of the trained head.
 HEAD = ("scorer.", "prior_gain")
@@ -182,6 +183,12 @@ class LooSteps:
     each: dict
     scores: dict
     base: np.ndarray
+
+    @property
+    def refused(self) -> bool:
+        """Even the best count is not :data:`~backend.training.style.MIN_GAIN` better than the base on the
+        held-out corrections (mean cost >= ``MAX_HELD_OUT_COST``): ``adapt`` publishes nothing."""
+        return self.mean[self.best] >= MAX_HELD_OUT_COST
 
 
 def loo_steps(cases: Sequence[RigCase], fit: StyleFit, G0: torch.nn.Module, replay: Sequence[Sample],

@@ -35,10 +35,6 @@ def fixed(n: int):
     return lambda v: n
 
 
-def oracle(row_variant_scores):
-    return None
-
-
 RULES = {
     "always 10 steps": fixed(10),
     "always 20 steps": fixed(20),

@@ -22,30 +22,29 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-from backend.evaluation.adapt_bench import load_domain_rigs, make_draws, read_domains
+from backend.evaluation.adapt_bench import Draw, load_domain_rigs, make_draws, read_domains, score_draw
 from backend.evaluation.adapt_run import DomainCases, HeadTrainer, cv_models
-from backend.evaluation.runner import EvalConfig, evaluate_weights
+from backend.evaluation.runner import EvalConfig
 from backend.inference.predictor import Predictor
 from backend.training.adapt import STOPS, case_sample, head_settings, loo_steps, torch_net, train_head
 from backend.training.style import StyleFit, fit_style, full_weights, model_settings, rig_outputs, style_grid
 
 
-def test_scores(cases: DomainCases, tests: list[int], weights) -> tuple[float, float]:
-    """(mean L1, mean deformation %) of ``weights(t)`` over the test rigs."""
-    rows = [evaluate_weights(cases.rigs[t], weights(t), EvalConfig()) for t in tests]
-    return float(np.mean([r["l1"] for r in rows])), float(np.mean([r["deform_mean"] for r in rows]))
+def test_scores(cases: DomainCases, draw: Draw, max_tests: int, weights) -> tuple[float, float]:
+    """(mean L1, mean deformation %) of ``weights(t)`` over the draw's first ``max_tests`` test rigs, as
+    the benchmark scores them (``adapt_bench.score_draw``)."""
+    return score_draw(cases.rigs, draw, weights, {}, "adapted", EvalConfig(), max_tests)
 
 
-def run_variant(cases: DomainCases, trainer: HeadTrainer, corr: list[int], tests: list[int], fit: StyleFit) -> dict:
+def run_variant(cases: DomainCases, trainer: HeadTrainer, draw: Draw, max_tests: int, fit: StyleFit) -> dict:
     """LOO costs per stop and test scores per stop for one variant (``fit`` gives its settings)."""
-    cs = [cases.case(i) for i in corr]
+    cs = [cases.case(i) for i in draw.corrections]
     t0 = time.perf_counter()
     loo = (loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options, cases.smooth)
            if len(cs) > 1 else None)
     loo_s = time.perf_counter() - t0
-    tested = {0: test_scores(cases, tests, lambda t: full_weights(cases.outputs(t), fit.settings))}
+    tested = {0: test_scores(cases, draw, max_tests, lambda t: full_weights(cases.outputs(t), fit.settings))}
     s = head_settings(fit.settings)
     stops = [n for n in STOPS if 0 < n <= trainer.options.steps]
     snaps: dict[int, object] = {}
@@ -54,7 +53,7 @@ def run_variant(cases: DomainCases, trainer: HeadTrainer, corr: list[int], tests
                on_step=lambda n, G: snaps.__setitem__(n, copy.deepcopy(G)) if n in stops else None)
     for n, G in snaps.items():
         net = torch_net(G)
-        tested[n] = test_scores(cases, tests,
+        tested[n] = test_scores(cases, draw, max_tests,
                                 lambda t, net=net: full_weights(rig_outputs(cases.case(t), net, [s.diffuse],
                                                                             cases.smooth), s))
     out = {"settings": fit.settings.label(), "test": {str(n): v for n, v in tested.items()}, "loo_seconds": loo_s}
@@ -103,14 +102,14 @@ def main() -> None:
         trainer = HeadTrainer(ns, predictor, ckpt)
         for dr in todo:
             tests = dr.tests[: args.max_tests]
-            base = test_scores(cases, tests, lambda t, c=cases: full_weights(c.outputs(t), c.reference))
+            base = test_scores(cases, dr, args.max_tests, lambda t, c=cases: full_weights(c.outputs(t), c.reference))
             fit = fit_style([cases.outputs(i) for i in dr.corrections], cases.reference, grid)
             fixed = StyleFit(cases.reference, cases.reference, 1.0, 1.0, [cases.reference] * len(dr.corrections))
             row = {"domain": dom, "draw": dr.seed, "corrections": [cases.rigs[i].name for i in dr.corrections],
                    "tests": len(tests), "base": base, "style_loo": fit.loo_cost,
-                   "fixed": run_variant(cases, trainer, dr.corrections, tests, fixed)}
+                   "fixed": run_variant(cases, trainer, dr, args.max_tests, fixed)}
             if args.k > 1:  # with one correction the command keeps the base settings unless the refit gains a lot
-                row["refit"] = run_variant(cases, trainer, dr.corrections, tests, fit)
+                row["refit"] = run_variant(cases, trainer, dr, args.max_tests, fit)
             with rows_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(dom, dr.seed, "base", base, {v: row[v]["test"] for v in ("refit", "fixed") if v in row}, flush=True)
