@@ -238,13 +238,15 @@ def test_the_bench_keeps_the_base_where_adapt_would_refuse(monkeypatch):
     from types import SimpleNamespace
 
     from backend.evaluation import adapt_run
+    from backend.training import adapt_decision
     from backend.training.style import StyleFit, StyleSettings
 
     base, new = StyleSettings(None, 3.0, 0.5), StyleSettings(0.25, 10.0, 0.0, 0.5)
     cases = SimpleNamespace(outputs=lambda i: i, seconds={0: 0.0, 1: 0.0}, reference=base)
     monkeypatch.setattr(adapt_run, "full_weights", lambda out, s: s)
     for loo, want in ((1.3, base), (0.85, base), (0.6, new), (None, new)):  # 0.85: better, but by under 20 %
-        monkeypatch.setattr(adapt_run, "fit_style", lambda outs, ref, grid, loo=loo: StyleFit(new, ref, 0.5, loo, []))
+        monkeypatch.setattr(adapt_decision, "fit_style",
+                            lambda outs, ref, grid, loo=loo: StyleFit(new, ref, 0.5, loo, []))
         fn, info = adapt_run.style_adapter(cases, [])([0, 1])
         assert fn(7) == want and info["refused"] == (want == base)
         assert info["settings"] == want.label()
@@ -256,6 +258,7 @@ def test_the_bench_keeps_the_base_where_adapt_would_refuse_the_trained_head(monk
     from types import SimpleNamespace
 
     from backend.evaluation import adapt_run
+    from backend.training import adapt_decision
     from backend.training import adapt as adapt_mod
     from backend.training.style import StyleFit, StyleSettings
 
@@ -264,7 +267,7 @@ def test_the_bench_keeps_the_base_where_adapt_would_refuse_the_trained_head(monk
                             reference=base, smooth=0)
     trainer = SimpleNamespace(G=None, replay=[], replay_blend=1.0, options=adapt_mod.TrainOptions())
     monkeypatch.setattr(adapt_run, "full_weights", lambda out, s: (out, s))
-    monkeypatch.setattr(adapt_run, "fit_style", lambda outs, ref, grid: StyleFit(new, ref, 0.5, 0.7, [new, new]))
+    monkeypatch.setattr(adapt_decision, "fit_style", lambda outs, ref, grid: StyleFit(new, ref, 0.5, 0.7, [new, new]))
     for held, refused in (({0: 1.2, 10: 1.05}, True), ({0: 0.9, 10: 0.85}, True), ({0: 0.7, 10: 1.05}, False)):
         best = min(held, key=held.get)
         loo = adapt_mod.LooSteps(best, held, {n: [c, c] for n, c in held.items()}, {}, np.zeros((2, 2)))
@@ -278,6 +281,7 @@ def test_the_head_trains_under_the_base_settings_when_the_refit_is_refused(monke
     from types import SimpleNamespace
 
     from backend.evaluation import adapt_run
+    from backend.training import adapt_decision
     from backend.training import adapt as adapt_mod
     from backend.training.style import StyleFit, StyleSettings
 
@@ -292,7 +296,7 @@ def test_the_head_trains_under_the_base_settings_when_the_refit_is_refused(monke
 
     monkeypatch.setattr(adapt_mod, "loo_steps", loo_steps)
     for refit_loo, want in ((0.9, base), (0.7, new)):
-        monkeypatch.setattr(adapt_run, "fit_style",
+        monkeypatch.setattr(adapt_decision, "fit_style",
                             lambda outs, ref, grid, c=refit_loo: StyleFit(new, ref, 0.5, c, [new, new]))
         _, info = adapt_run.train_adapter(cases, [], trainer)([0, 1])
         assert seen[-1] == (want, [want, want]) and info["loo_cost"] == refit_loo
@@ -321,3 +325,36 @@ def test_a_settings_only_version_drops_the_base_settings_it_does_not_keep(tmp_pa
     assert read_runtime_settings(meta, "v1") == want and meta["model_version"] == "autoskin-v1"
     old = get_metadata(onnx.load(str(base)))
     assert meta["weights_sha256"] == old["weights_sha256"] and meta["feature_config"] == old["feature_config"]
+
+
+def test_the_command_refuses_a_head_the_held_out_corrections_reject_without_training_it(tiny, tmp_path,
+                                                                                         monkeypatch):
+    """`adapt` and `adapt-bench` share one decision (backend.training.adapt_decision): a stop rule whose
+    best count misses the held-out bar refuses the version, and the head is then never trained."""
+    import json
+
+    from backend.training import adapt as adapt_mod
+
+    models, predictor, corr = models_and_corrections(tiny, tmp_path)
+    soft = StyleSettings(None, 1.0, 0.0, 0.5)
+    for i, (n, r) in enumerate([(3, .3), (4, .25)]):
+        save_npz(styled(predictor, chain(n, r, f"c{i}"), soft), corr / f"c{i}.npz")
+    trained = []
+    monkeypatch.setattr(adapt_mod, "train_head", lambda *a, **k: trained.append(1))
+    for held, want in (({0: 0.95, 10: 0.85}, "refused"), ({0: 0.95, 10: 0.7}, "published")):
+        best = min(held, key=held.get)
+        loo = adapt_mod.LooSteps(best, held, {n: [c, c] for n, c in held.items()}, {}, np.zeros((2, 2)))
+        monkeypatch.setattr(adapt_mod, "loo_steps", lambda *a, loo=loo, **k: loo)
+        if want == "published":  # a trained head is exported: stand in the base generator for it
+            from backend.training.finetune import load_base
+
+            monkeypatch.setattr(adapt_mod, "train_head",
+                                lambda *a, **k: (trained.append(1), (load_base(tiny[1])[0], {"steps": 10,
+                                                 "replay_steps": 0, "train_seconds": 0.0}))[1])
+        run = tmp_path / want
+        main(["adapt", "--corrections", str(corr), "--models", str(models), "--out", str(run), "--guard-rigs", "0",
+              "--steps", "10", "--dry-run"])
+        report = json.loads((run / "report.json").read_text())
+        assert report["decision"] == ("refused" if want == "refused" else "evaluated")
+        assert report["metrics"]["held_out_cost"] == held[10] and report["metrics"]["steps_chosen"] == 10
+        assert len(trained) == (0 if want == "refused" else 1)

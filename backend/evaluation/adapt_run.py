@@ -12,8 +12,9 @@ import numpy as np
 
 from backend.evaluation.adapt_bench import Adapter, Draw, bench_domain, load_domain_rigs, summary_table
 from backend.io.atomic import atomic_path
-from backend.training.style import (RigOutputs, fit_style, full_weights, grid_diffuses,
-                                    model_settings, onnx_net, prepare_case, rig_outputs, style_grid)
+from backend.training.adapt_decision import decide
+from backend.training.style import (RigOutputs, full_weights, grid_diffuses, model_settings, onnx_net, prepare_case,
+                                    rig_outputs, style_grid)
 
 
 class DomainCases:
@@ -47,16 +48,16 @@ class DomainCases:
 
 
 def style_adapter(cases: DomainCases, grid: list) -> Adapter:
-    """Refit the post-network settings on the corrections (backend.training.style.fit_style); a refit
-    that ``adapt`` refuses (``StyleFit.refused``) keeps the base settings, as the command does."""
+    """Refit the post-network settings on the corrections, as ``adapt --no-train`` decides
+    (backend.training.adapt_decision): a refused refit keeps the base settings."""
 
     def adapt(corr: list[int]):
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
-        fit = fit_style(outs, cases.reference, grid)
-        settings = cases.reference if fit.refused else fit.settings
-        info = {"settings": settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
-                "refused": fit.refused, "prepare_seconds": prep}
+        d = decide(outs, cases.reference, grid, False, loo=None)
+        settings = d.kept()
+        info = {"settings": settings.label(), "fit_cost": d.refit.cost, "loo_cost": d.refit.loo_cost,
+                "refused": d.refused, "prepare_seconds": prep}
         return (lambda t: full_weights(cases.outputs(t), settings)), info
 
     return adapt
@@ -101,47 +102,34 @@ class HeadTrainer:
 
 
 def train_adapter(cases: DomainCases, grid: list, trainer: HeadTrainer) -> Adapter:
-    """As ``adapt --train``: refit the settings, choose the head's training steps by leave-one-correction-out
-    and train it on the corrections (backend.training.adapt); one correction: the settings refit alone."""
-    from backend.training.adapt import TrainOptions, case_sample, head_settings, loo_steps, torch_net, train_head
-
-    style = style_adapter(cases, grid)
+    """As ``adapt`` (head training on): the decision of backend.training.adapt_decision, then the head
+    trained for the chosen steps on all corrections; a refused version keeps the base model."""
+    from backend.training.adapt import TrainOptions, case_sample, loo_steps, torch_net, train_head
 
     def adapt(corr: list[int]):
-        if len(corr) < 2:  # nothing to hold out: the command does not train the head either
-            fn, info = style(corr)
-            return fn, dict(info, steps_chosen=0)
         outs = [cases.outputs(i) for i in corr]
         prep = sum(cases.seconds[i] for i in corr)
-        fit = fit_style(outs, cases.reference, grid)
-        refit_loo = fit.loo_cost
-        if fit.refused:  # as the command: the head trains under the base settings
-            fit = fit.kept_base()
-        if fit.settings.geodesic >= 1.0:  # the network is not used: as the command, no head training
-            return (lambda t: full_weights(cases.outputs(t), fit.settings)), {
-                "settings": fit.settings.label(), "fit_cost": fit.cost, "loo_cost": fit.loo_cost,
-                "prepare_seconds": prep, "steps_chosen": 0}
         cs = [cases.case(i) for i in corr]
-        loo = loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend, trainer.options, cases.smooth)
-        best, held = loo.best, loo.mean
-        info = {"fit_cost": fit.cost, "loo_cost": refit_loo, "prepare_seconds": prep, "steps_chosen": best,
-                "held_out_by_steps": {str(n): c for n, c in held.items()},
-                "held_out_each": {str(n): c for n, c in loo.each.items()}}
-        if loo.refused:  # the command refuses: the base model stays
-            return (lambda t: full_weights(cases.outputs(t), cases.reference)), dict(
-                info, settings=cases.reference.label(), refused=True)
-        if best == 0:
-            return (lambda t: full_weights(cases.outputs(t), fit.settings)), dict(info, settings=fit.settings.label())
-        s = head_settings(fit.settings)
-        G, more = train_head(trainer.G, [case_sample(c) for c in cs], [c.model_blend for c in cs], s,
-                             trainer.replay, trainer.replay_blend, TrainOptions(**{**trainer.options.__dict__,
-                                                                                   "steps": best}))
+        d = decide(outs, cases.reference, grid, True,
+                   loo=lambda fit: loo_steps(cs, fit, trainer.G, trainer.replay, trainer.replay_blend,
+                                             trainer.options, cases.smooth))
+        info = {"fit_cost": d.fit.cost, "loo_cost": d.refit.loo_cost, "prepare_seconds": prep,
+                "steps_chosen": d.steps, "refused": d.refused, "settings": d.kept().label()}
+        if d.loo is not None:
+            info.update(held_out_by_steps={str(n): c for n, c in d.loo.mean.items()},
+                        held_out_each={str(n): c for n, c in d.loo.each.items()})
+        if d.refused or d.steps == 0:
+            settings = d.kept()
+            return (lambda t: full_weights(cases.outputs(t), settings)), info
+        G, more = train_head(trainer.G, [case_sample(c) for c in cs], [c.model_blend for c in cs], d.settings,
+                             trainer.replay, trainer.replay_blend,
+                             TrainOptions(**{**trainer.options.__dict__, "steps": d.steps}))
         net = torch_net(G)
 
         def weights(t: int) -> np.ndarray:
-            return full_weights(rig_outputs(cases.case(t), net, [s.diffuse], cases.smooth), s)
+            return full_weights(rig_outputs(cases.case(t), net, [d.settings.diffuse], cases.smooth), d.settings)
 
-        return weights, dict(info, settings=s.label(), **more)
+        return weights, dict(info, **more)
 
     return adapt
 

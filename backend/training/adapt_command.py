@@ -28,8 +28,9 @@ from backend.inference import model_store
 from backend.io.atomic import atomic_path
 from backend.rig import RigError
 from backend.training.publish import write_version
-from backend.training.style import (MAX_HELD_OUT_COST, MIN_GAIN, StyleSettings, fit_style, full_weights,
-                                    grid_diffuses, model_settings, onnx_net, prepare_case, rig_outputs, style_grid)
+from backend.training.adapt_decision import SKIP_GEODESIC, SKIP_ONE, decide
+from backend.training.style import (MAX_HELD_OUT_COST, MIN_GAIN, StyleSettings, full_weights, grid_diffuses,
+                                    model_settings, onnx_net, prepare_case, rig_outputs, style_grid)
 
 REFUSED = 3
 #: The model-free geodesic falloff alone: a version no worse than it on validation has not collapsed.
@@ -181,39 +182,60 @@ def run_adapt(corrections: list, models: Path, out: Path, data: Optional[Path], 
     cases = [prepare_case(c.rig, predictor) for c in corrections]
     net = onnx_net(predictor)
     outs = [rig_outputs(c, net, grid_diffuses(grid), smooth) for c in cases]
-    fit = fit_style(outs, reference, grid)
     k = len(corrections)
-    log(f"{k} correction(s); base settings: {reference.label()}")
-    log(f"refitted settings: {fit.settings.label()} (cost on the corrections {fit.cost:.3f}, 1 = the base)")
-    metrics: dict = {"fit_cost": fit.cost}
-    G = ckpt = None
-    settings = fit.settings
     base_ckpt = Path(base) if base is not None else model_store.current_checkpoint(models)
-    if options.train and k >= 2 and fit.refused:
-        if fit.settings != reference:
-            log(f"the refitted settings do not hold on the held-out corrections (cost {fit.loo_cost:.3f}): the "
-                f"head trains under the model's own settings")
-        metrics["refit_held_out_cost"] = fit.loo_cost
-        fit = fit.kept_base()
-        settings = fit.settings
-    if options.train and k < 2:
+    head: dict = {}
+
+    def loo(fit):
+        from backend.training.adapt import TrainOptions, loo_steps, replay_samples
+        from backend.training.finetune import load_base
+
+        log("choosing the head's training steps: trained on all corrections but one, scored on that one, in turn")
+        head["G0"], head["ckpt"] = load_base(base_ckpt)
+        head["replay"] = replay_samples(Path(data), _feature_config(head["ckpt"])) if data is not None else []
+        return loo_steps(cases, fit, head["G0"], head["replay"], replay_blend, TrainOptions(steps=options.steps),
+                         smooth)
+
+    replay_blend = float(predictor.model.info.settings.prior_blend)
+    log(f"{k} correction(s); base settings: {reference.label()}")
+    d = decide(outs, reference, grid, options.train, loo)
+    log(f"refitted settings: {d.refit.settings.label()} (cost on the corrections {d.refit.cost:.3f}, 1 = the base)")
+    metrics: dict = {"fit_cost": d.refit.cost}
+    if d.fit is not d.refit:
+        if d.refit.settings != reference:
+            log(f"the refitted settings do not hold on the held-out corrections (cost {d.refit.loo_cost:.3f}): "
+                f"the head trains under the model's own settings")
+        metrics["refit_held_out_cost"] = d.refit.loo_cost
+    if d.skipped == SKIP_ONE:
         log("one correction: head training cannot be checked on a held-out character, so it is skipped "
             "(in the benchmark it made one-character adaptations worse)")
-    elif options.train and fit.settings.geodesic >= 1.0:
+    elif d.skipped == SKIP_GEODESIC:
         log("the refitted settings use the geodesic falloff alone: the network is not used, no head training")
-    elif options.train:
-        G, ckpt, settings, metrics = _train(cases, fit, smooth, float(predictor.model.info.settings.prior_blend),
-                                            base_ckpt, data, options, metrics, log)
-    if fit.loo_cost is not None and "held_out_cost" not in metrics:
-        metrics["held_out_cost"] = fit.loo_cost
-    held = metrics.get("held_out_cost")
+    G = ckpt = None
+    if d.loo is not None:
+        metrics.update(held_out_by_steps={str(n): c for n, c in d.loo.mean.items()}, steps_chosen=d.steps)
+        log("held-out cost by head training steps: " + ", ".join(f"{n}: {c:.3f}" for n, c in d.loo.mean.items()))
+        if d.steps == 0:
+            log("head training did not help on the held-out corrections: the refitted settings alone are used")
+        elif not d.refused:
+            from backend.training.adapt import TrainOptions, case_sample, train_head
+
+            G, info = train_head(head["G0"], [case_sample(c) for c in cases], [c.model_blend for c in cases],
+                                 d.settings, head["replay"], replay_blend, TrainOptions(steps=d.steps))
+            ckpt = head["ckpt"]
+            metrics.update({k: v for k, v in info.items() if isinstance(v, (int, float))})
+            log(f"head trained: {info['steps']} steps ({info['replay_steps']} replay) in "
+                f"{info['train_seconds']:.0f} s")
+    settings = d.settings
+    held = d.held_out_cost
     if held is not None:
+        metrics["held_out_cost"] = held
         log(f"held-out corrections (leave-one-out): cost {held:.3f} (1 = the base)")
-    if settings == reference and G is None:
+    if d.unchanged:
         msg = (f"unchanged: no setting beat the base by {100 * MIN_GAIN:.0f} % on average and on every "
                f"correction; nothing published. To try: {_advice(k)}")
         return _finish(out, AdaptResult("unchanged", msg, reference.as_dict(), metrics))
-    if held is not None and held >= MAX_HELD_OUT_COST:  # for the settings alone: StyleFit.refused
+    if d.refused:
         msg = (f"refused: on the corrections held out in turn the adapted model is not clearly better than the "
                f"base (cost {held:.3f}, {MAX_HELD_OUT_COST:g} needed; 1 = the base), so it would not carry to "
                f"this studio's other characters; nothing "
@@ -264,33 +286,8 @@ def _torch_net(G):
     return torch_net(G)
 
 
-def _train(cases: list, fit, smooth: int, replay_blend: float, base_ckpt: Path, data: Optional[Path],
-           options: AdaptOptions, metrics: dict, log: Callable[[str], None]) -> tuple:
-    """Choose the head's training steps by leave-one-correction-out (backend.training.adapt.loo_steps)
-    and train it on all corrections. -> (G or None when 0 steps won, checkpoint, settings, metrics)."""
-    from backend.training.adapt import (TrainOptions, case_sample, head_settings, loo_steps, replay_samples,
-                                        train_head)
-    from backend.training.finetune import load_base
-
-    G0, ckpt = load_base(base_ckpt)
-    replay = replay_samples(Path(data), _feature_config(ckpt)) if data is not None else []
-    loo = loo_steps(cases, fit, G0, replay, replay_blend, TrainOptions(steps=options.steps), smooth)
-    best, held = loo.best, loo.mean
-    metrics.update(held_out_cost=held[best], held_out_by_steps={str(n): c for n, c in held.items()},
-                   steps_chosen=best)
-    log("held-out cost by head training steps: " + ", ".join(f"{n}: {c:.3f}" for n, c in held.items()))
-    if best == 0:
-        log("head training did not help on the held-out corrections: the refitted settings alone are used")
-        return None, None, fit.settings, metrics
-    s = head_settings(fit.settings)
-    G, info = train_head(G0, [case_sample(c) for c in cases], [c.model_blend for c in cases], s, replay,
-                         replay_blend, TrainOptions(steps=best))
-    metrics.update({k: v for k, v in info.items() if isinstance(v, (int, float))})
-    log(f"head trained: {info['steps']} steps ({info['replay_steps']} replay) in {info['train_seconds']:.0f} s")
-    return G, ckpt, s, metrics
-
-
 def _feature_config(ckpt: dict):
+    """The FeatureConfig a generator checkpoint was trained with."""
     from backend.features.pipeline import FeatureConfig
 
     return FeatureConfig(**ckpt["feature_config"])
