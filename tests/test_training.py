@@ -417,3 +417,40 @@ def test_warm_start_may_grow_the_generator_but_not_shrink_it(tmp_path, data_dir)
     with pytest.raises(RigError, match="pair_attention"):
         Trainer(tiny_config(tmp_path, run=dict(init_generator=str(tmp_path / "grown" / "best_generator.pt"))),
                 data_dir, tmp_path / "shrunk", progress=False, tensorboard=False)
+
+
+def test_cpu_bf16_trains_g_in_bfloat16_repeatably(tmp_path, data_dir):
+    """run.cpu_amp = "bf16": G runs under CPU autocast (its linear layers in bfloat16), training still
+    lowers the validation error, a second run repeats the first bit for bit, and the weights differ
+    from the float32 run's."""
+    from backend.training.updates import Updates
+
+    torch.set_num_threads(1)
+    kw = dict(model=dict(use_prior=False), stages=dict(stage1_epochs=6, patience=50))
+    runs = {}
+    for name, amp in (("bf16", "bf16"), ("bf16_again", "bf16"), ("fp32", "off")):
+        (tmp_path / name).mkdir()
+        cfg = tiny_config(tmp_path / name, run=dict(plot_every=0, threads=1, cpu_amp=amp), **kw)
+        tr = Trainer(cfg, data_dir, tmp_path / name / "run", progress=False, tensorboard=False)
+        first = tr.validate()["val_mse"]
+        assert not tr.fit()["killed"]
+        assert tr.history["epoch"][-1]["val_mse"] < 0.8 * first, name
+        runs[name] = _final_params(tmp_path / name / "run")
+    for k in runs["bf16"]:
+        assert torch.equal(runs["bf16"][k], runs["bf16_again"][k]), k
+    assert any(not torch.equal(runs["bf16"][k], runs["fp32"][k]) for k in runs["bf16"])
+    cfg = tiny_config(tmp_path, run=dict(cpu_amp="bf16"))
+    lin = torch.nn.Linear(4, 4)
+    up = Updates(cfg, lin, lin, lin, torch.device("cpu"), None, lambda **k: None)
+    with up.autocast():
+        assert lin(torch.zeros(2, 4)).dtype == torch.bfloat16
+
+
+def test_a_config_written_before_a_key_existed_resumes_at_its_default():
+    from backend.training.config import TrainConfig, config_diff
+
+    new = TrainConfig().to_dict()
+    old = {sec: {k: v for k, v in vals.items() if (sec, k) != ("run", "cpu_amp")} for sec, vals in new.items()}
+    assert config_diff(old, new) == []
+    new["run"]["cpu_amp"] = "bf16"
+    assert config_diff(old, new) == ["run.cpu_amp: 'off' != 'bf16'"]

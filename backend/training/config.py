@@ -118,6 +118,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "bf16"  # bf16 | fp16 | off (used on CUDA only)
+    cpu_amp: str = "off"  # off | bf16: G's forward and backward in bfloat16 on the CPU (fast with AMX / AVX512-BF16)
     activation_checkpointing: bool = True  # CUDA only
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
     checkpoint_every_minutes: float = 10.0  # also checkpoint mid-epoch when this long has passed (0: never)
@@ -176,14 +177,18 @@ RESUME_FREE = {("run", "kill_after_steps"), ("run", "threads"), ("run", "device"
 
 
 def config_diff(a: dict, b: dict) -> list[str]:
-    """``section.key: a != b`` for every key whose value differs between two config dicts, RESUME_FREE keys left out."""
+    """``section.key: a != b`` for every key whose value differs between two config dicts, RESUME_FREE keys
+    left out. A key one side lacks (a config written before the key existed) counts as its default."""
+    defaults = TrainConfig().to_dict()
     out = []
     for sec in sorted(set(a) | set(b)):
         for key in sorted(set(a.get(sec, {})) | set(b.get(sec, {}))):
             if (sec, key) in RESUME_FREE:
                 continue
-            if a.get(sec, {}).get(key) != b.get(sec, {}).get(key):
-                out.append(f"{sec}.{key}: {a.get(sec, {}).get(key)!r} != {b.get(sec, {}).get(key)!r}")
+            default = defaults.get(sec, {}).get(key)
+            va, vb = a.get(sec, {}).get(key, default), b.get(sec, {}).get(key, default)
+            if va != vb:
+                out.append(f"{sec}.{key}: {va!r} != {vb!r}")
     return out
 
 

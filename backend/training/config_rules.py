@@ -110,7 +110,7 @@ RULES: dict[str, dict[str, Range | Choice | Check]] = {
                    stage3_const=NON_NEGATIVE, patience=AT_LEAST_ONE, score_smooth=NON_NEGATIVE,
                    score_deform=NON_NEGATIVE),
     "run": dict(seed=SEED, device=Choice(("auto", "cpu", "cuda"), r"cuda:\d+"),
-                amp=Choice(("bf16", "fp16", "off")), checkpoint_every_steps=COUNT,
+                amp=Choice(("bf16", "fp16", "off")), cpu_amp=Choice(("off", "bf16")), checkpoint_every_steps=COUNT,
                 checkpoint_every_minutes=NON_NEGATIVE, plot_every=COUNT,
                 spike_factor=POSITIVE, threads=COUNT, kill_after_steps=COUNT, init_generator=ANY_TEXT),
     "runtime": dict(prior_blend=PROBABILITY, sharpen=Range(*SHARPEN_RANGE), diffuse=Range(0.0, MAX_DIFFUSE),

@@ -46,8 +46,11 @@ class Updates:
         self.dist = dist
         self.report = report
         self.amp_dtype = None
+        self.amp_device = device.type
         if device.type == "cuda" and cfg.run.amp in ("bf16", "fp16"):
             self.amp_dtype = torch.bfloat16 if cfg.run.amp == "bf16" else torch.float16
+        elif device.type == "cpu" and cfg.run.cpu_amp == "bf16":
+            self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.checkpointing = device.type == "cuda" and cfg.run.activation_checkpointing
         self.opts: dict[str, torch.optim.Optimizer] = {}
@@ -86,12 +89,13 @@ class Updates:
 
     # ------------------------------------------------------------------ forward helpers
     def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast of G's forward (CUDA: ``run.amp``; CPU: ``run.cpu_amp``), else nothing."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.amp_device, dtype=self.amp_dtype)
 
     def generate(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """G on a batch dict -> (V, K) float32 (autocast / activation checkpointing on CUDA)."""
+        """G on a batch dict -> (V, K) float32 (autocast as :meth:`autocast`; activation checkpointing on CUDA)."""
         args = (tensors["vertex_feat"], tensors["neighbors"], tensors["bone_feat"], tensors["cand"],
                 tensors["pair_feat"], tensors["prior"])
         with self.autocast():
