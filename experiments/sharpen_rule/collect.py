@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--cv-model", default="cv_rt-enc100.onnx")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variant", action="append", default=[], help="NAME:key=value,... (repeatable)")
+    ap.add_argument("--fold", action="append", default=[], help="only these fold views (fold0, ...; repeatable)")
     args = ap.parse_args()
     variants = dict(parse_variant(v) for v in args.variant) or {str(s): {"sharpen": s} for s in POWERS}
     first = next(iter(variants))
@@ -72,7 +73,7 @@ def main() -> None:
     if args.out.exists():
         done = {json.loads(line)["rig"] for line in args.out.read_text().splitlines() if line.strip()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    folds = sorted(p for p in (args.cv / "views").iterdir() if p.is_dir())
+    folds = sorted(p for p in (args.cv / "views").iterdir() if p.is_dir() and (not args.fold or p.name in args.fold))
     for view in folds:
         model = args.cv / view.name / args.cv_model
         manifest = {json.loads(x)["file"]: json.loads(x) for x in (view / "manifest.jsonl").read_text().splitlines()
