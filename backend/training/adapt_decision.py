@@ -12,9 +12,12 @@ and the benchmark (backend.evaluation.adapt_run), so that the benchmark scores w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from backend.training.style import MAX_HELD_OUT_COST, RigOutputs, StyleFit, StyleSettings, fit_style
+
+if TYPE_CHECKING:  # backend.training.adapt imports torch; the decision itself does not need it
+    from backend.training.adapt import LooSteps
 
 #: Why the head was not trained (``Decision.skipped``).
 SKIP_OFF, SKIP_ONE, SKIP_GEODESIC = "off", "one correction", "geodesic falloff alone"
@@ -30,7 +33,7 @@ class Decision:
 
     refit: StyleFit
     fit: StyleFit
-    loo: Optional[object]
+    loo: Optional["LooSteps"]
     skipped: Optional[str]
     steps: int
     settings: StyleSettings
@@ -53,10 +56,10 @@ class Decision:
 
 
 def decide(outs: Sequence[RigOutputs], reference: StyleSettings, grid: list, train: bool,
-           loo: Callable[[StyleFit], object]) -> Decision:
+           loo: Optional[Callable[[StyleFit], "LooSteps"]]) -> Decision:
     """Decide the adaptation to the corrections' ``outs`` (base model outputs, one per correction).
-    ``loo(fit)``: the head's leave-one-correction-out stop rule under ``fit`` (a LooSteps: ``best``,
-    ``mean``), called only when the head may train."""
+    ``loo(fit)``: the head's leave-one-correction-out stop rule under ``fit`` (a LooSteps), called only
+    when the head may train (None is allowed when ``train`` is False)."""
     refit = fit_style(outs, reference, grid)
     fit, skipped = refit, None
     if not train:
