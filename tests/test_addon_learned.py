@@ -21,6 +21,17 @@ from test_addon import (PKG, ROOT, addon, fresh, make_scene, run, select, tiny_m
 
 
 # ----------------------------------------------------------------------------- learned mode, export
+def skin_each(mesh, arm, names: list[str], variants: dict[str, dict], **common) -> dict[str, np.ndarray]:
+    """Auto Skin once per variant (its extra operator arguments) on top of ``common``; each must finish.
+    -> {variant: (V, J) weights of ``names``}."""
+    got = {}
+    for key, kw in variants.items():
+        select(mesh, arm)
+        res, msg = run(**common, **kw)
+        assert res == {"FINISHED"}, msg
+        got[key] = weights(mesh, names)
+    return got
+
 
 def test_learned_mode_with_tiny_model(fresh, tmp_path):
     path = tiny_model(tmp_path, seed=0)
@@ -40,13 +51,8 @@ def test_network_share_overrides_the_model_blend(fresh, tmp_path):
 
     mesh, arm, rig = make_scene(3)
     names = ["bone_0", "bone_1", "bone_2"]
-    got = {}
-    for key, kw in (("model", {}), ("prior", {"network_share": 0.0}),
-                    ("net", {"network_share": 1.0})):
-        select(mesh, arm)
-        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
-        assert res == {"FINISHED"}, msg
-        got[key] = weights(mesh, names)
+    got = skin_each(mesh, arm, names, {"model": {}, "prior": {"network_share": 0.0}, "net": {"network_share": 1.0}},
+                    mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0)
     np.testing.assert_allclose(got["model"], got["net"], atol=1e-6)  # the tiny model stores blend 1
     expected = Predictor(path, prior_blend=0.0, device="cpu").predict(rig, max_influences=0, prune=0.0).weights
     np.testing.assert_allclose(got["prior"], expected, atol=1e-3)
@@ -60,13 +66,8 @@ def test_sharpness_overrides_the_model_setting(fresh, tmp_path):
 
     mesh, arm, rig = make_scene(3)
     names = ["bone_0", "bone_1", "bone_2"]
-    got = {}
-    for key, kw in (("model", {}), ("one", {"sharpness": 1.0}),
-                    ("sharp", {"sharpness": 3.0})):
-        select(mesh, arm)
-        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0, **kw)
-        assert res == {"FINISHED"}, msg
-        got[key] = weights(mesh, names)
+    got = skin_each(mesh, arm, names, {"model": {}, "one": {"sharpness": 1.0}, "sharp": {"sharpness": 3.0}},
+                    mode="LEARNED", model_path=str(path), device="CPU", max_influences=0, prune_threshold=0.0)
     np.testing.assert_allclose(got["model"], got["one"], atol=1e-6)
     expected = Predictor(path, sharpen=3.0, device="cpu").predict(rig, max_influences=0, prune=0.0).weights
     np.testing.assert_allclose(got["sharp"], expected, atol=1e-3)
@@ -311,12 +312,8 @@ def test_enclosing_parts_follows_the_model_unless_set(fresh, tmp_path):
     mesh, arm = build_objects(rig, with_weights=False)
     mesh.modifiers.clear()
     mesh.parent = None
-    got = {}
-    for key, kw in (("model", {}), ("off", {"enclosing_parts": 0.0})):
-        select(mesh, arm)
-        res, msg = run(mode="LEARNED", model_path=str(path), device="CPU", **kw)
-        assert res == {"FINISHED"}, msg
-        got[key] = weights(mesh, list(rig.joint_names))
+    got = skin_each(mesh, arm, list(rig.joint_names), {"model": {}, "off": {"enclosing_parts": 0.0}},
+                    mode="LEARNED", model_path=str(path), device="CPU")
     for j in range(3):
         np.testing.assert_array_equal(got["model"][masks[f"box{j}"]], np.tile(np.eye(3)[j], (8, 1)))
     np.testing.assert_allclose(got["model"], Predictor(path, device="cpu").predict(rig).weights, atol=1e-3)
